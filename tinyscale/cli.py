@@ -1,0 +1,109 @@
+"""The `tinyscale` command.
+
+    tinyscale data prepare [--config FILE[:ARG]] [--dataset D] [--manual-dir DIR] [--data-dir DIR]
+    tinyscale data show --data-dir DIR
+    tinyscale train --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR
+
+User errors print one line and exit 2; interrupted training exits 3 (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinyscale import config_file
+from tinyscale.errors import TinyscaleError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2
+        raise TinyscaleError(f"{self.prog}: {message} (see --help).")
+
+
+def _config(args, overrides):
+    from tinyscale import config as config_lib
+    config = config_file.load(args.config)
+    config_file.apply_overrides(config, overrides)
+    for knob, value in (("data.dataset", getattr(args, "dataset", None)),
+                        ("data.manual_dir", getattr(args, "manual_dir", None)),
+                        ("data.dir", getattr(args, "data_dir", None))):
+        if value is not None:
+            config_file.apply_overrides(config, {knob: value})
+    return config_lib.validate(config)
+
+
+def _data_prepare(args, overrides):
+    from tinyscale.data import pipeline
+    out = pipeline.prepare(_config(args, overrides), progress=True)
+    _print_summary(out)
+
+
+def _data_show(args, overrides):
+    _print_summary(args.data_dir, args.stories)
+
+
+def _print_summary(data_dir: str, n_stories: int = 3) -> None:
+    import numpy as np
+
+    from tinyscale.data import pipeline, tokenizer
+    meta = pipeline.load_meta(data_dir)
+    sp = tokenizer.load(f"{data_dir}/tokenizer.model")
+    print(f"data dir    {data_dir}")
+    print(f"dataset     {meta['data']['dataset']}   vocabulary {meta['vocab_size']}")
+    for split, s in meta["splits"].items():
+        print(f"{split:<11} {s['stories']:>9,} stories {s['tokens']:>12,} tokens "
+              f"{s['bytes']:>13,} bytes  {s['bytes_per_token']:.2f} bytes/token")
+    stream = np.asarray(pipeline.tokens(data_dir, "eval")[:20_000])
+    ends = np.flatnonzero(stream == meta["eos_id"])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    for i, (a, b) in enumerate(zip(starts[:n_stories], ends[:n_stories])):
+        print(f"\n--- eval story {i} ({b - a} tokens)\n{sp.decode(stream[a:b].tolist())}")
+
+
+def _train(args, overrides):
+    from tinyscale import train
+    config = _config(args, overrides)
+    return train.main(config, args.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tinyscale", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="prepare and inspect corpora")
+    data_sub = data.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    prep = data_sub.add_parser("prepare", help="tokenise and pack a corpus")
+    prep.add_argument("--config", help="config file FILE[:ARG] (default: built-in)")
+    prep.add_argument("--dataset", help="synthstories | tinystories")
+    prep.add_argument("--manual-dir", help="folder with the TinyStories .txt files")
+    prep.add_argument("--data-dir", help="where to write (default: a cache dir)")
+    prep.set_defaults(func=_data_prepare)
+    show = data_sub.add_parser("show", help="statistics and a few stories")
+    show.add_argument("--data-dir", required=True)
+    show.add_argument("--stories", type=int, default=3)
+    show.set_defaults(func=_data_show)
+
+    train = sub.add_parser("train", help="train one model (resumes if interrupted)")
+    train.add_argument("--config", help="config file FILE[:ARG]")
+    train.add_argument("--workdir", required=True, help="the run directory")
+    train.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        rest, overrides = config_file.split_overrides(argv)
+        args = build_parser().parse_args(rest)
+        return args.func(args, overrides) or 0
+    except TinyscaleError as error:
+        print(f"tinyscale: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinyscale: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

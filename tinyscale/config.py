@@ -1,0 +1,182 @@
+"""The default configuration: every knob, declared once, with what it does.
+
+Sweep files start from `get_config()` and change what they need; `validate` checks a
+config before anything reads it and names the knob and the fix when a value is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import ml_collections
+
+from tinyscale.errors import TinyscaleError
+
+DATASETS = ("synthstories", "tinystories")
+FAMILIES = ("llama", "gpt_neo")
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0                           # seeds parameter init and the data order
+
+    c.data = d = ml_collections.ConfigDict()
+    d.dataset = "synthstories"           # synthstories (built in) | tinystories (TFDS)
+    d.dir = ""                           # prepared data; "" = a cache dir keyed by these settings
+    d.cache_dir = "~/.cache/tinyscale"   # tokenizers and default data dirs live here
+    d.tinystories_version = "original"   # original | gpt4 (the TinyStoriesV2-GPT4 files)
+    d.manual_dir = ""                    # folder holding the TinyStories .txt files (offline)
+    d.synth_seed = 0                     # SynthStories corpus seed
+    d.synth_richness = 1.0               # share of the SynthStories lexicon used, in (0, 1]
+    d.train_stories = 20_000             # SynthStories stories in the training split
+    d.eval_stories = 500                 # SynthStories stories in the eval split
+    d.vocab_size = 1024                  # sentencepiece vocabulary size
+    d.tokenizer = "bpe"                  # sentencepiece model type: bpe | unigram
+    d.tokenizer_sample_mb = 20           # MB of training text the tokenizer learns from
+
+    c.model = m = ml_collections.ConfigDict()
+    m.family = "llama"                   # llama (RoPE, RMSNorm, SwiGLU) | gpt_neo (the paper's)
+    m.d_model = 64                       # width of the residual stream
+    m.n_layers = 2                       # transformer blocks
+    m.n_heads = 4                        # attention heads
+    m.n_kv_heads = 0                     # llama grouped KV heads; 0 = n_heads
+    m.d_ff = 0                           # MLP width; 0 = 4*d_model (gpt_neo), ~8/3*d_model (llama)
+    m.max_seq_len = 256                  # positions the model supports (gpt_neo learns them)
+    m.window_size = 256                  # gpt_neo local-attention window
+    m.attention_pattern = "global,local"  # gpt_neo layer types, repeated over the depth
+    m.rope_theta = 10_000.0              # llama rotary base
+    m.norm_eps = 1e-5                    # LayerNorm / RMSNorm epsilon
+    m.tie_embeddings = True              # share input embedding and output projection
+    m.dtype = "float32"                  # compute dtype: float32 | bfloat16
+    m.param_dtype = "float32"            # parameter dtype (keep float32 for Adam)
+
+    c.train = t = ml_collections.ConfigDict()
+    t.seq_len = 256                      # tokens per training sequence
+    t.batch_size = 8                     # sequences per optimizer step (global)
+    t.steps = 0                          # run length in steps; 0 = derive from tokens
+    t.tokens = 2_000_000                 # run length in tokens (used when steps = 0)
+    t.lr = 3e-3                          # peak learning rate
+    t.schedule = "cosine"                # after warmup: constant | cosine | linear
+    t.warmup_steps = 50                  # linear warmup from 0
+    t.final_lr_ratio = 0.1               # decay target as a share of lr
+    t.weight_decay = 0.1                 # AdamW decay (not on norms, biases, embeddings' norms)
+    t.b1 = 0.9                           # Adam beta1
+    t.b2 = 0.95                          # Adam beta2
+    t.eps = 1e-8                         # Adam epsilon
+    t.grad_clip = 1.0                    # global-norm clipping; 0 = off
+    t.grad_accum = 1                     # micro-batches per optimizer step
+    t.log_every = 10                     # steps between metrics lines
+    t.checkpoint_every = 200             # steps between checkpoints
+    t.keep_checkpoints = 3               # newest checkpoints kept
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.every = 200                        # steps between held-out evaluations
+    e.batches = 8                        # fixed eval batches (of train.batch_size sequences)
+    e.at_end = True                      # run the full evaluation when training ends
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1                     # data-parallel axis; -1 = the remaining devices
+    c.mesh.fsdp = 1                      # parameter-sharded data-parallel axis
+    c.mesh.tensor = 1                    # tensor-parallel axis (heads, MLP)
+
+    c.output = o = ml_collections.ConfigDict()
+    o.workdir = ""                       # the run directory (set by --workdir or the launcher)
+    o.tensorboard = True                 # write TensorBoard events under workdir/tb
+    o.progress = True                    # a live progress line on the terminal
+    return c
+
+
+def _fail(knob: str, value, fix: str) -> None:
+    raise TinyscaleError(f"config.{knob}={value!r} is invalid: {fix}.")
+
+
+def _positive(c, *knobs: str, allow_zero=()) -> None:
+    for knob in knobs:
+        value = _get(c, knob)
+        ok = isinstance(value, int) and not isinstance(value, bool) and (
+            value > 0 or (knob in allow_zero and value == 0))
+        if not ok:
+            _fail(knob, value, f"set --config.{knob} to a positive integer")
+
+
+def _choice(c, knob: str, options) -> None:
+    if _get(c, knob) not in options:
+        _fail(knob, _get(c, knob), f"choose one of {', '.join(options)}")
+
+
+def _get(c, knob: str):
+    for part in knob.split("."):
+        c = c[part]
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every knob a user might get wrong; return the config unchanged."""
+    _choice(c, "data.dataset", DATASETS)
+    _choice(c, "data.tinystories_version", ("original", "gpt4"))
+    _choice(c, "data.tokenizer", ("bpe", "unigram"))
+    _positive(c, "data.train_stories", "data.eval_stories", "data.tokenizer_sample_mb")
+    if not 0.0 < c.data.synth_richness <= 1.0:
+        _fail("data.synth_richness", c.data.synth_richness, "use a share in (0, 1]")
+    if not 64 <= c.data.vocab_size <= 65_535:
+        _fail("data.vocab_size", c.data.vocab_size, "use a size from 64 to 65535")
+    _choice(c, "model.family", FAMILIES)
+    _positive(c, "model.d_model", "model.n_layers", "model.n_heads", "model.max_seq_len",
+              "model.window_size", "model.n_kv_heads", "model.d_ff",
+              allow_zero=("model.n_kv_heads", "model.d_ff"))
+    if c.model.d_model % c.model.n_heads:
+        _fail("model.n_heads", c.model.n_heads,
+              f"it must divide model.d_model={c.model.d_model}")
+    kv = c.model.n_kv_heads or c.model.n_heads
+    if c.model.n_heads % kv:
+        _fail("model.n_kv_heads", kv, f"it must divide model.n_heads={c.model.n_heads}")
+    if c.model.family == "llama" and (c.model.d_model // c.model.n_heads) % 2:
+        _fail("model.n_heads", c.model.n_heads, "RoPE needs an even head size "
+              "(d_model / n_heads); change model.d_model or model.n_heads")
+    layers = [x.strip() for x in c.model.attention_pattern.split(",")]
+    if not layers or any(x not in ("global", "local") for x in layers):
+        _fail("model.attention_pattern", c.model.attention_pattern,
+              "use a comma-separated list of global and local")
+    _choice(c, "model.dtype", ("float32", "bfloat16"))
+    _choice(c, "model.param_dtype", ("float32", "bfloat16"))
+    _positive(c, "train.seq_len", "train.batch_size", "train.tokens", "train.steps",
+              "train.grad_accum", "train.log_every", "train.checkpoint_every",
+              "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",
+              allow_zero=("train.steps", "train.warmup_steps"))
+    if c.train.seq_len > c.model.max_seq_len:
+        _fail("train.seq_len", c.train.seq_len,
+              f"it must not exceed model.max_seq_len={c.model.max_seq_len}")
+    if c.train.batch_size % c.train.grad_accum:
+        _fail("train.grad_accum", c.train.grad_accum,
+              f"it must divide train.batch_size={c.train.batch_size}")
+    _choice(c, "train.schedule", ("constant", "cosine", "linear"))
+    for knob in ("train.lr", "train.weight_decay", "train.grad_clip", "train.final_lr_ratio"):
+        if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
+            _fail(knob, _get(c, knob), "use a non-negative number")
+    if c.train.lr == 0:
+        _fail("train.lr", 0, "use a positive learning rate")
+    for axis in ("data", "fsdp", "tensor"):
+        if c.mesh[axis] == 0 or c.mesh[axis] < -1:
+            _fail(f"mesh.{axis}", c.mesh[axis], "use a positive size, or -1 for the rest")
+    if [c.mesh[a] for a in ("data", "fsdp", "tensor")].count(-1) > 1:
+        _fail("mesh", c.mesh.to_dict(), "at most one mesh axis may be -1")
+    return c
+
+
+def data_key(c: ml_collections.ConfigDict) -> str:
+    """A short hash of the settings that determine the prepared data."""
+    d = c.data
+    keys = ["dataset", "vocab_size", "tokenizer", "tokenizer_sample_mb"]
+    keys += (["synth_seed", "synth_richness", "train_stories", "eval_stories"]
+             if d.dataset == "synthstories" else ["tinystories_version"])
+    blob = json.dumps({k: d[k] for k in keys}, sort_keys=True)
+    return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def data_dir(c: ml_collections.ConfigDict) -> str:
+    """Where the prepared data for this config lives."""
+    if c.data.dir:
+        return os.path.expanduser(c.data.dir)
+    return os.path.join(os.path.expanduser(c.data.cache_dir), "data", data_key(c))

@@ -1,0 +1,180 @@
+"""Prepare a corpus once, then serve batches as a pure function of the step.
+
+On-disk format of a prepared data directory (written to a temp dir, then renamed, so
+a directory that exists is complete):
+
+    meta.json        dataset settings, vocabulary, EOS id, dtype, per-split counts and
+                     bytes per token
+    tokenizer.model  the sentencepiece model
+    train.bin        the training split: every story's token ids followed by EOS,
+    eval.bin         concatenated; raw little-endian uint16 (uint32 above 65,535 ids)
+
+Packing: sequence j of a split is `tokens[j*L : j*L + L + 1]` (inputs and shifted
+targets) for sequence length L, so one stored stream serves every L. Batches are a
+pure function of (seed, step, process index, process count): global row r of step s
+is sequence `perm_e[(s*B + r) mod n]` with `perm_e` a seeded permutation for epoch
+e = (s*B + r) // n; each process takes its contiguous slice of the B rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import ml_collections
+import numpy as np
+
+from tinyscale import config as config_lib
+from tinyscale.data import synthstories, tokenizer
+from tinyscale.errors import TinyscaleError
+
+FORMAT_VERSION = 1
+
+
+def _sources(c: ml_collections.ConfigDict):
+    """(train texts, eval texts, counts or None) as re-iterable callables."""
+    d = c.data
+    if d.dataset == "synthstories":
+        def split(name, count):
+            return lambda: (s.text for s in synthstories.stories(
+                count, d.synth_seed, name, d.synth_richness))
+        return split("train", d.train_stories), split("eval", d.eval_stories), (
+            d.train_stories, d.eval_stories)
+    from tinyscale.data import tinystories  # TFDS import is slow: only when needed
+    builder = tinystories.build(d.tinystories_version,
+                                os.path.join(os.path.expanduser(d.cache_dir), "tfds"),
+                                d.manual_dir)
+    counts = tuple(builder.info.splits[s].num_examples for s in ("train", "validation"))
+    return (lambda: tinystories.texts(builder, "train"),
+            lambda: tinystories.texts(builder, "validation"), counts)
+
+
+def _progress(total, desc, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=" stories", disable=not enabled,
+                file=sys.stderr, mininterval=0.5)
+
+
+def _write_split(sp, texts, path, total, desc, progress) -> dict:
+    dtype = np.uint16 if sp.get_piece_size() <= 65_535 else np.uint32
+    n_tokens = n_bytes = n_stories = 0
+    with open(path, "wb") as f, _progress(total, desc, progress) as bar:
+        for ids, sizes in tokenizer.encode_batches(sp, texts):
+            flat = np.fromiter((t for x in ids for t in x), dtype=dtype)
+            flat.astype(np.dtype(dtype).newbyteorder("<")).tofile(f)
+            n_tokens += flat.size
+            n_bytes += sum(sizes)
+            n_stories += len(ids)
+            bar.update(len(ids))
+    if n_stories == 0:
+        raise TinyscaleError(f"the {desc} split is empty: check the corpus files "
+                             "(config.data.manual_dir) or config.data.*_stories.")
+    return {"stories": n_stories, "tokens": n_tokens, "bytes": n_bytes,
+            "bytes_per_token": n_bytes / n_tokens, "dtype": np.dtype(dtype).name}
+
+
+def prepare(c: ml_collections.ConfigDict, progress: bool = True) -> str:
+    """Tokenise and pack the corpus of config `c` unless already done; its directory."""
+    config_lib.validate(c)
+    out = config_lib.data_dir(c)
+    if os.path.exists(os.path.join(out, "meta.json")):
+        return out
+    train_texts, eval_texts, (n_train, n_eval) = _sources(c)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        if progress:
+            print(f"training a {c.data.vocab_size}-piece {c.data.tokenizer} tokenizer...",
+                  file=sys.stderr)
+        model = tokenizer.cached(train_texts(), config_lib.data_key(c), c.data.vocab_size,
+                                 c.data.tokenizer, c.data.tokenizer_sample_mb,
+                                 c.data.cache_dir)
+        shutil.copy(model, os.path.join(tmp, "tokenizer.model"))
+        sp = tokenizer.load(model)
+        splits = {
+            "train": _write_split(sp, train_texts(), os.path.join(tmp, "train.bin"),
+                                  n_train, "train", progress),
+            "eval": _write_split(sp, eval_texts(), os.path.join(tmp, "eval.bin"),
+                                 n_eval, "eval", progress),
+        }
+        meta = {"format_version": FORMAT_VERSION, "data": c.data.to_dict(),
+                "vocab_size": sp.get_piece_size(), "eos_id": tokenizer.EOS_ID,
+                "bos_id": tokenizer.BOS_ID, "splits": splits,
+                "bytes_per_token": splits["eval"]["bytes_per_token"]}
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=2)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first; its result is the same
+            if not os.path.exists(os.path.join(out, "meta.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_meta(data_dir: str) -> dict:
+    path = os.path.join(data_dir, "meta.json")
+    if not os.path.exists(path):
+        raise TinyscaleError(f"{data_dir} holds no prepared data: run "
+                             f"`tinyscale data prepare --data-dir {data_dir}` first.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def tokens(data_dir: str, split: str) -> np.ndarray:
+    """The split's token stream, memory-mapped (random access, nothing read yet)."""
+    meta = load_meta(data_dir)
+    dtype = np.dtype(meta["splits"][split]["dtype"]).newbyteorder("<")
+    return np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=dtype, mode="r")
+
+
+class Batches:
+    """Batches of packed sequences, a pure function of the step.
+
+    `batch(step)` returns this process's rows of the global batch: int32 of shape
+    [batch_size // process_count, seq_len + 1].
+    """
+
+    def __init__(self, data_dir: str, split: str, seq_len: int, batch_size: int,
+                 seed: int, process_index: int = 0, process_count: int = 1):
+        if batch_size % process_count:
+            raise TinyscaleError(
+                f"config.train.batch_size={batch_size} does not divide over "
+                f"{process_count} processes: use a multiple of {process_count}.")
+        self.stream = tokens(data_dir, split)
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+        self.n_sequences = (len(self.stream) - 1) // seq_len
+        if self.n_sequences < 1:
+            raise TinyscaleError(f"the {split} split has fewer than {seq_len + 1} tokens: "
+                                 "prepare more data or lower config.train.seq_len.")
+        local = batch_size // process_count
+        self.rows = np.arange(process_index * local, (process_index + 1) * local)
+        self.offsets = np.arange(seq_len + 1)
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch, self._perm = epoch, rng.permutation(self.n_sequences)
+        return self._perm
+
+    def sequence_ids(self, step: int) -> np.ndarray:
+        global_rows = step * self.batch_size + self.rows
+        epochs, positions = np.divmod(global_rows, self.n_sequences)
+        if epochs[0] == epochs[-1]:
+            return self._permutation(int(epochs[0]))[positions]
+        return np.array([self._permutation(int(e))[p] for e, p in zip(epochs, positions)])
+
+    def batch(self, step: int) -> np.ndarray:
+        starts = self.sequence_ids(step) * self.seq_len
+        return self.stream[starts[:, None] + self.offsets].astype(np.int32)
+
+    def eval_batch(self, index: int) -> np.ndarray:
+        """Fixed, unshuffled batch `index` (sequences in stored order, wrapping)."""
+        ids = (index * self.batch_size + self.rows) % self.n_sequences
+        return self.stream[ids[:, None] * self.seq_len + self.offsets].astype(np.int32)
