@@ -39,7 +39,12 @@ cheese egg bread bun cracker pretzel berry nut seed blanket pillow quilt rug
 chair stool bench table bed swing slide rope net ladder hammer brush comb
 mirror picture painting letter card gift present ticket medal trophy badge flag
 sign stamp envelope notebook pencil pen eraser ruler paper magnet
-umbrella wand broom bottle cap helmet sled wheel tire pail""".split()
+umbrella wand broom bottle cap helmet sled wheel tire pail kazoo harmonica
+trumpet tambourine xylophone rocket spaceship dinosaur dragon
+marble dice domino kazoo pinwheel snowglobe lantern candle flashlight compass
+telescope binoculars backpack purse wallet bead button acorn pinecone seashell
+crystal ornament cushion hammock mug kettle teapot basket napkin towel soap
+sponge toothbrush bandage sticker kite""".split()
 # Animals are objects too: introduced with "a", then "the dog" and "it".
 ANIMALS = """dog cat bird fish frog duck rabbit bunny mouse puppy kitten pony horse
 cow pig sheep goat hen chick owl bee butterfly ladybug snail turtle squirrel fox
@@ -58,13 +63,20 @@ careful clever friendly helpful playful proud calm wild wise young tidy messy
 bouncy crunchy juicy spicy sour salty crispy chubby skinny giant mini broken
 hungry thirsty grumpy jolly merry neat odd precious rare real rusty shaggy sharp
 shallow deep empty full fresh frozen furry gray hairy hollow icy lazy muddy
-plump quick rainy snowy sunny windy stormy dusty foggy""".split()
+plump quick rainy snowy sunny windy stormy dusty foggy glittery dotted
+wobbly sleek tangled twisty crooked lumpy silky velvet woolly leafy
+grassy sandy rocky pebbly creaky squeaky rattly jingly twinkly glowing
+gleaming dull faded bold cheerful dreamy gloomy sneaky fearless gigantic
+teeny enormous marvelous wonderful terrible awful delightful mysterious
+magical colorful""".split()
 
 PLACES = """park garden forest beach lake river pond farm zoo school house kitchen
 yard field hill meadow playground store market library castle cave barn village
 town city street road bridge mountain valley jungle island ocean sea shore woods
 camp tent pool bakery shop museum station circus fair orchard nest tree attic
-basement bedroom bathroom porch backyard sandbox classroom hallway""".split()
+basement bedroom bathroom porch backyard sandbox classroom hallway greenhouse
+lighthouse harbor dock canyon desert swamp marsh creek waterfall volcano
+igloo treehouse cottage palace tower garage""".split()
 
 FEELINGS = """happy sad glad angry scared tired excited surprised proud worried
 upset lonely calm brave silly grumpy sleepy hungry thankful shy nervous jolly

@@ -21,7 +21,13 @@ import functools
 from tinyscale.data import synth_grammar as grammar
 from tinyscale.data import synth_lexicon as lex
 from tinyscale.data.synth_text import (
-    PRONOUN_GENDER, TERMINAL, quote_mask, split_sentences, tokenize, tokenize_pattern)
+    PRONOUN_GENDER,
+    TERMINAL,
+    quote_mask,
+    split_sentences,
+    tokenize,
+    tokenize_pattern,
+)
 
 _VOWELS = frozenset("aeiou")
 

@@ -77,7 +77,7 @@ class _Writer:
         return out
 
     def slot(self, role: str, attr: str, quoted: bool) -> list[str]:
-        rng, words = self.rng, self.words
+        rng = self.rng
         if role == "P":
             return [self.things["P"]]
         if role in ("O", "Q"):

@@ -116,11 +116,17 @@ def build(version: str, data_dir: str, manual_dir: str = "") -> TinyStories:
             raise TinyscaleError(
                 f"config.data.manual_dir={manual_dir!r} lacks {', '.join(missing)}: put the "
                 "TinyStories .txt files there or fix --config.data.manual_dir.")
+    tfds.disable_progress_bar()  # tinyscale prints its own progress
     config = tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
     try:
         builder.download_and_prepare(download_config=config, file_format="array_record")
     except Exception as error:  # tfds wraps network failures in several types
+        if "No examples were yielded" in str(error):
+            raise TinyscaleError(
+                f"a TinyStories {version} file holds no story (it is empty or only "
+                "separators): replace it with the real file in config.data.manual_dir.") \
+                from None
         if manual_dir:
             raise
         raise TinyscaleError(
