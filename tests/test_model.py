@@ -1,0 +1,56 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tinyscale import config as config_lib
+from tinyscale import counting, parallel
+from tinyscale.model import ModelSpec, Transformer
+
+
+def build(family="llama", vocab=256, **model):
+    c = config_lib.get_config()
+    c.model.family = family
+    for k, v in model.items():
+        c.model[k] = v
+    c.data.vocab_size = vocab
+    config_lib.validate(c)
+    with parallel.using(parallel.make_mesh(c)):
+        return c, Transformer(ModelSpec.from_config(c.model, vocab), rngs=nnx.Rngs(0))
+
+
+VARIANTS = [
+    dict(family="llama"),
+    dict(family="llama", n_kv_heads=2, tie_embeddings=False),
+    dict(family="gpt_neo"),
+    dict(family="gpt_neo", attention_pattern="local", window_size=4, d_ff=96),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_position_sees_the_future(variant):
+    _, model = build(**variant)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 24)))
+    logits = model(tokens)
+    for t in (0, 7, 23):
+        changed = model(tokens.at[:, t].set((tokens[:, t] + 1) % 256))
+        assert float(jnp.abs(changed[:, :t] - logits[:, :t]).max(initial=0.0)) == 0.0
+        assert float(jnp.abs(changed[:, t:] - logits[:, t:]).max()) > 0.0
+
+
+def test_local_attention_forgets_beyond_its_window():
+    _, model = build("gpt_neo", attention_pattern="local", window_size=4, n_layers=1)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 256, (1, 16)))
+    changed = model(tokens.at[:, 2].set((tokens[:, 2] + 1) % 256))
+    diff = jnp.abs(changed - model(tokens)).max(axis=-1)[0]
+    assert float(diff[5]) > 0 and float(diff[6:].max()) == 0.0  # positions 2..5 see token 2
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_counts_equal_actual_parameter_sizes(variant):
+    c, model = build(**variant)
+    actual = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    counts = counting.parameter_counts(ModelSpec.from_config(c.model, 256))
+    assert counts["total"] == actual
+    assert counts["embedding"] + counts["non_embedding"] == actual

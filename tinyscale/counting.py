@@ -1,0 +1,48 @@
+"""Parameter counts (total / embedding / non-embedding) and training FLOPs per token.
+
+Embedding parameters are the token embeddings, GPT-Neo's learned positions and an
+untied output projection; everything else is non-embedding (Kaplan et al., 2020).
+
+Training FLOPs per token follow PaLM (Chowdhery et al., 2022, appendix B):
+6 x (parameters used in matmuls, output projection included) + 12 x layers x d_attn x T,
+where T is the attended context (the window for local layers), counted in full.
+"""
+
+from __future__ import annotations
+
+from tinyscale.model import ModelSpec
+
+
+def _block_parameters(s: ModelSpec) -> tuple[int, int]:
+    """(matmul weights, other parameters) of one transformer block."""
+    d, e = s.d_model, s.head_size
+    attention = d * s.n_heads * e + 2 * d * s.n_kv_heads * e + s.n_heads * e * d
+    if s.family == "gpt_neo":
+        mlp = 2 * d * s.d_ff
+        other = 4 * d + d + s.d_ff + d  # two LayerNorms, out_proj bias, MLP biases
+    else:
+        mlp = 3 * d * s.d_ff
+        other = 2 * d  # two RMSNorms
+    return attention + mlp, other
+
+
+def parameter_counts(s: ModelSpec) -> dict[str, int]:
+    matmul, other = _block_parameters(s)
+    final_norm = 2 * s.d_model if s.family == "gpt_neo" else s.d_model
+    embedding = s.vocab_size * s.d_model
+    if s.family == "gpt_neo":
+        embedding += s.max_seq_len * s.d_model
+    if not s.tie_embeddings:
+        embedding += s.d_model * s.vocab_size
+    non_embedding = s.n_layers * (matmul + other) + final_norm
+    return {"total": embedding + non_embedding, "embedding": embedding,
+            "non_embedding": non_embedding}
+
+
+def flops_per_token(s: ModelSpec, seq_len: int) -> float:
+    """Training (forward + backward) FLOPs per token at sequence length `seq_len`."""
+    matmul, _ = _block_parameters(s)
+    matmul_params = s.n_layers * matmul + s.d_model * s.vocab_size
+    attended = sum(min(seq_len, s.window_size) if t == "local" else seq_len
+                   for t in s.attention_types)
+    return 6.0 * matmul_params + 12.0 * s.n_heads * s.head_size * attended

@@ -1,0 +1,186 @@
+"""A decoder-only transformer in flax NNX, in two families.
+
+* `gpt_neo` — the TinyStories paper's architecture (and Hugging Face GPT-Neo's, so the
+  released checkpoints load): learned positions, LayerNorm, GELU MLP, biases on the
+  attention output and MLP, attention layers alternating global and local, tied
+  embeddings, and GPT-Neo's unscaled attention logits.
+* `llama` — llama2.c's stories models: RoPE, RMSNorm, SwiGLU, no biases, optional
+  grouped KV heads.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`);
+`parallel.py` maps them onto the mesh. Tensor names carry their shapes:
+B batch, T time, D d_model, H heads, K kv heads, E head size, F d_ff, V vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_init = nnx.initializers
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The model's shape, resolved from config.model and the vocabulary size."""
+
+    family: str
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    max_seq_len: int
+    window_size: int
+    attention_types: tuple[str, ...]  # per layer: global | local
+    rope_theta: float
+    norm_eps: float
+    tie_embeddings: bool
+    dtype: str
+    param_dtype: str
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_config(cls, m, vocab_size: int) -> ModelSpec:
+        if m.d_ff:
+            d_ff = m.d_ff
+        elif m.family == "gpt_neo":
+            d_ff = 4 * m.d_model
+        else:  # llama2.c: 2/3 of 4*d, rounded up to a multiple of 32
+            d_ff = 32 * -(-int(8 * m.d_model / 3) // 32)
+        pattern = [x.strip() for x in m.attention_pattern.split(",")]
+        types = tuple(pattern[i % len(pattern)] if m.family == "gpt_neo" else "global"
+                      for i in range(m.n_layers))
+        return cls(m.family, vocab_size, m.d_model, m.n_layers, m.n_heads,
+                   m.n_kv_heads or m.n_heads, d_ff, m.max_seq_len, m.window_size, types,
+                   m.rope_theta, m.norm_eps, m.tie_embeddings, m.dtype, m.param_dtype)
+
+
+def _dense(spec, d_in, d_out, axes, rngs, bias=False, std=0.02):
+    return nnx.Linear(
+        d_in, d_out, use_bias=bias, dtype=jnp.dtype(spec.dtype),
+        param_dtype=jnp.dtype(spec.param_dtype),
+        kernel_init=nnx.with_partitioning(_init.normal(std), axes),
+        bias_init=nnx.with_partitioning(_init.zeros, axes[1:]), rngs=rngs)
+
+
+def _norm(spec, rngs):
+    axes = ("embed",)
+    kwargs = dict(epsilon=spec.norm_eps, dtype=jnp.float32,
+                  param_dtype=jnp.dtype(spec.param_dtype), rngs=rngs,
+                  scale_init=nnx.with_partitioning(_init.ones, axes))
+    if spec.family == "llama":
+        return nnx.RMSNorm(spec.d_model, **kwargs)
+    return nnx.LayerNorm(spec.d_model, bias_init=nnx.with_partitioning(_init.zeros, axes),
+                         **kwargs)
+
+
+def rope(x_BTHE: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding, rotate-half convention (as Hugging Face Llama)."""
+    half = x_BTHE.shape[-1] // 2
+    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BTE = positions_BT[..., None].astype(jnp.float32) * freqs
+    cos, sin = jnp.cos(angles_BTE)[:, :, None], jnp.sin(angles_BTE)[:, :, None]
+    x1, x2 = x_BTHE[..., :half].astype(jnp.float32), x_BTHE[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTHE.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, spec: ModelSpec, layer: int, *, rngs: nnx.Rngs):
+        self.spec, self.local = spec, spec.attention_types[layer] == "local"
+        d, h, k, e = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_size
+        self.query = _dense(spec, d, h * e, ("embed", "heads"), rngs)
+        self.key = _dense(spec, d, k * e, ("embed", "kv"), rngs)
+        self.value = _dense(spec, d, k * e, ("embed", "kv"), rngs)
+        self.out = _dense(spec, h * e, d, ("heads", "embed"), rngs,
+                          bias=spec.family == "gpt_neo",
+                          std=0.02 / math.sqrt(2 * spec.n_layers))
+
+    def __call__(self, x_BTD, positions_BT):
+        s = self.spec
+        b, t, _ = x_BTD.shape
+        q_BTHE = self.query(x_BTD).reshape(b, t, s.n_heads, s.head_size)
+        k_BTKE = self.key(x_BTD).reshape(b, t, s.n_kv_heads, s.head_size)
+        v_BTKE = self.value(x_BTD).reshape(b, t, s.n_kv_heads, s.head_size)
+        if s.family == "llama":
+            q_BTHE = rope(q_BTHE, positions_BT, s.rope_theta)
+            k_BTKE = rope(k_BTKE, positions_BT, s.rope_theta)
+        # GPT-Neo does not scale its attention logits by 1/sqrt(E).
+        scale = 1.0 if s.family == "gpt_neo" else 1.0 / math.sqrt(s.head_size)
+        window = (s.window_size - 1, 0) if self.local else None
+        out_BTHE = jax.nn.dot_product_attention(
+            q_BTHE, k_BTKE, v_BTKE, scale=scale, is_causal=True, local_window_size=window)
+        return self.out(out_BTHE.reshape(b, t, -1))
+
+
+class MLP(nnx.Module):
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+        self.gated = spec.family == "llama"
+        bias, std_out = not self.gated, 0.02 / math.sqrt(2 * spec.n_layers)
+        self.up = _dense(spec, spec.d_model, spec.d_ff, ("embed", "mlp"), rngs, bias=bias)
+        if self.gated:
+            self.gate = _dense(spec, spec.d_model, spec.d_ff, ("embed", "mlp"), rngs)
+        self.down = _dense(spec, spec.d_ff, spec.d_model, ("mlp", "embed"), rngs, bias=bias,
+                           std=std_out)
+
+    def __call__(self, x_BTD):
+        if self.gated:
+            return self.down(jax.nn.silu(self.gate(x_BTD)) * self.up(x_BTD))
+        return self.down(jax.nn.gelu(self.up(x_BTD), approximate=True))  # GPT-Neo gelu_new
+
+
+class Block(nnx.Module):
+    def __init__(self, spec: ModelSpec, layer: int, *, rngs: nnx.Rngs):
+        self.norm_attn = _norm(spec, rngs)
+        self.attn = Attention(spec, layer, rngs=rngs)
+        self.norm_mlp = _norm(spec, rngs)
+        self.mlp = MLP(spec, rngs=rngs)
+
+    def __call__(self, x_BTD, positions_BT):
+        dtype = x_BTD.dtype
+        x_BTD = x_BTD + self.attn(self.norm_attn(x_BTD).astype(dtype), positions_BT)
+        return x_BTD + self.mlp(self.norm_mlp(x_BTD).astype(dtype))
+
+
+class Transformer(nnx.Module):
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+        self.spec = spec
+        pdtype = jnp.dtype(spec.param_dtype)
+        self.embed = nnx.Embed(
+            spec.vocab_size, spec.d_model, dtype=jnp.dtype(spec.dtype), param_dtype=pdtype,
+            embedding_init=nnx.with_partitioning(_init.normal(0.02), ("vocab", "embed")),
+            rngs=rngs)
+        if spec.family == "gpt_neo":
+            self.positions = nnx.Embed(
+                spec.max_seq_len, spec.d_model, dtype=jnp.dtype(spec.dtype),
+                param_dtype=pdtype, rngs=rngs,
+                embedding_init=nnx.with_partitioning(_init.normal(0.02), (None, "embed")))
+        self.blocks = nnx.List([Block(spec, i, rngs=rngs) for i in range(spec.n_layers)])
+        self.norm = _norm(spec, rngs)
+        if not spec.tie_embeddings:
+            self.head = _dense(spec, spec.d_model, spec.vocab_size, ("embed", "vocab"), rngs)
+
+    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None):
+        """Logits (float32) for every position: [B, T, V]."""
+        if positions_BT is None:
+            positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+        x_BTD = self.embed(tokens_BT)
+        if self.spec.family == "gpt_neo":
+            x_BTD = x_BTD + self.positions(positions_BT)
+        for block in self.blocks:
+            x_BTD = block(x_BTD, positions_BT)
+        x_BTD = self.norm(x_BTD).astype(x_BTD.dtype)
+        if self.spec.tie_embeddings:
+            logits_BTV = self.embed.attend(x_BTD)
+        else:
+            logits_BTV = self.head(x_BTD)
+        return logits_BTV.astype(jnp.float32)
