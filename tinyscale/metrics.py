@@ -1,0 +1,103 @@
+"""Process 0's metric writers: metrics.jsonl, TensorBoard events, the progress line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+from tinyscale.rundir import RunDir
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class MetricsWriter:
+    """Writes on process 0 only; every other process gets a writer that does nothing."""
+
+    def __init__(self, run: RunDir, total_steps: int, enabled: bool, tensorboard: bool,
+                 progress: bool):
+        self.run, self.total_steps, self.enabled = run, total_steps, enabled
+        self.progress = progress and enabled
+        self.tty = sys.stderr.isatty()
+        self._tb = None
+        if enabled and tensorboard:
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+            self._tb = EventFileWriter(str(run.tensorboard))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.run.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
+                      for k, v in record.items() if k != "step" and isinstance(v, (int, float))]
+            self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=record["step"],
+                                               summary=summary_pb2.Summary(value=values)))
+        if self.progress and "train_loss" in record:
+            self._progress(record)
+
+    def _progress(self, r: dict) -> None:
+        left = (self.total_steps - r["step"]) * r["tokens"] / max(r["step"], 1) / max(
+            r.get("tokens_per_s") or 0.0, 1e-9)
+        line = (f"step {r['step']:>6}/{self.total_steps}  loss {r['train_loss']:.4f}  "
+                f"{r.get('tokens_per_s', 0) / 1e3:7.1f}K tok/s  mfu {r.get('mfu', 0):5.1%}  "
+                f"eta {_duration(left)}")
+        if "eval_loss" in r:
+            line += f"  eval {r['eval_loss']:.4f}"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            print(("\n" if self.tty else "") + text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._tb:
+            self._tb.close()
+        if self.progress and self.tty:
+            print(file=sys.stderr)
+
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' data sheets.
+_PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+          "TPU v6 lite": 918e12, "TPU v6e": 918e12, "H100": 989e12, "H200": 989e12,
+          "A100": 312e12}
+_measured: dict[str, float] = {}
+
+
+def peak_flops(configured: float = 0.0) -> float:
+    """Peak FLOP/s of all local devices: configured, a known chip, or measured (CPU)."""
+    import jax
+    if configured:
+        return configured
+    kind = jax.devices()[0].device_kind
+    for name, peak in _PEAKS.items():
+        if name.lower() in kind.lower():
+            return peak * jax.device_count()
+    if kind not in _measured:
+        _measured[kind] = measure_matmul_peak()
+    return _measured[kind]
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 FLOP/s of an n x n matmul on the default device (the CPU's peak)."""
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best

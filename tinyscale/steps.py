@@ -1,0 +1,74 @@
+"""The model as flat arrays, and the jitted train and eval steps over them.
+
+Parameters travel as a flat dict {"blocks/0/attn/query/kernel": array}: plain jax.jit
+over it has less Python overhead than nnx.jit for small models, and orbax saves it
+as is. `Params.model(arrays)` rebuilds the NNX module inside a trace.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from tinyscale import parallel
+from tinyscale.model import ModelSpec, Transformer
+
+
+class Params:
+    """Build a sharded model and convert between it and a flat dict of arrays."""
+
+    def __init__(self, spec: ModelSpec, mesh, seed: int):
+        with parallel.using(mesh):
+            model = Transformer(spec, rngs=nnx.Rngs(seed))
+        self.graphdef, state = nnx.split(model)
+        flat = list(nnx.to_flat_state(state))
+        self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
+        self.initial = {"/".join(map(str, p)): v[...] for p, v in flat}
+
+    def model(self, arrays: dict) -> Transformer:
+        state = nnx.from_flat_state([(path, kind(arrays[key]))
+                                     for key, (path, kind) in self.paths.items()])
+        return nnx.merge(self.graphdef, state)
+
+
+def token_losses(model, batch_BT: jax.Array) -> jax.Array:
+    """Next-token negative log-likelihood at every position: [B, T-1]."""
+    logits_BTV = model(batch_BT[:, :-1])
+    logp_BTV = jax.nn.log_softmax(logits_BTV)
+    return -jnp.take_along_axis(logp_BTV, batch_BT[:, 1:, None], axis=-1)[..., 0]
+
+
+def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int):
+    def loss_fn(arrays, batch_BT):
+        return token_losses(params.model(arrays), batch_BT).mean()
+
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    def step(arrays, opt_state, batch_BT):
+        if grad_accum == 1:
+            loss, grads = grad_fn(arrays, batch_BT)
+        else:  # micro-batch i takes rows i, i+A, ...: every shard contributes to each
+            b, t = batch_BT.shape
+            micro = batch_BT.reshape(b // grad_accum, grad_accum, t).swapaxes(0, 1)
+
+            def accumulate(carry, micro_BT):
+                loss, grads = grad_fn(arrays, micro_BT)
+                return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, arrays))
+            (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+            loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
+        updates, opt_state = tx.update(grads, opt_state, arrays)
+        arrays = optax.apply_updates(arrays, updates)
+        return arrays, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval_step(params: Params):
+    @jax.jit
+    def step(arrays, batch_BT):
+        return token_losses(params.model(arrays), batch_BT).mean()
+    return step

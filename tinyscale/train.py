@@ -1,0 +1,209 @@
+"""The training loop: resumable, sharded, and honest about interruptions.
+
+Starting a run whose workdir holds checkpoints resumes it (parameters, optimizer and
+data position: batches are a pure function of the step). SIGTERM or SIGINT saves a
+checkpoint and exits with EXIT_PREEMPTED (or 130 for Ctrl-C); a non-finite loss marks
+the run failed and exits 1. Metrics are read one step late, so the host never waits
+for the step it just dispatched.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+
+from tinyscale import checkpoint, counting, metrics, optim, parallel, steps
+from tinyscale import config as config_lib
+from tinyscale.data import pipeline
+from tinyscale.errors import TinyscaleError
+from tinyscale.model import ModelSpec
+from tinyscale.rundir import RunDir
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: interrupted, resumable; launchers retry it
+
+
+def total_steps(c) -> int:
+    if c.train.steps:
+        return c.train.steps
+    return max(1, math.ceil(c.train.tokens / (c.train.batch_size * c.train.seq_len)))
+
+
+def _check_same_run(run: RunDir, config) -> None:
+    """Refuse a workdir that holds another run: its checkpoints would be overwritten."""
+    old = run.read_json(run.config)
+    if old is None:
+        return
+    new = config.to_dict()
+    for section in sorted(set(old) | set(new)):
+        if section in ("output", "distributed"):
+            continue
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            key = f"{section}.{diffs[0]}" if diffs else None
+            was, now = (a.get(diffs[0]), b.get(diffs[0])) if diffs else (None, None)
+        else:
+            key, was, now = (section, a, b) if a != b else (None, None, None)
+        if key:
+            raise TinyscaleError(
+                f"{run.path} holds a run with config.{key}={was!r}, not {now!r}: use a new "
+                "--workdir, or the same config to resume it.")
+
+
+class _Signals:
+    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.received = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def restore(self):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def main(config, workdir: str) -> int:
+    """Train (or resume) the run in `workdir`; the process exit code."""
+    config_lib.validate(config)
+    config.output.workdir = str(workdir)
+    run = RunDir(workdir)
+    _check_same_run(run, config)
+    if run.state().get("state") == "done":
+        print(f"{workdir}: already done ({run.state().get('step')} steps).", file=sys.stderr)
+        return 0
+    d = config.distributed
+    parallel.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
+    mesh = parallel.make_mesh(config)
+    data_dir = pipeline.prepare(config, progress=jax.process_index() == 0)
+    return Trainer(config, run, mesh, data_dir).run()
+
+
+class Trainer:
+    def __init__(self, c, run: RunDir, mesh, data_dir: str):
+        self.c, self.rundir, self.mesh = c, run, mesh
+        self.meta = pipeline.load_meta(data_dir)
+        self.spec = ModelSpec.from_config(c.model, self.meta["vocab_size"])
+        self.total = total_steps(c)
+        self.lead = jax.process_index() == 0
+        t = c.train
+        args = (t.seq_len, t.batch_size, c.seed, jax.process_index(), jax.process_count())
+        self.train_data = pipeline.Batches(data_dir, "train", *args)
+        self.eval_data = pipeline.Batches(data_dir, "eval", *args)
+        self.params = steps.Params(self.spec, mesh, c.seed)
+        self.tx = optim.optimizer(t, self.total)
+        self.schedule = optim.schedule(t, self.total)
+        self.train_step = steps.make_train_step(self.params, self.tx, t.grad_accum)
+        self.eval_step = steps.make_eval_step(self.params)
+        self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len)
+        self.peak = metrics.peak_flops(c.output.peak_flops)
+        self.writer = metrics.MetricsWriter(run, self.total, self.lead, c.output.tensorboard,
+                                            c.output.progress)
+        self.ckpt = checkpoint.Checkpoints(run.checkpoints.resolve() if not str(
+            run.path).startswith("gs://") else run.checkpoints, t.keep_checkpoints)
+
+    def _batch(self, rows: np.ndarray) -> jax.Array:
+        return parallel.global_batch(rows, self.mesh)
+
+    def evaluate(self, arrays) -> dict:
+        losses = [self.eval_step(arrays, self._batch(self.eval_data.eval_batch(i)))
+                  for i in range(self.c.eval.batches)]
+        loss = float(np.mean(jax.device_get(losses)))
+        return {"eval_loss": loss,
+                "eval_bpb": loss / math.log(2) / self.meta["bytes_per_token"]}
+
+    def _start(self):
+        """(arrays, opt_state, step, wall seconds so far), restored when possible."""
+        arrays = self.params.initial
+        with jax.set_mesh(self.mesh):
+            opt_state = self.tx.init(arrays)
+        state = {"params": arrays, "opt_state": opt_state}
+        step = self.ckpt.latest_step()
+        if step is None:
+            if self.lead:
+                self.rundir.write_json(self.rundir.config, self.c.to_dict())
+            return arrays, opt_state, 0, 0.0
+        state = self.ckpt.restore(state, step)
+        past = [m for m in self.rundir.read_metrics() if m["step"] <= step]
+        if self.lead:
+            self.rundir.truncate_metrics(step)
+            self.writer.message(f"resuming {self.rundir.path} from step {step}")
+        return state["params"], state["opt_state"], step, past[-1]["wall_s"] if past else 0.0
+
+    def run(self) -> int:
+        arrays, opt_state, step, wall_before = self._start()
+        attempts = self.rundir.state().get("attempts", 0) + 1
+        if self.lead:
+            self.rundir.set_state("running", attempts=attempts, step=step, total_steps=self.total)
+        signals, start, pending = _Signals(), time.perf_counter(), None
+        tokens_per_step = self.c.train.batch_size * self.c.train.seq_len
+        last_time, last_step = start, step
+        try:
+            while step < self.total and signals.received is None:
+                batch = self._batch(self.train_data.batch(step))
+                arrays, opt_state, out = self.train_step(arrays, opt_state, batch)
+                step += 1
+                if pending is not None:
+                    self._check_finite(*pending)
+                pending = (step, out)
+                if step % self.c.train.log_every and step % self.c.eval.every \
+                        and step % self.c.train.checkpoint_every and step != self.total:
+                    continue
+                self._check_finite(*pending)
+                now = time.perf_counter()
+                rate = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                record = {"step": step, "tokens": step * tokens_per_step,
+                          "train_loss": float(out["loss"]),
+                          "grad_norm": float(out["grad_norm"]),
+                          "lr": float(self.schedule(step - 1)), "tokens_per_s": rate,
+                          "mfu": rate * self.flops_per_token / self.peak,
+                          "wall_s": wall_before + now - start}
+                if step % self.c.eval.every == 0 or step == self.total:
+                    record.update(self.evaluate(arrays))
+                self.writer.write(record)
+                if step % self.c.train.checkpoint_every == 0 or step == self.total:
+                    self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
+        except FloatingPointError as error:
+            self.ckpt.wait()
+            if self.lead:
+                self.rundir.set_state("failed", step=error.args[1], last_error=error.args[0])
+            self.writer.message(f"{self.rundir.path}: {error.args[0]}")
+            return 1
+        finally:
+            signals.restore()
+            self.writer.close()
+        return self._finish(step, arrays, opt_state, signals.received)
+
+    def _check_finite(self, step: int, out) -> None:
+        loss = float(out["loss"])
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss ({loss}) at step {step}", step)
+
+    def _finish(self, step, arrays, opt_state, signum) -> int:
+        if self.ckpt.latest_step() != step:
+            self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
+        self.ckpt.wait()
+        self.ckpt.close()
+        if signum is not None:
+            name = signal.Signals(signum).name
+            if self.lead:
+                self.rundir.set_state("pending", step=step, last_error=f"{name} at step {step}")
+            self.writer.message(f"{name}: checkpoint saved at step {step}; run again to resume.")
+            return EXIT_PREEMPTED if signum == signal.SIGTERM else 130
+        if self.lead:
+            final = self.rundir.read_metrics()[-1]
+            self.rundir.write_json(self.rundir.eval, {
+                "step": step, "loss": final.get("eval_loss"), "bits_per_byte":
+                final.get("eval_bpb"), "eval_batches": self.c.eval.batches})
+            self.rundir.set_state("done", step=step, last_error=None)
+            self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
+                                f"{final.get('eval_loss'):.4f}")
+        return 0
