@@ -129,6 +129,7 @@ class Trainer:
         if step is None:
             if self.lead:
                 self.rundir.write_json(self.rundir.config, self.c.to_dict())
+                self.rundir.truncate_metrics(0)  # lines of an attempt killed before a save
             return arrays, opt_state, 0, 0.0
         state = self.ckpt.restore(state, step)
         past = [m for m in self.rundir.read_metrics() if m["step"] <= step]
