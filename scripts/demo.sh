@@ -5,4 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${OUT:-runs/demo}
 mkdir -p "$OUT"
-.venv/bin/tinyscale data prepare --data-dir "$OUT/data"
+echo "== preparing SynthStories"
+.venv/bin/tinyscale data prepare --config sweeps/quickstart.py --data-dir "$OUT/data"
+echo "== training the quickstart model"
+.venv/bin/tinyscale train --config sweeps/quickstart.py --config.data.dir="$OUT/data" \
+  --workdir "$OUT/quickstart"

@@ -10,7 +10,7 @@ from tinyscale.config import get_config as default_config
 def get_config(arg: str = ""):
     c = default_config()
     c.model.update(family="llama", d_model=64, n_layers=2, n_heads=4, max_seq_len=256)
-    c.train.update(seq_len=256, batch_size=8, tokens=600_000, lr=3e-3, warmup_steps=30,
+    c.train.update(seq_len=256, batch_size=8, tokens=500_000, lr=3e-3, warmup_steps=30,
                    log_every=10, checkpoint_every=100)
     c.eval.update(every=100, batches=4)
     if arg == "smoke":  # for tests: a tiny corpus and a few steps

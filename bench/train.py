@@ -1,0 +1,67 @@
+"""Training throughput: tokens/s, compile time and MFU against a peak measured here.
+
+    python bench/train.py [--steps 20] [--shapes d64-L2-h4,d256-L4-h8,d512-L8-h8]
+
+Vocabulary 4096, sequence 256, batch 32, float32, random tokens (the data pipeline is
+benchmarked in bench/data.py). MFU = tokens/s x training FLOPs/token (counting.py)
+/ the best float32 2048^2 matmul rate measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from tinyscale import config as config_lib
+from tinyscale import counting, metrics, optim, parallel, steps
+from tinyscale.model import ModelSpec
+
+
+def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, peak: float):
+    c = config_lib.get_config()
+    c.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads, max_seq_len=256)
+    c.train.update(seq_len=256, batch_size=32)
+    mesh = parallel.make_mesh(c)
+    spec = ModelSpec.from_config(c.model, 4096)
+    params = steps.Params(spec, mesh, seed=0)
+    tx = optim.optimizer(c.train, 1000)
+    step = steps.make_train_step(params, tx, 1)
+    arrays = params.initial
+    with jax.set_mesh(mesh):
+        opt_state = tx.init(arrays)
+    rng = np.random.default_rng(0)
+    batch = parallel.global_batch(rng.integers(0, 4096, (32, 257), dtype=np.int32), mesh)
+    start = time.perf_counter()
+    arrays, opt_state, out = step(arrays, opt_state, batch)
+    jax.block_until_ready(out)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        arrays, opt_state, out = step(arrays, opt_state, batch)
+    jax.block_until_ready(out)
+    tokens_per_s = n_steps * 32 * 256 / (time.perf_counter() - start)
+    flops = counting.flops_per_token(spec, 256)
+    return counting.parameter_counts(spec)["total"], compile_s, tokens_per_s, \
+        tokens_per_s * flops / peak
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--shapes", default="d64-L2-h4,d256-L4-h8,d512-L8-h8")
+    args = parser.parse_args()
+    peak = metrics.measure_matmul_peak()
+    print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}; "
+          f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'shape':<14} {'params':>10} {'compile s':>10} {'tokens/s':>10} {'MFU':>6}")
+    for shape in args.shapes.split(","):
+        d, layers, heads = (int(x[1:]) for x in shape.split("-"))
+        n, compile_s, rate, mfu = bench_shape(d, layers, heads, args.steps, peak)
+        print(f"{shape:<14} {n:>10,} {compile_s:>10.1f} {rate:>10,.0f} {mfu:>6.1%}")
+
+
+if __name__ == "__main__":
+    main()
