@@ -105,7 +105,7 @@ class Attention(nnx.Module):
                           bias=spec.family == "gpt_neo",
                           std=0.02 / math.sqrt(2 * spec.n_layers))
 
-    def __call__(self, x_BTD, positions_BT):
+    def __call__(self, x_BTD, positions_BT, cache=None):
         s = self.spec
         b, t, _ = x_BTD.shape
         q_BTHE = self.query(x_BTD).reshape(b, t, s.n_heads, s.head_size)
@@ -116,10 +116,35 @@ class Attention(nnx.Module):
             k_BTKE = rope(k_BTKE, positions_BT, s.rope_theta)
         # GPT-Neo does not scale its attention logits by 1/sqrt(E).
         scale = 1.0 if s.family == "gpt_neo" else 1.0 / math.sqrt(s.head_size)
+        if cache is not None:
+            out_BTHE, cache = self._cached(q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache)
+            return self.out(out_BTHE.reshape(b, t, -1)), cache
         window = (s.window_size - 1, 0) if self.local else None
         out_BTHE = jax.nn.dot_product_attention(
             q_BTHE, k_BTKE, v_BTKE, scale=scale, is_causal=True, local_window_size=window)
         return self.out(out_BTHE.reshape(b, t, -1))
+
+    def _cached(self, q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache):
+        """Attention over a KV cache: write the new keys at `index`, attend to all slots.
+
+        Slot j of row b holds position j - pad[b] (prompts are left-padded), so the
+        mask needs only positions: 0 <= key <= query (and inside a local window).
+        """
+        k_BSKE = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BTKE, cache["index"], 1)
+        v_BSKE = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BTKE, cache["index"], 1)
+        b, t, h, e = q_BTHE.shape
+        kv = k_BSKE.shape[2]
+        keys_BS = jnp.arange(k_BSKE.shape[1])[None, :] - cache["pad"][:, None]
+        allowed_BTS = (keys_BS[:, None, :] >= 0) & (
+            keys_BS[:, None, :] <= positions_BT[:, :, None])
+        if self.local:
+            allowed_BTS &= positions_BT[:, :, None] - keys_BS[:, None, :] < self.spec.window_size
+        q_BTKGE = q_BTHE.reshape(b, t, kv, h // kv, e)
+        logits = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_BSKE).astype(jnp.float32) * scale
+        logits = jnp.where(allowed_BTS[:, None, None], logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v_BSKE.dtype)
+        out = jnp.einsum("bkgts,bske->btkge", probs, v_BSKE).reshape(b, t, h, e)
+        return out, {**cache, "k": k_BSKE, "v": v_BSKE, "index": cache["index"] + t}
 
 
 class MLP(nnx.Module):
@@ -145,10 +170,14 @@ class Block(nnx.Module):
         self.norm_mlp = _norm(spec, rngs)
         self.mlp = MLP(spec, rngs=rngs)
 
-    def __call__(self, x_BTD, positions_BT):
+    def __call__(self, x_BTD, positions_BT, cache=None):
         dtype = x_BTD.dtype
-        x_BTD = x_BTD + self.attn(self.norm_attn(x_BTD).astype(dtype), positions_BT)
-        return x_BTD + self.mlp(self.norm_mlp(x_BTD).astype(dtype))
+        attended = self.attn(self.norm_attn(x_BTD).astype(dtype), positions_BT, cache)
+        if cache is not None:
+            attended, cache = attended
+        x_BTD = x_BTD + attended
+        x_BTD = x_BTD + self.mlp(self.norm_mlp(x_BTD).astype(dtype))
+        return x_BTD if cache is None else (x_BTD, cache)
 
 
 class Transformer(nnx.Module):
@@ -169,18 +198,37 @@ class Transformer(nnx.Module):
         if not spec.tie_embeddings:
             self.head = _dense(spec, spec.d_model, spec.vocab_size, ("embed", "vocab"), rngs)
 
-    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None):
-        """Logits (float32) for every position: [B, T, V]."""
+    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
+                 caches: list | None = None):
+        """Logits (float32) for every position: [B, T, V].
+
+        With `caches` (one per layer, from `init_caches`), the tokens are appended to
+        the KV caches and (logits, new caches) is returned.
+        """
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
         x_BTD = self.embed(tokens_BT)
         if self.spec.family == "gpt_neo":
-            x_BTD = x_BTD + self.positions(positions_BT)
-        for block in self.blocks:
-            x_BTD = block(x_BTD, positions_BT)
+            x_BTD = x_BTD + self.positions(jnp.maximum(positions_BT, 0))
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            if caches is None:
+                x_BTD = block(x_BTD, positions_BT)
+            else:
+                x_BTD, cache = block(x_BTD, positions_BT, caches[i])
+                new_caches.append(cache)
         x_BTD = self.norm(x_BTD).astype(x_BTD.dtype)
         if self.spec.tie_embeddings:
             logits_BTV = self.embed.attend(x_BTD)
         else:
             logits_BTV = self.head(x_BTD)
-        return logits_BTV.astype(jnp.float32)
+        logits_BTV = logits_BTV.astype(jnp.float32)
+        return logits_BTV if caches is None else (logits_BTV, new_caches)
+
+
+def init_caches(spec: ModelSpec, pad_B: jax.Array, length: int) -> list[dict]:
+    """Empty KV caches of `length` slots for rows left-padded by `pad_B` tokens."""
+    shape = (pad_B.shape[0], length, spec.n_kv_heads, spec.head_size)
+    zeros = jnp.zeros(shape, jnp.dtype(spec.dtype))
+    return [{"k": zeros, "v": zeros, "pad": pad_B, "index": jnp.int32(0)}
+            for _ in range(spec.n_layers)]
