@@ -18,7 +18,7 @@ def get_config(arg: str = ""):
         c.model.update(d_model=32, n_layers=1, n_heads=2, max_seq_len=64)
         c.train.update(seq_len=64, batch_size=8, steps=30, warmup_steps=5,
                        log_every=5, checkpoint_every=10)
-        c.eval.update(every=10, batches=2)
+        c.eval.update(every=10, batches=2, prompts=8, max_new_tokens=48, fluency=False)
     elif arg:
         raise ValueError(f"unknown variant {arg!r}: use '' or 'smoke'")
     return c

@@ -3,8 +3,10 @@
     tinyscale data prepare [--config FILE[:ARG]] [--dataset D] [--manual-dir DIR] [--data-dir DIR]
     tinyscale data show --data-dir DIR
     tinyscale train --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR
+    tinyscale sample RUN_DIR [--prompt TEXT] [--temperature T] [--beams K]
+    tinyscale eval RUN_DIR [--step N]
 
-User errors print one line and exit 2; interrupted training exits 3 (resumable).
+User errors print one line and exit 2; preempted training (SIGTERM) exits 75, resumable.
 """
 
 from __future__ import annotations
@@ -67,6 +69,26 @@ def _train(args, overrides):
     return train.main(config, args.workdir)
 
 
+def _sample(args, overrides):
+    from tinyscale import sample, trained
+    from tinyscale.data import tokenizer
+    run = trained.load(args.run_dir, args.step)
+    sp = run.sp
+    prompt = [tokenizer.EOS_ID] + sp.encode(args.prompt)  # EOS marks a story's start
+    s = sample.Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                        args.beams, tokenizer.EOS_ID)
+    outs = sample.generate(run.params.model, run.arrays, [prompt] * args.n, s, args.seed)
+    for i, out in enumerate(outs):
+        print(f"--- completion {i} (step {run.step})\n{sp.decode(prompt[1:] + out)}")
+
+
+def _eval(args, overrides):
+    from tinyscale.evals import run
+    result = run.evaluate(args.run_dir, args.step, say=lambda m: print(m, file=sys.stderr))
+    print(f"{args.run_dir}: eval.json written (step {result['step']})")
+    run.print_summary(result)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinyscale", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,11 +110,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="config file FILE[:ARG]")
     train.add_argument("--workdir", required=True, help="the run directory")
     train.set_defaults(func=_train)
+
+    smp = sub.add_parser("sample", help="print completions of a prompt from a trained run")
+    smp.add_argument("run_dir")
+    smp.add_argument("--prompt", default="Once upon a time")
+    smp.add_argument("--n", type=int, default=3, help="completions")
+    smp.add_argument("--max-new-tokens", type=int, default=200)
+    smp.add_argument("--temperature", type=float, default=0.8)
+    smp.add_argument("--top-k", type=int, default=0)
+    smp.add_argument("--top-p", type=float, default=0.95)
+    smp.add_argument("--beams", type=int, default=1)
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--step", type=int, help="checkpoint step (default: newest)")
+    smp.set_defaults(func=_sample)
+
+    ev = sub.add_parser("eval", help="held-out loss and story-completion metrics of a run")
+    ev.add_argument("run_dir")
+    ev.add_argument("--step", type=int, help="checkpoint step (default: newest)")
+    ev.set_defaults(func=_eval)
     return parser
+
+
+def _compilation_cache() -> None:
+    """A persistent JAX compilation cache: a relaunch or a repeated shape skips compiling.
+
+    TINYSCALE_COMPILATION_CACHE names the folder (the sweep launcher points it into the
+    sweep directory); the default is ~/.cache/tinyscale/jax; an empty value turns it off.
+    """
+    import os
+    path = os.environ.get("TINYSCALE_COMPILATION_CACHE",
+                          os.path.expanduser("~/.cache/tinyscale/jax"))
+    if path:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _compilation_cache()
     try:
         rest, overrides = config_file.split_overrides(argv)
         args = build_parser().parse_args(rest)

@@ -75,6 +75,17 @@ def get_config() -> ml_collections.ConfigDict:
     e.every = 200                        # steps between held-out evaluations
     e.batches = 8                        # fixed eval batches (of train.batch_size sequences)
     e.at_end = True                      # run the full evaluation when training ends
+    e.prompts = 64                       # story-completion prompts (cut mid-sentence)
+    e.prompts_file = ""                  # the paper's 'Evaluation prompts.yaml' (TinyStories)
+    e.max_new_tokens = 200               # completion length limit
+    e.temperature = 0.0                  # 0 = greedy (the paper: beams=5 at temperature 0)
+    e.beams = 1                          # beam search width
+    e.fluency = True                     # score with the reference LM (SmolLM2-135M)
+    e.fluency_prompts = 16               # completions the reference LM scores (it is slow on CPU)
+    e.judge_url = ""                     # OpenAI-compatible base URL; "" = no LLM judge
+    e.judge_model = "gpt-4o-mini"        # model name sent to the judge endpoint
+    e.judge_key_env = "OPENAI_API_KEY"   # environment variable holding the judge's key
+    e.judge_concurrency = 4              # judge requests in flight at once
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                     # data-parallel axis; -1 = the remaining devices
@@ -150,6 +161,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive(c, "train.seq_len", "train.batch_size", "train.tokens", "train.steps",
               "train.grad_accum", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",
+              "eval.prompts", "eval.max_new_tokens", "eval.beams", "eval.judge_concurrency",
+              "eval.fluency_prompts",
               allow_zero=("train.steps", "train.warmup_steps"))
     if c.train.seq_len > c.model.max_seq_len:
         _fail("train.seq_len", c.train.seq_len,

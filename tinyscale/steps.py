@@ -19,13 +19,17 @@ from tinyscale.model import ModelSpec, Transformer
 class Params:
     """Build a sharded model and convert between it and a flat dict of arrays."""
 
-    def __init__(self, spec: ModelSpec, mesh, seed: int):
+    def __init__(self, spec: ModelSpec, mesh, seed: int, materialize: bool = True):
+        """`materialize=False` skips the random init (`initial` then holds only shapes)."""
         with parallel.using(mesh):
-            model = Transformer(spec, rngs=nnx.Rngs(seed))
+            if materialize:
+                model = Transformer(spec, rngs=nnx.Rngs(seed))
+            else:
+                model = nnx.eval_shape(lambda: Transformer(spec, rngs=nnx.Rngs(seed)))
         self.graphdef, state = nnx.split(model)
         flat = list(nnx.to_flat_state(state))
         self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
-        self.initial = {"/".join(map(str, p)): v[...] for p, v in flat}
+        self.initial = {"/".join(map(str, p)): v.get_value() for p, v in flat}
 
     def model(self, arrays: dict) -> Transformer:
         state = nnx.from_flat_state([(path, kind(arrays[key]))

@@ -201,9 +201,17 @@ class Trainer:
             return EXIT_PREEMPTED if signum == signal.SIGTERM else 130
         if self.lead:
             final = self.rundir.read_metrics()[-1]
-            self.rundir.write_json(self.rundir.eval, {
-                "step": step, "loss": final.get("eval_loss"), "bits_per_byte":
-                final.get("eval_bpb"), "eval_batches": self.c.eval.batches})
+            if self.c.eval.at_end and jax.process_count() == 1:
+                from tinyscale.evals import run as evals
+                self.writer.message("evaluating story completions...")
+                result = evals.evaluate(str(self.rundir.path), step, say=self.writer.message)
+                self.writer.message(f"coherence {result['coherence']:.3f}  grammar "
+                                    f"{result['grammar']:.3f}  consistency "
+                                    f"{result['consistency']:.3f}")
+            else:
+                self.rundir.write_json(self.rundir.eval, {
+                    "step": step, "loss": final.get("eval_loss"),
+                    "bits_per_byte": final.get("eval_bpb")})
             self.rundir.set_state("done", step=step, last_error=None)
             self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
                                 f"{final.get('eval_loss'):.4f}")

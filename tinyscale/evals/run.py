@@ -1,0 +1,147 @@
+"""`tinyscale eval RUN_DIR`: held-out loss, story completions and their scores.
+
+Writes eval.json (every metric with its standard error, and the settings used) and
+samples.jsonl (each prompt, completion and its scores) into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+
+from tinyscale import parallel, sample, steps, trained
+from tinyscale.data import pipeline, tokenizer
+from tinyscale.evals import MissingOptional, coherence, prompts
+from tinyscale.rundir import RunDir, write_atomic
+
+
+def _prompt_set(t: trained.Trained):
+    c = t.config
+    if c.data.dataset == "synthstories":
+        return prompts.synth_prompts(c.eval.prompts, c.data.synth_seed, c.data.synth_richness)
+    if c.eval.prompts_file:
+        return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
+    from tinyscale.data import tinystories
+    builder = tinystories.build(c.data.tinystories_version, f"{c.data.cache_dir}/tfds",
+                                c.data.manual_dir)
+    return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts)
+
+
+def held_out_loss(t: trained.Trained, mesh) -> dict:
+    c = t.config
+    data = pipeline.Batches(t.data_dir, "eval", c.train.seq_len, c.train.batch_size, c.seed)
+    step = steps.make_eval_step(t.params)
+    losses = [float(step(t.arrays, parallel.global_batch(data.eval_batch(i), mesh)))
+              for i in range(c.eval.batches)]
+    loss = float(np.mean(losses))
+    return {"loss": loss, "bits_per_byte": loss / math.log(2) / t.meta["bytes_per_token"]}
+
+
+def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
+    """(completion text, ended with EOS) for each prompt."""
+    sp, e = t.sp, t.config.eval
+    ids = [[tokenizer.EOS_ID] + sp.encode(p.text) for p in prompt_set]
+    s = sample.Sampling(e.max_new_tokens, e.temperature, 0, 1.0, e.beams, tokenizer.EOS_ID)
+    outs = sample.generate(t.params.model, t.arrays, ids, s, seed=t.config.seed)
+    results = []
+    for prompt_ids, out in zip(ids, outs, strict=True):
+        prefix = sp.decode(prompt_ids[1:])
+        full = sp.decode(prompt_ids[1:] + out)
+        results.append((full[len(prefix):] if full.startswith(prefix) else sp.decode(out),
+                        len(out) < e.max_new_tokens))
+    return results
+
+
+def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
+    """Per-completion scores; optional parts that are missing are skipped, and said so."""
+    if dataset == "synthstories":
+        rows = [coherence.synth_scores(p.text, text, ended)
+                for p, (text, ended) in zip(prompt_set, completions, strict=True)]
+    else:
+        try:
+            from tinyscale.evals.linkgrammar import LinkGrammar
+            grammar = LinkGrammar().parses
+        except MissingOptional as missing:
+            say(f"note: {missing}")
+            grammar = None
+        rows = [coherence.english_scores(p.text, text, ended, grammar or (lambda _: np.nan))
+                for p, (text, ended) in zip(prompt_set, completions, strict=True)]
+    return rows
+
+
+def add_fluency(rows, prompt_set, completions, limit: int, say=print) -> None:
+    """Reference-LM fluency of the first `limit` completions (the others get none).
+
+    The reference LM reads the last 128 characters of the prompt and the first 256 of
+    the completion: enough context for a story's next sentences, and bounded cost.
+    """
+    try:
+        from tinyscale.evals.reference_lm import ReferenceLM, fluency
+        lm = ReferenceLM()
+    except MissingOptional as missing:
+        say(f"note: {missing}")
+        return
+    texts = [text[:256] for text, _ in completions[:limit]]
+    contexts = [p.text[-128:] for p in prompt_set[:limit]]
+    logp = np.concatenate([lm.mean_logp(texts[i:i + 16], contexts[i:i + 16])
+                           for i in range(0, len(texts), 16)]) if texts else []
+    for row, value in zip(rows, logp, strict=False):
+        row["fluency"] = float(fluency(value)) if np.isfinite(value) else 0.0
+        row["reference_logp"] = float(value)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean and standard error of every metric over completions."""
+    out = {}
+    for key in rows[0]:
+        values = np.array([r[key] for r in rows if isinstance(r.get(key), (int, float))], float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            out[key] = float(values.mean())
+            out[f"{key}_se"] = float(values.std(ddof=1) / math.sqrt(len(values))) \
+                if len(values) > 1 else 0.0
+    return out
+
+
+def evaluate(workdir: str, step: int | None = None, say=print) -> dict:
+    t = trained.load(workdir, step)
+    c, run = t.config, RunDir(workdir)
+    mesh = parallel.make_mesh(c)
+    result = {"step": t.step, **held_out_loss(t, mesh)}
+    prompt_set = _prompt_set(t)
+    completions = complete(t, prompt_set)
+    rows = score(c.data.dataset, prompt_set, completions, say)
+    if c.eval.fluency:
+        add_fluency(rows, prompt_set, completions, c.eval.fluency_prompts, say)
+    if c.eval.judge_url:
+        from tinyscale.evals.judge import CRITERIA, Judge
+        judge = Judge(c.eval.judge_url, c.eval.judge_model, c.eval.judge_key_env,
+                      c.eval.judge_concurrency)
+        grades = judge.grade_all([(p.text, text) for p, (text, _) in
+                                  zip(prompt_set, completions, strict=True)])
+        for row, g in zip(rows, grades, strict=True):
+            row.update({f"judge_{k}": g[k] / 10 for k in CRITERIA} if g else {})
+        result["judge_failed"] = sum(g is None for g in grades)
+    result.update(summarize(rows))
+    result["settings"] = {k: c.eval[k] for k in (
+        "prompts", "max_new_tokens", "temperature", "beams", "fluency", "judge_model")}
+    result["settings"]["judge"] = bool(c.eval.judge_url)
+    result["n_completions"] = len(rows)
+    run.write_json(run.eval, result)
+    write_atomic(run.samples, "".join(json.dumps(
+        {"prompt": p.text, "continuation": text, "ended": ended, "reference": p.reference, **row})
+        + "\n" for p, (text, ended), row in zip(prompt_set, completions, rows, strict=True)))
+    return result
+
+
+def print_summary(result: dict, file=sys.stdout) -> None:
+    keys = ["loss", "bits_per_byte", *coherence.METRICS, "fluency"]
+    for key in keys + [k for k in result if k.startswith("judge_") and not k.endswith("_se")
+                       and k != "judge_failed"]:
+        if key in result:
+            se = result.get(f"{key}_se")
+            print(f"{key:<15} {result[key]:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+                  file=file)
