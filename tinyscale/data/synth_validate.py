@@ -39,6 +39,7 @@ class SentenceReport:
     prefix: int             # tokens in the longest prefix the grammar can complete
     complete: bool          # ends with terminal punctuation
     errors: list[str]       # consistency errors, in order
+    checks: int = 0         # mentions checked for consistency (names, pronouns, objects)
 
     @property
     def prefix_share(self) -> float:
@@ -201,10 +202,12 @@ class _Entities:
     def __init__(self, p: Parser):
         self.p, self.names, self.objects, self.focus = p, dict(p.family), set(), None
 
-    def check(self, binds: list[tuple], in_quote: list[bool]) -> list[str]:
-        errors, first_named, kind_gender = [], None, None
+    def check(self, binds: list[tuple], in_quote: list[bool]) -> tuple[list[str], int]:
+        """(errors, number of mentions checked) for one sentence's bindings."""
+        errors, first_named, kind_gender, checks = [], None, None, 0
         for what, value, pos in binds:
             quoted = in_quote[pos]
+            checks += what in ("ref", "obj_ref") or (what == "pron" and not quoted)
             if what == "intro":
                 self.names[value] = self.p.names[value]
                 if kind_gender and kind_gender != self.names[value]:
@@ -225,7 +228,7 @@ class _Entities:
                 errors.append(f"the {value} was never introduced")
             if what in ("intro", "ref") and not quoted and first_named is None:
                 first_named = self.focus = value
-        return errors
+        return errors, checks
 
 
 def validate(text: str, context: str = "") -> TextReport:
@@ -242,9 +245,9 @@ def validate(text: str, context: str = "") -> TextReport:
         ok, prefix, binds = p.parse(sentence)
         if binds is None:
             binds = _word_bindings(p, sentence)
-        errors = entities.check(binds, quote_mask(sentence))
+        errors, checks = entities.check(binds, quote_mask(sentence))
         if seen > len(context_tokens):
             reports.append(SentenceReport(
                 sentence, ok, prefix, sentence[-1] in TERMINAL or sentence[-1] == '"',
-                errors))
+                errors, checks))
     return TextReport(reports)

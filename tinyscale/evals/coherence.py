@@ -3,17 +3,20 @@
 * grammar         share of the completion's finished sentences the grammar accepts
                   (SynthStories: the corpus grammar; real English: Link Grammar parses
                   the sentence with no null links); 0 when no sentence is finished;
-* grammar_prefix  (SynthStories) mean share of each sentence's tokens inside its longest
-                  grammatical prefix: a finer-grained grammar that moves before the
-                  all-or-nothing one does;
-* consistency     share of the completion's sentences with no consistency error: on
-                  SynthStories the validator's exact rules (names introduced, pronouns
-                  fit the focus, objects introduced); on real text the heuristic share of
-                  capitalised mid-sentence words (names) already in the prompt;
+* grammar_prefix  the finer-grained grammar, which moves before the all-or-nothing one
+                  does: on SynthStories the mean share of each sentence's tokens inside its
+                  longest grammatical prefix; on real English the mean share of words
+                  Link Grammar links (1 - null links / words);
+* consistency     share of the completion's mentions that are consistent: on SynthStories
+                  the validator's exact rules over every name, pronoun and object mention
+                  (names introduced, pronouns fit the focus, objects introduced); on real
+                  text the heuristic share of capitalised mid-sentence words (names) that
+                  the prompt already has;
 * completion      1 if the story ends (EOS emitted, last sentence finished), times
                   1 - the share of repeated word 4-grams (degenerate loops score low);
-* coherence       the geometric mean of grammar, consistency and completion: the
-                  headline metric; any one failing pulls it down.
+* coherence       grammar x consistency x completion: the headline metric. A product,
+                  not a mean, so that a failure of any one kind lowers it by its full
+                  size (a wrong pronoun in one mention of seven costs 1/7, not 1/21).
 """
 
 from __future__ import annotations
@@ -44,8 +47,15 @@ def _finished(tokens: list[str]) -> bool:
 def _combine(scores: dict, ended: bool, completion_text: str) -> dict:
     scores["completion"] = float(ended) * (1.0 - repetition(completion_text))
     parts = [scores["grammar"], scores["consistency"], scores["completion"]]
-    scores["coherence"] = float(np.prod(parts) ** (1 / 3))
+    scores["coherence"] = float(np.prod(parts))
     return scores
+
+
+def _consistency(sentences) -> float:
+    checks = sum(max(s.checks, len(s.errors)) for s in sentences)
+    if not sentences:
+        return 0.0
+    return 1.0 - sum(len(s.errors) for s in sentences) / checks if checks else 1.0
 
 
 def synth_scores(prompt: str, completion: str, ended: bool) -> dict:
@@ -56,7 +66,7 @@ def synth_scores(prompt: str, completion: str, ended: bool) -> dict:
         "grammar": float(np.mean([s.grammatical for s in finished])) if finished else 0.0,
         "grammar_prefix": float(np.mean([s.prefix_share for s in sentences]))
         if sentences else 0.0,
-        "consistency": float(np.mean([not s.errors for s in sentences])) if sentences else 0.0,
+        "consistency": _consistency(sentences),
     }
     ended = ended and bool(sentences) and sentences[-1].complete
     return _combine(scores, ended, completion)
@@ -72,8 +82,12 @@ def _names(tokens: list[str]) -> list[str]:
     return names
 
 
-def english_scores(prompt: str, completion: str, ended: bool, grammar) -> dict:
-    """Scores of a completion in real English; `grammar(sentence) -> bool` (Link Grammar)."""
+def english_scores(prompt: str, completion: str, ended: bool, grammar, linked=None) -> dict:
+    """Scores of a completion in real English.
+
+    `grammar(sentence) -> bool` and `linked(sentence) -> share of words linked` come from
+    Link Grammar (`LinkGrammar.parses`, `LinkGrammar.linked_share`).
+    """
     prompt_sentences = split_sentences(tokenize(prompt))
     tail = prompt_sentences[-1] if prompt_sentences and not _finished(
         prompt_sentences[-1]) else []
@@ -84,7 +98,8 @@ def english_scores(prompt: str, completion: str, ended: bool, grammar) -> dict:
     names = [n for s in sentences for n in _names(s)]
     scores = {
         "grammar": float(np.mean([grammar(t) for t in texts])) if texts else 0.0,
-        "grammar_prefix": float("nan"),
+        "grammar_prefix": float(np.mean([linked(t) for t in texts]))
+        if texts and linked else (0.0 if linked else float("nan")),
         "consistency": float(np.mean([n in known for n in names])) if names else 1.0,
     }
     ended = ended and bool(sentences) and _finished(sentences[-1])

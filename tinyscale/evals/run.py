@@ -63,11 +63,12 @@ def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
     else:
         try:
             from tinyscale.evals.linkgrammar import LinkGrammar
-            grammar = LinkGrammar().parses
+            lg = LinkGrammar()
+            grammar, linked = lg.parses, lg.linked_share
         except MissingOptional as missing:
             say(f"note: {missing}")
-            grammar = None
-        rows = [coherence.english_scores(p.text, text, ended, grammar or (lambda _: np.nan))
+            grammar, linked = (lambda _: np.nan), None
+        rows = [coherence.english_scores(p.text, text, ended, grammar, linked)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
     return rows
 

@@ -1,0 +1,199 @@
+"""The coherence metrics measure what they claim."""
+
+import inspect
+import json
+import random
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from tinyscale.evals import MissingOptional
+from tinyscale.evals.coherence import english_scores, repetition, synth_scores
+from tinyscale.evals.controls import CONTROLS
+from tinyscale.evals.judge import Judge, parse_grades
+from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
+
+
+@pytest.fixture(scope="module")
+def prompt_set():
+    return synth_prompts(100, seed=3)
+
+
+def test_prompts_are_cut_mid_sentence_from_held_out_stories(prompt_set):
+    from tinyscale.data.synthstories import stories
+    train = {s.text for s in stories(500)}
+    for p in prompt_set[:20]:
+        assert p.text + p.reference in (p.story.text, p.story.text.replace("  ", " "))
+        assert p.story.text not in train
+        assert p.text[-1].isalpha()  # ends inside a sentence
+
+
+def test_true_continuations_score_high_and_every_corruption_lower(prompt_set):
+    true = [synth_scores(p.text, p.reference, True)["coherence"] for p in prompt_set]
+    print(f"\ntrue continuations: coherence {np.mean(true):.3f}")
+    assert np.mean(true) >= 0.95
+    for name, control in CONTROLS.items():
+        rng = random.Random(name)
+        scores = [synth_scores(p.text, *control(p.text, p.reference, rng))["coherence"]
+                  for p in prompt_set]
+        print(f"{name}: coherence {np.mean(scores):.3f}")
+        assert np.mean(scores) <= np.mean(true) - 0.1
+
+
+def test_prefix_grammar_is_finer_than_sentence_grammar():
+    prompt = "Once upon a time, there was a girl named Mia. One day, she"
+    scores = synth_scores(prompt, " found a red ball in the park. Mia loved ball the.", True)
+    assert scores["grammar"] == 0.5
+    assert 0.5 < scores["grammar_prefix"] < 1.0
+
+
+def test_repetition_penalises_loops():
+    assert repetition("the dog ran to the park and the cat sat on the mat") == 0.0
+    assert repetition("she said hi. " * 10) > 0.5
+
+
+def docstring_sentences(n=120):
+    """Real English sentences nobody on this project wrote: Python's own docstrings."""
+    import importlib
+    names = ("argparse collections email http.client json logging subprocess tarfile "
+             "threading unittest os pathlib socket asyncio decimal datetime random "
+             "statistics functools itertools shutil zipfile sqlite3 inspect typing string "
+             "textwrap calendar codecs configparser contextlib csv dataclasses difflib enum "
+             "fractions heapq imaplib locale mailbox optparse pickle pdb queue sched selectors "
+             "smtplib ssl tempfile tokenize traceback uuid warnings weakref").split()
+    found = []
+    for module in map(importlib.import_module, names):
+        for _, obj in inspect.getmembers(module):
+            doc = inspect.getdoc(obj) or ""
+            for s in re.split(r"(?<=\.)\s+", doc.replace("\n", " ")):
+                words = s.split()
+                if 6 <= len(words) <= 16 and re.fullmatch(r"[A-Za-z ,']+\.", s) and \
+                        re.match(r"(The|This|If|When|It|These|Each|Some|All|An?) ", s) and \
+                        re.search(r" (is|are|was|will|can|must|should|may|has|have|does) ", s):
+                    found.append(s)
+    return sorted(set(found))[:n]
+
+
+def shuffle(sentence, rng):
+    words = sentence[:-1].split()
+    while True:
+        rng.shuffle(words)
+        if " ".join(words) != sentence[:-1]:
+            return " ".join(words).capitalize() + "."
+
+
+def auc(positive, negative):
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    wins = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return wins + 0.5 * ties
+
+
+@pytest.fixture(scope="module")
+def english():
+    sentences = docstring_sentences()
+    rng = random.Random(0)
+    assert len(sentences) >= 100
+    return sentences, [shuffle(s, rng) for s in sentences]
+
+
+def test_link_grammar_separates_real_from_shuffled(english):
+    try:
+        from tinyscale.evals.linkgrammar import LinkGrammar
+        lg = LinkGrammar()
+    except MissingOptional as missing:
+        pytest.skip(str(missing))
+    real, shuffled = english
+    strict = auc([lg.parses(s) for s in real], [lg.parses(s) for s in shuffled])
+    linked = auc([lg.linked_share(s) for s in real], [lg.linked_share(s) for s in shuffled])
+    print(f"\nLink Grammar AUC real vs shuffled ({len(real)} docstring sentences): "
+          f"parses with no null link {strict:.3f}, share of words linked {linked:.3f}")
+    assert linked >= 0.9 and strict >= 0.85
+
+
+def test_reference_lm_separates_real_from_shuffled(english):
+    try:
+        from tinyscale.evals.reference_lm import ReferenceLM
+        lm = ReferenceLM()
+    except MissingOptional as missing:
+        pytest.skip(str(missing))
+    real, shuffled = english
+    score = auc(lm.mean_logp(real), lm.mean_logp(shuffled))
+    print(f"\nreference LM AUC real vs shuffled: {score:.3f}")
+    assert score >= 0.9
+
+
+def test_english_scores_with_a_grammar():
+    prompt = "Tom had a red ball. One day, Tom went to the"
+    good = english_scores(prompt, " park. Tom played with the ball.", True, lambda s: True)
+    bad = english_scores(prompt, " park. Then Zorg played with the ball", False, lambda s: False,
+                         lambda s: 0.5)
+    assert good["coherence"] == 1.0 and bad["grammar_prefix"] == 0.5
+    assert bad["grammar"] == 0.0 and bad["consistency"] == 0.0 and bad["completion"] == 0.0
+
+
+def test_paper_prompts_loader(tmp_path):
+    path = tmp_path / "Evaluation prompts.yaml"
+    path.write_text("- Once upon a time, there was a\n- 'Tom and Lily were '\n")
+    assert [p.text for p in load_paper_prompts(str(path))] == [
+        "Once upon a time, there was a", "Tom and Lily were "]
+
+
+GOOD = "Grammar: 8/10, Creativity: 6/10, Consistency: 7/10, Plot: 5/10, Age group: C."
+
+
+def test_parse_grades():
+    assert parse_grades(GOOD) == {"grammar": 8, "creativity": 6, "consistency": 7,
+                                  "plot": 5, "age_group": "C"}
+    assert parse_grades("Grammar: 8/10, the rest is unclear") is None
+    assert parse_grades("grammar - 9 out of 10; creativity: 4/10; consistency: 10/10; "
+                        "plot: 3/10. Age group (B)")["grammar"] == 9
+
+
+class FakeEndpoint(BaseHTTPRequestHandler):
+    """Answers like an OpenAI-compatible chat endpoint, with failures along the way."""
+    script: list = []
+    seen: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeEndpoint.seen.append((self.headers.get("Authorization"), body))
+        status, content = FakeEndpoint.script.pop(0) if FakeEndpoint.script else (200, GOOD)
+        self.send_response(status)
+        self.end_headers()
+        if status == 200:
+            answer = content if content.startswith("{") else json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": content}}]})
+            self.wfile.write(answer.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_judge_against_a_local_endpoint(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-secret")
+    FakeEndpoint.script = [(429, ""), (500, ""), (200, "{not json"), (200, "Nice story."),
+                           (200, "I cannot grade this."),  # malformed grades: asked again
+                           (200, "It is fine."), (200, GOOD)]
+    judge = Judge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", "TEST_JUDGE_KEY",
+                  concurrency=2, retries=4, backoff=0.01)
+    try:
+        grades = judge.grade("Once upon a time", " there was a cat.")
+        assert grades == parse_grades(GOOD)
+        assert all(auth == "Bearer sk-secret" for auth, _ in FakeEndpoint.seen)
+        assert FakeEndpoint.seen[-1][1]["model"] == "judge-model"
+        assert "***" in FakeEndpoint.seen[-1][1]["messages"][0]["content"]
+        results = judge.grade_all([("A", " b."), ("C", " d."), ("E", " f.")])
+        assert results == [parse_grades(GOOD)] * 3
+    finally:
+        server.shutdown()
+
+
+def test_judge_missing_endpoint_says_how_to_configure():
+    with pytest.raises(MissingOptional, match="judge_url"):
+        Judge("", "m")
