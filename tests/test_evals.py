@@ -1,9 +1,7 @@
 """The coherence metrics measure what they claim."""
 
-import inspect
 import json
 import random
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,7 +10,7 @@ import pytest
 
 from tinyscale.evals import MissingOptional
 from tinyscale.evals.coherence import english_scores, repetition, synth_scores
-from tinyscale.evals.controls import CONTROLS
+from tinyscale.evals.controls import CONTROLS, auc, docstring_sentences, shuffle
 from tinyscale.evals.judge import Judge, parse_grades
 from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
 
@@ -53,43 +51,6 @@ def test_prefix_grammar_is_finer_than_sentence_grammar():
 def test_repetition_penalises_loops():
     assert repetition("the dog ran to the park and the cat sat on the mat") == 0.0
     assert repetition("she said hi. " * 10) > 0.5
-
-
-def docstring_sentences(n=120):
-    """Real English sentences nobody on this project wrote: Python's own docstrings."""
-    import importlib
-    names = ("argparse collections email http.client json logging subprocess tarfile "
-             "threading unittest os pathlib socket asyncio decimal datetime random "
-             "statistics functools itertools shutil zipfile sqlite3 inspect typing string "
-             "textwrap calendar codecs configparser contextlib csv dataclasses difflib enum "
-             "fractions heapq imaplib locale mailbox optparse pickle pdb queue sched selectors "
-             "smtplib ssl tempfile tokenize traceback uuid warnings weakref").split()
-    found = []
-    for module in map(importlib.import_module, names):
-        for _, obj in inspect.getmembers(module):
-            doc = inspect.getdoc(obj) or ""
-            for s in re.split(r"(?<=\.)\s+", doc.replace("\n", " ")):
-                words = s.split()
-                if 6 <= len(words) <= 16 and re.fullmatch(r"[A-Za-z ,']+\.", s) and \
-                        re.match(r"(The|This|If|When|It|These|Each|Some|All|An?) ", s) and \
-                        re.search(r" (is|are|was|will|can|must|should|may|has|have|does) ", s):
-                    found.append(s)
-    return sorted(set(found))[:n]
-
-
-def shuffle(sentence, rng):
-    words = sentence[:-1].split()
-    while True:
-        rng.shuffle(words)
-        if " ".join(words) != sentence[:-1]:
-            return " ".join(words).capitalize() + "."
-
-
-def auc(positive, negative):
-    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
-    wins = (positive[:, None] > negative[None, :]).mean()
-    ties = (positive[:, None] == negative[None, :]).mean()
-    return wins + 0.5 * ties
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ def free_port():
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-    from tests.test_train import SMOKE
     from tests.conftest import run_cli
+    from tests.test_train import SMOKE
     cache = str(tmp_path / "cache")
     assert run_cli("data", "prepare", "--config", SMOKE,
                    f"--config.data.cache_dir={cache}").returncode == 0

@@ -89,7 +89,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(reference, cache,
     workdir = tmp_path / "run"
     rng = random.Random(0)
     env = {**os.environ}
-    for kill in range(3):
+    for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "tinyscale.cli",
                                  *train_args(workdir, cache, "--config.train.steps=40")],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

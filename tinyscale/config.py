@@ -93,7 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1                    # tensor-parallel axis (heads, MLP)
 
     c.distributed = ml_collections.ConfigDict()
-    c.distributed.coordinator = ""        # host:port of process 0; "" = auto (SLURM, TPU VM) or none
+    c.distributed.coordinator = ""        # host:port of process 0; "" = auto-detect or none
     c.distributed.num_processes = 0       # with an explicit coordinator: how many processes
     c.distributed.process_id = -1         # with an explicit coordinator: this process's index
 
@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     o.workdir = ""                       # the run directory (set by --workdir or the launcher)
     o.tensorboard = True                 # write TensorBoard events under workdir/tb
     o.progress = True                    # a live progress line on the terminal
-    o.peak_flops = 0.0                   # accelerator peak FLOP/s for MFU; 0 = known table or measured
+    o.peak_flops = 0.0                   # peak FLOP/s for MFU; 0 = known chip or measured
     return c
 
 

@@ -54,8 +54,9 @@ def load(workdir: str, step: int | None = None, mesh=None) -> Trained:
     ckpt = checkpoint.Checkpoints(run.checkpoints, keep=config.train.keep_checkpoints)
     available = ckpt.manager.all_steps()
     if not available or (step is not None and step not in available):
-        raise TinyscaleError(f"{workdir} has no checkpoint{'' if step is None else f' at step {step}'}"
-                             f" (it has {sorted(available)}): train it first or pick a saved step.")
+        at = "" if step is None else f" at step {step}"
+        raise TinyscaleError(f"{workdir} has no checkpoint{at} (it has {sorted(available)}): "
+                             "train it first or pick a saved step.")
     data_dir = pipeline.prepare(config, progress=False)
     meta = pipeline.load_meta(data_dir)
     mesh = mesh or parallel.make_mesh(config)
