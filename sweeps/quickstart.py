@@ -1,14 +1,25 @@
-"""Quickstart: a small model on the built-in SynthStories corpus, about a minute on CPU.
+"""Quickstart: small models on the built-in SynthStories corpus, on a 2-core CPU.
 
-    tinyscale train --config sweeps/quickstart.py --workdir runs/quickstart
-    tinyscale train --config sweeps/quickstart.py:smoke --workdir /tmp/smoke   # seconds
+    tinyscale train --config sweeps/quickstart.py --workdir runs/quickstart    # one model, ~1 min
+    tinyscale sweep plan sweeps/quickstart.py                                  # the grid
+    tinyscale sweep run sweeps/quickstart.py --sweep-dir runs/quickstart-sweep # 12 runs
+    tinyscale train --config sweeps/quickstart.py:smoke --workdir /tmp/smoke   # seconds (tests)
+
+The sweep spans widths 16..128 at depths 1 and 2: from models that cannot write a
+grammatical sentence to models that mostly can. It uses a third of the SynthStories
+lexicon so that it finishes in minutes.
 """
 
 from tinyscale.config import get_config as default_config
+from tinyscale.launch.plan import product
+
+WIDTHS = (16, 32, 48, 64, 96, 128)
+DEPTHS = (1, 2)
 
 
 def get_config(arg: str = ""):
     c = default_config()
+    c.data.update(synth_richness=0.35, train_stories=20_000)
     c.model.update(family="llama", d_model=64, n_layers=2, n_heads=4, max_seq_len=256)
     c.train.update(seq_len=256, batch_size=8, tokens=500_000, lr=3e-3, warmup_steps=30,
                    log_every=10, checkpoint_every=100)
@@ -22,3 +33,10 @@ def get_config(arg: str = ""):
     elif arg:
         raise ValueError(f"unknown variant {arg!r}: use '' or 'smoke'")
     return c
+
+
+def sweep(arg: str = ""):
+    if arg == "smoke":
+        return product({"model.d_model": [16, 32], "model.n_layers": [1], "model.n_heads": [2]})
+    runs = product({"model.d_model": list(WIDTHS), "model.n_layers": list(DEPTHS)})
+    return [{**r, "model.n_heads": max(1, r["model.d_model"] // 16)} for r in runs]

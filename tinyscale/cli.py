@@ -5,6 +5,7 @@
     tinyscale train --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR
     tinyscale sample RUN_DIR [--prompt TEXT] [--temperature T] [--beams K]
     tinyscale eval RUN_DIR [--step N]
+    tinyscale sweep plan FILE[:ARG] | run FILE --sweep-dir DIR [--backend B] | status DIR
 
 User errors print one line and exit 2; preempted training (SIGTERM) exits 75, resumable.
 """
@@ -89,6 +90,78 @@ def _eval(args, overrides):
     run.print_summary(result)
 
 
+def _sweep_plan(args, overrides):
+    from tinyscale.launch import plan, table
+    _, runs = plan.expand(args.file, overrides)
+    print(table.render(runs))
+
+
+def _sweep_run(args, overrides):
+    from tinyscale.launch import plan, table
+    from tinyscale.launch.sweepdir import SweepDir
+    base, runs = plan.expand(args.file, overrides)
+    sweep = SweepDir(args.sweep_dir)
+    if not args.dry_run:
+        sweep.create(args.file, base, runs)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.backend == "local":
+        if args.dry_run:
+            print(table.render(runs))
+            return 0
+        from tinyscale.launch.local import run_local
+        return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
+    if args.backend == "slurm":
+        from tinyscale.launch import slurm
+        return slurm.submit(args.sweep_dir, base, runs, args.dry_run, say)
+    from tinyscale.launch import tpu
+    return tpu.launch(args.sweep_dir, base, args.file, args.dry_run, say)
+
+
+def _sweep_status(args, overrides):
+    from tinyscale.launch import status
+    print(status.render(args.sweep_dir))
+
+
+def _sweep_worker(args, overrides):
+    from tinyscale.launch import worker
+    if args.index is not None:
+        return worker.train_index(args.sweep_dir, args.index)
+    return worker.work_slot(args.sweep_dir, args.slot, args.slots)
+
+
+def _sweep_teardown(args, overrides):
+    from tinyscale.launch import tpu
+    return tpu.teardown(args.sweep_dir, args.dry_run, lambda m: print(m, file=sys.stderr))
+
+
+def _add_sweep(sub):
+    sweep = sub.add_parser("sweep", help="plan, run and watch grids of runs")
+    ss = sweep.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = ss.add_parser("plan", help="the table of runs, parameters and compute")
+    p.add_argument("file", help="sweep file FILE[:ARG]")
+    p.set_defaults(func=_sweep_plan)
+    r = ss.add_parser("run", help="train every run (skips finished ones)")
+    r.add_argument("file", help="sweep file FILE[:ARG]")
+    r.add_argument("--sweep-dir", required=True, help="local path or gs://...")
+    r.add_argument("--backend", choices=("local", "slurm", "tpu"), default="local")
+    r.add_argument("--parallel", type=int, default=0, help="local: runs at once")
+    r.add_argument("--dry-run", action="store_true", help="print, do not run")
+    r.set_defaults(func=_sweep_run)
+    st = ss.add_parser("status", help="state, step, loss, attempts of every run")
+    st.add_argument("sweep_dir")
+    st.set_defaults(func=_sweep_status)
+    w = ss.add_parser("worker", help="(used by the backends) train runs of a sweep dir")
+    w.add_argument("sweep_dir")
+    w.add_argument("--index", type=int, help="train this run")
+    w.add_argument("--slot", type=int, default=0, help="claim runs as slot S of --slots")
+    w.add_argument("--slots", type=int, default=1)
+    w.set_defaults(func=_sweep_worker)
+    t = ss.add_parser("teardown", help="delete a TPU sweep's queued resources")
+    t.add_argument("sweep_dir")
+    t.add_argument("--dry-run", action="store_true")
+    t.set_defaults(func=_sweep_teardown)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinyscale", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -128,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--step", type=int, help="checkpoint step (default: newest)")
     ev.set_defaults(func=_eval)
+    _add_sweep(sub)
     return parser
 
 

@@ -97,6 +97,24 @@ def get_config() -> ml_collections.ConfigDict:
     c.distributed.num_processes = 0       # with an explicit coordinator: how many processes
     c.distributed.process_id = -1         # with an explicit coordinator: this process's index
 
+    c.launch = la = ml_collections.ConfigDict()
+    la.max_attempts = 3                  # a failed run is retried until this many attempts
+    la.parallel = 1                      # local backend: runs at once, on disjoint devices
+    la.stale_after_s = 600               # a lock whose heartbeat is older is taken over
+    la.slurm_partition = ""              # sbatch --partition ("" = the cluster default)
+    la.slurm_cpus = 2                    # sbatch --cpus-per-task
+    la.slurm_gpus = 0                    # sbatch --gpus-per-task
+    la.slurm_time = "04:00:00"           # sbatch --time per run
+    la.slurm_max_parallel = 4            # the %K of --array=0-N%K
+    la.slurm_extra = ""                  # more #SBATCH lines, separated by ';'
+    la.tpu_project = ""                  # gcloud --project ("" = gcloud's default)
+    la.tpu_zone = "us-west4-a"           # gcloud --zone
+    la.tpu_accelerator = "v5litepod-8"   # --accelerator-type
+    la.tpu_runtime = "v2-alpha-tpuv5-lite"  # --runtime-version (see DESIGN.md for others)
+    la.tpu_slots = 1                     # queued resources (TPU VMs) working the sweep
+    la.tpu_spot = True                   # --spot (preemptible; preempted slots are re-created)
+    la.tpu_prefix = "tinyscale"          # queued-resource names: PREFIX-SWEEP-SLOT
+
     c.output = o = ml_collections.ConfigDict()
     o.workdir = ""                       # the run directory (set by --workdir or the launcher)
     o.tensorboard = True                 # write TensorBoard events under workdir/tb
@@ -162,8 +180,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "train.grad_accum", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",
               "eval.prompts", "eval.max_new_tokens", "eval.beams", "eval.judge_concurrency",
-              "eval.fluency_prompts",
-              allow_zero=("train.steps", "train.warmup_steps"))
+              "eval.fluency_prompts", "launch.max_attempts", "launch.parallel",
+              "launch.slurm_cpus", "launch.slurm_max_parallel", "launch.tpu_slots",
+              "launch.stale_after_s", "launch.slurm_gpus",
+              allow_zero=("train.steps", "train.warmup_steps", "launch.slurm_gpus"))
     if c.train.seq_len > c.model.max_seq_len:
         _fail("train.seq_len", c.train.seq_len,
               f"it must not exceed model.max_seq_len={c.model.max_seq_len}")

@@ -52,7 +52,13 @@ class RunDir:
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+        records = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                pass
+        return records
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drop metric lines past `last_step` (work lost since the restored checkpoint)."""

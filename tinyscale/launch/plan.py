@@ -1,0 +1,157 @@
+"""Expand a sweep file into runs, with the helpers sweep files use to describe grids.
+
+A sweep file is a config file (big_vision style): `get_config(arg)` returns the base
+ConfigDict and `sweep()` yields dicts of dotted overrides. Every run is checked before
+anything is launched: an unknown key, a shape that fails validation, a duplicate or an
+empty grid is reported with the file, the run and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+
+import ml_collections
+import numpy as np
+
+from tinyscale import config as config_lib
+from tinyscale import config_file, counting
+from tinyscale.errors import TinyscaleError
+from tinyscale.model import ModelSpec
+
+# The released TinyStories models (Hugging Face roneneldan/TinyStories-*): GPT-Neo,
+# (hidden size, layers), vocabulary 50257, 2048 positions, 16 heads.
+RELEASED = {"TinyStories-1M": (64, 8), "TinyStories-3M": (128, 8), "TinyStories-8M": (256, 8),
+            "TinyStories-28M": (512, 8), "TinyStories-33M": (768, 4),
+            "TinyStories-1Layer-21M": (1024, 1), "TinyStories-2Layers-33M": (1024, 2)}
+
+
+# ---- helpers for sweep files -------------------------------------------------------
+
+def product(axes: dict[str, list]) -> list[dict]:
+    """Every combination: product({"model.d_model": [64, 128], "model.n_layers": [1, 2]})."""
+    keys = list(axes)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def zipped(axes: dict[str, list]) -> list[dict]:
+    """Values side by side: zipped({"model.d_model": [64, 128], "model.n_heads": [1, 2]})."""
+    lengths = {len(v) for v in axes.values()}
+    if len(lengths) != 1:
+        raise TinyscaleError(f"zipped() needs lists of one length, got {sorted(lengths)}.")
+    return [dict(zip(axes, values, strict=True)) for values in zip(*axes.values(), strict=True)]
+
+
+def with_seeds(runs: list[dict], seeds: list[int]) -> list[dict]:
+    return [{**run, "seed": s} for run in runs for s in seeds]
+
+
+def heads_by_width(runs: list[dict], head_size: int = 64, minimum: int = 1) -> list[dict]:
+    """Set model.n_heads = d_model / head_size (at least `minimum`)."""
+    return [{**r, "model.n_heads": max(minimum, r["model.d_model"] // head_size)} for r in runs]
+
+
+def log_spaced(low: float, high: float, count: int, multiple: int = 16) -> list[int]:
+    """`count` integers from low to high, evenly spaced in log, rounded to a multiple."""
+    values = np.exp(np.linspace(math.log(low), math.log(high), count))
+    return sorted({max(multiple, int(round(v / multiple)) * multiple) for v in values})
+
+
+def width_for_parameters(target: float, base: ml_collections.ConfigDict, n_layers: int,
+                         head_size: int = 16, kind: str = "non_embedding") -> int:
+    """The d_model (a multiple of head_size) whose parameter count is closest to target."""
+    best, best_gap = head_size, math.inf
+    for d in range(head_size, 8192 + 1, head_size):
+        c = ml_collections.ConfigDict(base.to_dict())
+        c.model.update(d_model=d, n_layers=n_layers, n_heads=max(1, d // max(head_size, 64)))
+        n = parameter_counts(c)[kind]
+        if abs(math.log(n / target)) < best_gap:
+            best, best_gap = d, abs(math.log(n / target))
+    return best
+
+
+def tokens_per_parameter(runs: list[dict], base, ratio: float,
+                         kind: str = "total") -> list[dict]:
+    """Set train.tokens = ratio x parameters (Chinchilla: about 20)."""
+    out = []
+    for run in runs:
+        c = apply(base, run, "<helper>", "<run>")
+        out.append({**run, "train.tokens": int(ratio * parameter_counts(c)[kind]),
+                    "train.steps": 0})
+    return out
+
+
+# ---- expansion ------------------------------------------------------------------------
+
+_SHORT = {"model.d_model": "d", "model.n_layers": "L", "model.n_heads": "h", "seed": "s",
+          "model.family": "", "model.n_kv_heads": "kv", "model.d_ff": "ff", "train.lr": "lr",
+          "train.tokens": "tok", "train.batch_size": "b"}
+
+
+def run_name(overrides: dict) -> str:
+    """A readable, stable name: d64-L2-h4-s0 (other overrides as key=value)."""
+    parts = []
+    for key, value in overrides.items():
+        if key in _SHORT:
+            parts.append(f"{_SHORT[key]}{value}")
+        else:
+            parts.append(f"{key.split('.')[-1]}={value}")
+    name = "-".join(parts) or "base"
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
+
+
+@dataclasses.dataclass
+class Run:
+    index: int
+    name: str
+    overrides: dict
+    config: ml_collections.ConfigDict
+
+
+def parameter_counts(c) -> dict[str, int]:
+    return counting.parameter_counts(ModelSpec.from_config(c.model, c.data.vocab_size))
+
+
+def apply(base, overrides: dict, path: str, name: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(base.to_dict())
+    try:
+        config_file.apply_overrides(c, {k: repr(v) if not isinstance(v, str) else v
+                                        for k, v in overrides.items()})
+        return config_lib.validate(c)
+    except TinyscaleError as error:
+        raise TinyscaleError(f"{path}, run {name}: {error}") from None
+
+
+def expand(spec: str, overrides: dict[str, str] | None = None,
+           ) -> tuple[ml_collections.ConfigDict, list[Run]]:
+    """(base config, runs) of a sweep file `FILE[:ARG]`, every run validated.
+
+    `overrides` (from --config.KEY=VALUE) change the base config of every run.
+    """
+    path, _, arg = spec.partition(":")
+    module = config_file.load_module(path)
+    if not hasattr(module, "sweep"):
+        raise TinyscaleError(f"{path} has no sweep(): define one that yields dicts of "
+                             "dotted overrides, e.g. {'model.d_model': 64}.")
+    base = config_file.load(spec)
+    config_file.apply_overrides(base, overrides or {})
+    try:
+        grid = list(module.sweep(arg) if module.sweep.__code__.co_argcount else module.sweep())
+    except TinyscaleError as error:
+        raise TinyscaleError(f"{path}: {error}") from None
+    if not grid:
+        raise TinyscaleError(f"{path}: sweep() yields no runs: give it at least one grid point.")
+    runs, seen = [], {}
+    for i, overrides in enumerate(grid):
+        if not isinstance(overrides, dict):
+            raise TinyscaleError(f"{path}: sweep() item {i} is a {type(overrides).__name__}, "
+                                 "not a dict of dotted overrides.")
+        name = run_name(overrides)
+        if name in seen:
+            raise TinyscaleError(f"{path}: runs {seen[name]} and {i} are the same ({name}): "
+                                 "remove the duplicate from sweep().")
+        seen[name] = i
+        runs.append(Run(i, name, dict(overrides), apply(base, overrides, path, name)))
+    return base, runs

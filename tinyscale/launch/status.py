@@ -1,0 +1,33 @@
+"""`tinyscale sweep status DIR`: one line per run, from the run directories."""
+
+from __future__ import annotations
+
+from tinyscale.launch.sweepdir import SweepDir
+
+
+def render(sweep_dir: str) -> str:
+    sweep = SweepDir(sweep_dir)
+    lines = [f"{'run':<22} {'state':<8} {'step':>13} {'loss':>7} {'tok/s':>8} "
+             f"{'attempts':>8}  error"]
+    counts = {}
+    queued = {}
+    if not str(sweep_dir).startswith("gs://"):
+        from tinyscale.launch import slurm
+        queued = slurm.queue(sweep_dir)
+    for run in sweep.runs():
+        rundir = sweep.rundir(run["name"])
+        state = rundir.state()
+        metrics = rundir.read_metrics()
+        last = metrics[-1] if metrics else {}
+        counts[state["state"]] = counts.get(state["state"], 0) + 1
+        if sweep.lock_owner(run["name"], 600) and state["state"] != "done":
+            state["state"] = "running"
+        if str(run["index"]) in queued and state["state"] != "done":
+            state["state"] = queued[str(run["index"])].lower()[:8]
+        total = state.get("total_steps", "?")
+        lines.append(
+            f"{run['name']:<22} {state['state']:<8} {state.get('step', 0):>6}/{total:<6} "
+            f"{last.get('train_loss', float('nan')):>7.3f} {last.get('tokens_per_s', 0):>8.0f} "
+            f"{state.get('attempts', 0):>8}  {(state.get('last_error') or '')[:60]}")
+    lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
