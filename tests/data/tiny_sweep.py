@@ -1,0 +1,24 @@
+"""Four tiny runs for launcher tests (the quickstart smoke config, 30 steps each)."""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "quickstart", os.path.join(os.path.dirname(__file__), "..", "..", "sweeps", "quickstart.py"))
+quickstart = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(quickstart)
+
+
+def get_config(arg: str = ""):
+    c = quickstart.get_config("smoke")
+    c.data.cache_dir = os.environ.get("TINYSCALE_TEST_CACHE", c.data.cache_dir)
+    c.eval.update(at_end=True, prompts=4, max_new_tokens=24)
+    c.launch.update(slurm_cpus=1, slurm_max_parallel=2, slurm_time="00:10:00")
+    c.output.peak_flops = 1e11
+    return c
+
+
+def sweep(arg: str = ""):
+    count = int(arg or 4)
+    widths = [16, 24, 32, 40][:count]
+    return [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2} for w in widths]

@@ -1,0 +1,215 @@
+"""Sweep files, the plan, and the local, SLURM and Cloud TPU backends."""
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+TINY = os.path.join(ROOT, "tests", "data", "tiny_sweep.py")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment for launcher subprocesses: a shared, pre-prepared data cache."""
+    cache = str(tmp_path_factory.mktemp("cache"))
+    env = {"TINYSCALE_TEST_CACHE": cache}
+    result = run_cli("data", "prepare", "--config", os.path.join(ROOT, "sweeps",
+                     "quickstart.py") + ":smoke", f"--config.data.cache_dir={cache}")
+    assert result.returncode == 0, result.stderr
+    return env
+
+
+def states(sweep_dir):
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    return {r["name"]: json.loads((sweep_dir / "runs" / r["name"] / "state.json").read_text())
+            for r in sweep["runs"]}
+
+
+BAD_SWEEPS = [
+    ("def get_config(:\n", "syntax error"),
+    ("from tinyscale.config import get_config\n"
+     "def sweep():\n    return [{'model.d_modle': 64}]\n", "model.d_modle"),
+    ("from tinyscale.config import get_config\n"
+     "def sweep():\n    return [{'model.d_model': 64}, {'model.d_model': 65}]\n",
+     "run d65: config.model.n_heads"),
+    ("from tinyscale.config import get_config\ndef sweep():\n    return []\n", "no runs"),
+    ("from tinyscale.config import get_config\n"
+     "def sweep():\n    return [{'model.d_model': 64}, {'model.d_model': 64}]\n", "duplicate"),
+]
+
+
+@pytest.mark.parametrize("source, message", BAD_SWEEPS)
+def test_malformed_sweep_is_reported_before_launching(tmp_path, source, message):
+    path = tmp_path / "bad_sweep.py"
+    path.write_text(source)
+    result = run_cli("sweep", "run", str(path), "--sweep-dir", str(tmp_path / "sweep"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_paper_plan_marks_the_released_models():
+    result = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", "tinystories_paper.py"))
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("d")]
+    assert len(rows) == 30
+    marked = [line for line in rows if "<- TinyStories" in line]
+    assert len(marked) == 7
+    assert any("TinyStories-1M shape (3,745,984 params" in line for line in marked)
+    assert "30 runs" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["quickstart.py", "one_vs_deep.py", "cpu_study.py"])
+def test_shipped_sweeps_plan(name):
+    result = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", name))
+    assert result.returncode == 0, result.stderr
+    assert " runs; " in result.stdout
+
+
+@pytest.mark.slow
+def test_local_sweep_survives_two_launcher_kills(env, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY, "--sweep-dir",
+           str(sweep_dir)]
+    rng = random.Random(1)
+    for _ in range(2):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(8, 20))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(1)
+    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, state in states(sweep_dir).items():
+        assert state["state"] == "done", name
+        metrics = [json.loads(x) for x in
+                   (sweep_dir / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        steps = [m["step"] for m in metrics]
+        assert steps == sorted(set(steps)) and steps[-1] == 30, (name, steps)
+        assert (sweep_dir / "runs" / name / "eval.json").exists()
+    again = run_cli("sweep", "run", TINY, "--sweep-dir", str(sweep_dir), env=env)
+    assert again.returncode == 0 and "training" not in again.stderr  # nothing left to do
+    status = run_cli("sweep", "status", str(sweep_dir))
+    assert status.stdout.count(" done ") == 4 and "4 done" in status.stdout
+
+
+def test_different_sweep_in_the_same_dir_is_refused(env, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    first = run_cli("sweep", "run", TINY + ":1", "--sweep-dir", str(sweep_dir), env=env)
+    assert first.returncode == 0, first.stderr
+    second = run_cli("sweep", "run", TINY + ":2", "--sweep-dir", str(sweep_dir), env=env)
+    assert second.returncode == 2 and "different sweep" in second.stderr
+
+
+@pytest.mark.slow
+def test_slurm_backend_against_real_daemons(env, tmp_path):
+    from tests.slurm_cluster import Cluster, available
+    if not available():
+        pytest.skip("slurm-wlm is not installed (scripts/setup.sh installs it)")
+    cluster = Cluster(str(tmp_path / "slurm"))
+    cluster.start()
+    try:
+        sweep_dir = tmp_path / "sweep"
+        slurm_env = {**env, "SLURM_CONF": cluster.conf}
+        result = run_cli("sweep", "run", TINY + ":3", "--sweep-dir", str(sweep_dir),
+                         "--backend", "slurm", env=slurm_env)
+        assert result.returncode == 0, result.stderr
+        assert "submitted SLURM job" in result.stderr
+        script = (sweep_dir / "slurm" / "sweep.sbatch").read_text()
+        assert "#SBATCH --array=0-2%2" in script and "srun " in script
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if all(s.get("state") == "done" for s in states(sweep_dir).values()) if all(
+                    (sweep_dir / "runs" / n / "state.json").exists()
+                    for n in ("d16-L1-h2", "d24-L1-h2", "d32-L1-h2")) else False:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("SLURM runs did not finish:\n" + cluster.logs())
+        for name, state in states(sweep_dir).items():
+            assert state["attempts"] == 1, name  # each trained exactly once
+        logs = list((sweep_dir / "slurm").glob("*.out"))
+        assert len(logs) == 3
+        again = run_cli("sweep", "run", TINY + ":3", "--sweep-dir", str(sweep_dir),
+                        "--backend", "slurm", env=slurm_env)
+        assert again.returncode == 0 and "nothing to submit" in again.stderr
+    finally:
+        cluster.stop()
+
+
+FAKE_GCLOUD = """#!/usr/bin/env python3
+import json, os, sys
+log = os.environ["GCLOUD_LOG"]
+with open(log, "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+if args[:4] == ["compute", "tpus", "queued-resources", "describe"]:
+    name = args[4]
+    states = json.load(open(os.environ["GCLOUD_STATES"]))
+    queue = states.get(name, ["ACTIVE"])
+    print(queue.pop(0) if len(queue) > 1 else queue[0])
+    json.dump(states, open(os.environ["GCLOUD_STATES"], "w"))
+"""
+
+
+def test_tpu_backend_commands_and_preemption_recovery(env, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(FAKE_GCLOUD)
+    gcloud.chmod(gcloud.stat().st_mode | stat.S_IEXEC)
+    log, state_file = tmp_path / "gcloud.log", tmp_path / "states.json"
+    sweep_dir = tmp_path / "tpu-sweep"
+    # slot 0: provisioning, active; then preempted once (SUSPENDED), then active again
+    state_file.write_text(json.dumps({
+        "tinyscale-tpu-sweep-0": ["PROVISIONING", "ACTIVE", "SUSPENDED", "ACTIVE"],
+        "tinyscale-tpu-sweep-1": ["ACTIVE"]}))
+    tpu_env = {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GCLOUD_LOG": str(log),
+               "GCLOUD_STATES": str(state_file), "TINYSCALE_TPU_POLL": "0.05"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY + ":2", "--sweep-dir",
+         str(sweep_dir), "--backend", "tpu", "--config.launch.tpu_slots=2",
+         "--config.launch.tpu_zone=us-west4-a", "--config.launch.tpu_project=my-proj"],
+        cwd=ROOT, env={**os.environ, **tpu_env}, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or log.read_text().count(
+            '"delete"') < 1):
+        time.sleep(0.1)
+    for name in ("d16-L1-h2", "d24-L1-h2"):  # the workers finish the runs
+        run = sweep_dir / "runs" / name
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "state.json").write_text(json.dumps({"state": "done"}))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    calls = [json.loads(x) for x in log.read_text().splitlines()]
+    where = ["--zone=us-west4-a", "--project=my-proj"]
+    name = "tinyscale-tpu-sweep-0"
+    create = ["compute", "tpus", "queued-resources", "create", name, f"--node-id={name}",
+              "--accelerator-type=v5litepod-8", "--runtime-version=v2-alpha-tpuv5-lite",
+              *where, "--spot"]
+    assert calls[0] == create
+    assert ["compute", "tpus", "tpu-vm", "scp"] == calls[3][:4]
+    assert calls[3][5:] == [f"{name}:tinyscale.tar.gz", "--worker=all", *where]
+    ssh = [c for c in calls if c[3] == "ssh" and c[4] == name]
+    assert "pip install" in ssh[0][-1]
+    assert ssh[1][-1].startswith("--command=cd tinyscale && nohup python3 -m tinyscale.cli "
+                                 f"sweep worker {sweep_dir} --slot 0 --slots 2")
+    deletes = [c for c in calls if c[3] == "delete"]
+    assert deletes == [["compute", "tpus", "queued-resources", "delete", name, *where,
+                        "--force", "--quiet"]]
+    assert calls.count(create) == 2  # re-created after the preemption
+    assert sum(1 for c in ssh if "--slot 0" in c[-1]) == 2  # and its worker restarted
+    assert "preempted" in err
+    dry = run_cli("sweep", "teardown", str(sweep_dir), "--dry-run", env=tpu_env)
+    assert dry.stdout.count("queued-resources delete") == 2
