@@ -21,9 +21,9 @@ def get_config(arg: str = ""):
     c = default_config()
     c.data.update(synth_richness=0.35, train_stories=20_000)
     c.model.update(family="llama", d_model=64, n_layers=2, n_heads=4, max_seq_len=256)
-    c.train.update(seq_len=256, batch_size=8, tokens=500_000, lr=3e-3, warmup_steps=30,
+    c.train.update(seq_len=256, batch_size=8, tokens=1_000_000, lr=3e-3, warmup_steps=30,
                    log_every=10, checkpoint_every=100)
-    c.eval.update(every=100, batches=4)
+    c.eval.update(every=100, batches=4, prompts=48, fluency_prompts=8, max_new_tokens=160)
     if arg == "smoke":  # for tests: a tiny corpus and a few steps
         c.data.update(train_stories=1500, eval_stories=100, vocab_size=512)
         c.model.update(d_model=32, n_layers=1, n_heads=2, max_seq_len=64)

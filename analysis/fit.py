@@ -1,0 +1,138 @@
+"""Scaling-law fits: L(N) = E + A N^-alpha, and L(N, D) = E + A/N^alpha + B/D^beta.
+
+Both are fitted as Hoffmann et al. (2022) and Besiroglu et al. (2024) do: in log space
+with the log-sum-exp form  log L = LSE(a - alpha log N, b - beta log D, e)  (A = e^a,
+B = e^b, E = e^e), minimising the *summed* Huber loss (delta = 1e-3) of the log-loss
+residuals with L-BFGS(-B) from a grid of starting points, keeping the best. Confidence
+intervals come from bootstrap resamples of the points, all fitted at once (BFGS under
+`jax.vmap` over resamples, each started from the full-data optimum), in float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.optimize import minimize
+
+DELTA = 1e-3
+# Besiroglu et al.'s grid of starts: alpha, beta in {0, .5, .., 2}; e in {-1, -.5, .., 1};
+# a, b in {0, 5, .., 25}.
+GRID = {"a": np.arange(0, 26, 5.0), "b": np.arange(0, 26, 5.0), "e": np.arange(-1, 1.01, 0.5),
+        "alpha": np.arange(0, 2.01, 0.5), "beta": np.arange(0, 2.01, 0.5)}
+
+
+def _huber(r):
+    a = jnp.abs(r)
+    return jnp.where(a <= DELTA, 0.5 * r**2, DELTA * (a - 0.5 * DELTA))
+
+
+def _objective_nd(theta, log_n, log_d, log_loss, weight):
+    a, b, e, alpha, beta = theta
+    pred = jax.nn.logsumexp(jnp.stack([a - alpha * log_n, b - beta * log_d,
+                                       jnp.full_like(log_n, e)]), axis=0)
+    return jnp.sum(weight * _huber(pred - log_loss))
+
+
+def _objective_n(theta, log_n, log_d, log_loss, weight):
+    a, e, alpha = theta
+    pred = jnp.logaddexp(a - alpha * log_n, e)
+    return jnp.sum(weight * _huber(pred - log_loss))
+
+
+def _solve(objective, starts, data, weights):
+    """BFGS from each start (rows of `starts`) with per-start point weights."""
+    def one(x0, w):
+        res = minimize(objective, x0, args=(*data, w), method="BFGS",
+                       options={"maxiter": 500})
+        return res.x, objective(res.x, *data, w)
+    return jax.jit(jax.vmap(one))(starts, weights)
+
+
+@dataclasses.dataclass
+class Fit:
+    params: dict[str, float]           # E, A, B, alpha, beta (or E, A, alpha)
+    intervals: dict[str, tuple]        # 95% bootstrap intervals (2.5, 97.5 percentiles)
+    std_errors: dict[str, float]       # bootstrap standard deviations
+    n_points: int
+    loss: float                        # the objective at the optimum
+
+    def predict(self, params_n, tokens_d=None):
+        p = self.params
+        out = p["E"] + p["A"] / np.asarray(params_n, float) ** p["alpha"]
+        if "B" in p and tokens_d is not None:
+            out = out + p["B"] / np.asarray(tokens_d, float) ** p["beta"]
+        return out
+
+
+def _grid_search(objective, starts, data, n):
+    """L-BFGS-B (scipy) from every start, with a jitted float64 objective and gradient."""
+    from scipy.optimize import minimize as scipy_minimize
+    ones = jnp.ones(n)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda t: objective(t, *data, ones)))
+
+    def fun(theta):
+        value, grad = value_and_grad(jnp.asarray(theta))
+        return float(value), np.asarray(grad, float)
+
+    best, best_value = None, np.inf
+    for x0 in starts:
+        result = scipy_minimize(fun, x0, jac=True, method="L-BFGS-B")
+        if np.isfinite(result.fun) and result.fun < best_value:
+            best, best_value = result.x, result.fun
+    return jnp.asarray(best), best_value
+
+
+def _fit(kind, log_n, log_d, log_loss, bootstrap, seed, starts):
+    objective = _objective_nd if kind == "nd" else _objective_n
+    data = tuple(jnp.asarray(x) for x in (log_n, log_d, log_loss))
+    n = len(log_loss)
+    best, value = _grid_search(objective, starts, data, n)
+    if not bootstrap:
+        return np.asarray(best), np.zeros((0, len(best))), float(value)
+    rng = np.random.default_rng(seed)
+    # a resample is a multiset of the points: weight i = how often point i was drawn
+    draws = rng.integers(0, n, (bootstrap, n))
+    weights = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(float)
+    boot, _ = _solve(objective, jnp.broadcast_to(best, (bootstrap, len(best))), data,
+                     jnp.asarray(weights))
+    return np.asarray(best), np.asarray(boot), float(value)
+
+
+def _package(names, best, boot, n, loss) -> Fit:
+    def natural(theta):
+        out = dict(zip(names, theta, strict=True))
+        for log_name, name in (("a", "A"), ("b", "B"), ("e", "E")):
+            if log_name in out:
+                out[name] = np.exp(out.pop(log_name))
+        return out
+    params = {k: float(v) for k, v in natural(best).items()}
+    samples = [natural(t) for t in boot if np.all(np.isfinite(t))]
+    intervals = {k: tuple(np.percentile([s[k] for s in samples], [2.5, 97.5]))
+                 for k in params} if samples else {}
+    errors = {k: float(np.std([s[k] for s in samples], ddof=1)) for k in params} \
+        if len(samples) > 1 else {}
+    return Fit(params, intervals, errors, n, loss)
+
+
+def fit_chinchilla(params_n, tokens_d, loss, bootstrap: int = 1000, seed: int = 0) -> Fit:
+    """L(N, D) = E + A/N^alpha + B/D^beta on every (N, D, loss) point."""
+    with jax.enable_x64(True):
+        starts = np.array(list(itertools.product(*GRID.values())))
+        best, boot, value = _fit("nd", np.log(params_n), np.log(tokens_d), np.log(loss),
+                                 bootstrap, seed, starts)
+    return _package(["a", "b", "e", "alpha", "beta"], best, boot, len(loss), value)
+
+
+def fit_power_law(params_n, loss, bootstrap: int = 1000, seed: int = 0) -> Fit:
+    """L(N) = E + A N^-alpha on final losses (one point per run)."""
+    with jax.enable_x64(True):
+        starts = np.array(list(itertools.product(GRID["a"], np.arange(-1, 1.01, 0.5),
+                                                 GRID["alpha"])))
+        log_n = np.log(np.asarray(params_n, float))
+        best, boot, value = _fit("n", log_n, np.zeros_like(log_n), np.log(loss), bootstrap,
+                                 seed, starts)
+    return _package(["a", "e", "alpha"], best, boot, len(loss), value)

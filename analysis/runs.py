@@ -1,0 +1,87 @@
+"""Load a sweep directory into one tidy DataFrame: a row per run x eval step.
+
+Columns: the run (`run`, `state`, `attempts`, `error`), its config flattened
+(`model.d_model`, `train.lr`, ...), parameters three ways (`params`, `params_embedding`,
+`params_non_embedding`), `tokens`, `flops` (training FLOPs so far), the losses at that
+step (`eval_loss`, `eval_bpb`, `train_loss`), and on each run's last row (`final`) the
+evaluation of eval.json: every coherence metric with its standard error (`coherence`,
+`coherence_se`, ...). Runs that failed, are running or never started are kept, marked
+by `state`, with one row of NaNs if they logged nothing. Paths may be gs:// (etils.epath).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from etils import epath
+
+from tinyscale import counting
+from tinyscale.model import ModelSpec
+from tinyscale.rundir import RunDir
+
+CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
+                  "model.d_ff", "train.lr", "train.batch_size", "train.seq_len", "seed",
+                  "data.dataset", "data.vocab_size")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
+    from tinyscale.trained import _with_defaults
+    c = _with_defaults(config)
+    spec = ModelSpec.from_config(c.model, c.data.vocab_size)
+    counts = counting.parameter_counts(spec)
+    per_token = counting.flops_per_token(spec, c.train.seq_len)
+    state = rundir.state()
+    flat = _flatten(c.to_dict())
+    base = {"run": name, "state": state.get("state", "pending"),
+            "attempts": state.get("attempts", 0), "error": state.get("last_error"),
+            **{k: flat.get(k) for k in CONFIG_COLUMNS}, "params": counts["total"],
+            "params_embedding": counts["embedding"],
+            "params_non_embedding": counts["non_embedding"], "flops_per_token": per_token}
+    evals = [m for m in rundir.read_metrics() if "eval_loss" in m]
+    rows = [{**base, "step": m["step"], "tokens": m["tokens"], "flops": per_token * m["tokens"],
+             "eval_loss": m["eval_loss"], "eval_bpb": m.get("eval_bpb"),
+             "train_loss": m.get("train_loss"), "wall_s": m.get("wall_s"), "final": False}
+            for m in evals] or [{**base, "step": 0, "tokens": 0, "flops": 0.0,
+                                 "eval_loss": np.nan, "final": False}]
+    final = rundir.read_json(rundir.eval)
+    if final and base["state"] == "done":
+        rows[-1]["final"] = True
+        rows[-1].update({k: v for k, v in final.items()
+                         if isinstance(v, (int, float)) and k not in ("step", "loss")})
+    return rows
+
+
+def load(sweep_dir: str) -> pd.DataFrame:
+    """The sweep (or a single run directory) as one DataFrame."""
+    path = epath.Path(sweep_dir)
+    if (path / "sweep.json").exists():
+        sweep = json.loads((path / "sweep.json").read_text())
+        runs = [(r["name"], r["config"], RunDir(path / "runs" / r["name"]))
+                for r in sweep["runs"]]
+    elif (path / "config.json").exists():
+        runs = [(path.name, json.loads((path / "config.json").read_text()), RunDir(path))]
+    else:
+        from tinyscale.errors import TinyscaleError
+        raise TinyscaleError(f"{sweep_dir} is neither a sweep directory (sweep.json) nor a "
+                             "run directory (config.json).")
+    rows = [row for name, config, rundir in runs for row in _run_rows(name, config, rundir)]
+    df = pd.DataFrame(rows)
+    return df.rename(columns={"model.d_model": "width", "model.n_layers": "depth",
+                              "model.n_heads": "heads"})
+
+
+def final(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished run: its final evaluation."""
+    return df[df["final"]].reset_index(drop=True)
