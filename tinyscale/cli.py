@@ -6,6 +6,7 @@
     tinyscale sample RUN_DIR [--prompt TEXT] [--temperature T] [--beams K]
     tinyscale eval RUN_DIR [--step N]
     tinyscale sweep plan FILE[:ARG] | run FILE --sweep-dir DIR [--backend B] | status DIR
+    tinyscale analyze SWEEP_DIR [--threshold 0.5]
 
 User errors print one line and exit 2; preempted training (SIGTERM) exits 75, resumable.
 """
@@ -134,6 +135,12 @@ def _sweep_teardown(args, overrides):
     return tpu.teardown(args.sweep_dir, args.dry_run, lambda m: print(m, file=sys.stderr))
 
 
+def _analyze(args, overrides):
+    from analysis import report
+    path = report.build(args.sweep_dir, args.out, args.threshold, args.bootstrap)
+    print(f"wrote {path} (figures/ and runs.csv beside it)")
+
+
 def _add_sweep(sub):
     sweep = sub.add_parser("sweep", help="plan, run and watch grids of runs")
     ss = sweep.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -202,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--step", type=int, help="checkpoint step (default: newest)")
     ev.set_defaults(func=_eval)
     _add_sweep(sub)
+    an = sub.add_parser("analyze", help="fits, emergence, plots and report.html of a sweep")
+    an.add_argument("sweep_dir")
+    an.add_argument("--out", help="where to write (default: the sweep dir)")
+    an.add_argument("--threshold", type=float, default=0.5, help="emergence threshold")
+    an.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples")
+    an.set_defaults(func=_analyze)
     return parser
 
 

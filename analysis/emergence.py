@@ -1,0 +1,101 @@
+"""Emergence: where a metric crosses a threshold, as a function of parameters.
+
+For each depth family, a logistic curve m(x) = sigmoid(k (x - x0)) in x = log10 N is
+fitted to a metric in [0, 1] (least squares); the crossing of `threshold` is
+x0 + logit(threshold) / k, with a bootstrap interval over runs. A family whose runs all
+lie below (or all above) the threshold is reported as censored — "not reached below N"
+or "already above at N" — never as an extrapolated number. Continuous metrics (loss,
+fluency) get the same treatment after a min-max scaling, so a reader can compare a
+sharp emergence with a smooth one (Schaeffer et al., 2023).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.optimize import least_squares
+
+
+@dataclasses.dataclass
+class Crossing:
+    family: str
+    metric: str
+    status: str                 # crossed | not_reached | already_above | too_few
+    params: float | None        # N at the crossing
+    interval: tuple | None      # 95% bootstrap interval of N
+    bound: float | None         # for censored families: the largest / smallest N tried
+
+    def describe(self) -> str:
+        if self.status == "crossed":
+            lo, hi = self.interval or (np.nan, np.nan)
+            return f"{self.params:,.0f} parameters (95% interval {lo:,.0f} to {hi:,.0f})"
+        if self.status == "not_reached":
+            return f"not reached below {self.bound:,.0f} parameters"
+        if self.status == "already_above":
+            return f"already above at {self.bound:,.0f} parameters"
+        return "too few runs to fit"
+
+
+def _logistic_fit(x, y):
+    def residual(theta):
+        k, x0 = theta
+        return 1 / (1 + np.exp(-k * (x - x0))) - y
+    result = least_squares(residual, [4.0, float(np.median(x))], bounds=([0.01, -5], [100, 15]))
+    return result.x
+
+
+def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
+             metric: str = "", bootstrap: int = 500, seed: int = 0) -> Crossing:
+    """Where `values` (in [0, 1], rising with N) crosses `threshold`."""
+    n, y = np.asarray(params_n, float), np.asarray(values, float)
+    keep = np.isfinite(n) & np.isfinite(y)
+    n, y = n[keep], y[keep]
+    if len(n) < 2:
+        return Crossing(family, metric, "too_few", None, None, None)
+    if np.all(y < threshold):
+        return Crossing(family, metric, "not_reached", None, None, float(n.max()))
+    if np.all(y >= threshold):
+        return Crossing(family, metric, "already_above", None, None, float(n.min()))
+    x = np.log10(n)
+    logit = np.log(threshold / (1 - threshold))
+
+    def cross(xs, ys):
+        k, x0 = _logistic_fit(xs, ys)
+        return x0 + logit / k
+
+    point = cross(x, y)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(bootstrap):
+        idx = rng.integers(0, len(x), len(x))
+        if np.any(y[idx] < threshold) and np.any(y[idx] >= threshold):
+            samples.append(cross(x[idx], y[idx]))
+    interval = tuple(10 ** np.percentile(samples, [2.5, 97.5])) if samples else None
+    return Crossing(family, metric, "crossed", float(10 ** point), interval, None)
+
+
+def scaled(values, higher_is_better: bool = True) -> np.ndarray:
+    """Min-max scale a continuous metric to [0, 1] (loss: lower is better)."""
+    v = np.asarray(values, float)
+    lo, hi = np.nanmin(v), np.nanmax(v)
+    out = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+    return out if higher_is_better else 1 - out
+
+
+def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500) -> list[Crossing]:
+    """Crossings of each metric for each depth family and for all runs together.
+
+    `final` is `runs.final(df)`; continuous metrics (eval_loss, fluency) are scaled.
+    """
+    out = []
+    groups = [("all depths", final)] + [(f"depth {d}", g) for d, g in final.groupby("depth")]
+    for metric in metrics:
+        if metric not in final:
+            continue
+        for family, g in groups:
+            values = g[metric]
+            if metric == "eval_loss":
+                values = scaled(final[metric], higher_is_better=False)[g.index]
+            out.append(crossing(g["params"], values, threshold, family, metric, bootstrap))
+    return out

@@ -1,0 +1,112 @@
+"""Figures, each a pure function of the sweep DataFrame (`analysis.runs.load`)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.runs import final as final_rows  # noqa: E402
+
+
+def _depth_colors(depths):
+    cmap = plt.get_cmap("viridis")
+    depths = sorted(set(depths))
+    return {d: cmap(i / max(1, len(depths) - 1)) for i, d in enumerate(depths)}
+
+
+def loss_vs_params(df, fits=None):
+    """Final held-out loss against parameters (log-log), by depth, with fitted L(N)."""
+    f = final_rows(df)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    colors = _depth_colors(f["depth"])
+    for depth, g in f.groupby("depth"):
+        ax.scatter(g["params"], g["eval_loss"], color=colors[depth], label=f"depth {depth}")
+        fit = (fits or {}).get(f"depth {depth}")
+        if fit:
+            n = np.geomspace(g["params"].min(), g["params"].max(), 50)
+            ax.plot(n, fit.predict(n), color=colors[depth], lw=1)
+    if fits and fits.get("all"):
+        p = fits["all"].params
+        n = np.geomspace(f["params"].min(), f["params"].max(), 50)
+        ax.plot(n, fits["all"].predict(n), "k--", lw=1,
+                label=f"all: E={p['E']:.2f}, α={p['alpha']:.2f}")
+    ax.set(xscale="log", yscale="log", xlabel="parameters N (total)",
+           ylabel="held-out loss (nats / token)", title="Loss vs parameters")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metric_vs_params(df, metric, crossings=(), threshold=0.5):
+    """A coherence metric against parameters by depth, with emergence points."""
+    f = final_rows(df)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    colors = _depth_colors(f["depth"])
+    for depth, g in f.groupby("depth"):
+        g = g.sort_values("params")
+        ax.errorbar(g["params"], g[metric], yerr=g.get(f"{metric}_se"), marker="o",
+                    color=colors[depth], label=f"depth {depth}", capsize=2)
+    for c in crossings:
+        if c.metric == metric and c.status == "crossed" and c.family.startswith("depth"):
+            depth = int(c.family.split()[1])
+            ax.axvline(c.params, color=colors.get(depth, "k"), ls=":", lw=1)
+            if c.interval:
+                ax.axvspan(*c.interval, color=colors.get(depth, "k"), alpha=0.08)
+    ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="parameters N (total)",
+           ylabel=f"{metric} (share, 0-1)", title=f"{metric.replace('_', ' ')} vs parameters")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(df):
+    """Held-out loss against tokens for every run."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    cmap = plt.get_cmap("plasma")
+    runs = df.dropna(subset=["eval_loss"]).sort_values("params")
+    names = list(dict.fromkeys(runs["run"]))
+    for i, (name, g) in enumerate(runs.groupby("run", sort=False)):
+        ax.plot(g["tokens"], g["eval_loss"], color=cmap(i / max(1, len(names) - 1)),
+                label=name, lw=1)
+    ax.set(xscale="log", xlabel="training tokens D", ylabel="held-out loss (nats / token)",
+           title="Training curves")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(df, metric):
+    """Width x depth grid of a final metric."""
+    f = final_rows(df)
+    table = f.pivot_table(index="depth", columns="width", values=metric, aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    im = ax.imshow(table.values, cmap="viridis" if metric != "eval_loss" else "viridis_r",
+                   aspect="auto")
+    ax.set_xticks(range(len(table.columns)), table.columns)
+    ax.set_yticks(range(len(table.index)), table.index)
+    for (i, j), v in np.ndenumerate(table.values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set(xlabel="width (d_model)", ylabel="depth (layers)", title=f"{metric} by shape")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def one_vs_deep(pairs):
+    """Deeper minus one-block differences at matched parameters, with 95% intervals."""
+    metrics = [m for m in ("eval_loss", "grammar", "consistency", "coherence")
+               if f"{m}_diff" in pairs]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, m in enumerate(metrics):
+        x = i + np.linspace(-0.25, 0.25, max(1, len(pairs)))
+        ax.errorbar(x, pairs[f"{m}_diff"], yerr=pairs[f"{m}_ci"], fmt="o", capsize=2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set(ylabel="deeper − one block", title="One block vs deep at matched parameters")
+    fig.tight_layout()
+    return fig
