@@ -24,7 +24,8 @@ def matched_pairs(final: pd.DataFrame, tolerance: float = 1.5) -> pd.DataFrame:
                "params_deep": d["params_non_embedding"], "params_one": o["params_non_embedding"]}
         for m in METRICS:
             if m in d and m in o:
-                se = np.hypot(d.get(f"{m}_se", 0.0) or 0.0, o.get(f"{m}_se", 0.0) or 0.0)
+                # held-out loss has no standard error here: its interval stays unknown
+                se = np.hypot(d.get(f"{m}_se", np.nan), o.get(f"{m}_se", np.nan))
                 row[f"{m}_diff"] = d[m] - o[m]
                 row[f"{m}_ci"] = 1.96 * se
         rows.append(row)
@@ -43,6 +44,12 @@ def statement(pairs: pd.DataFrame) -> str:
             continue
         diff, ci = pairs[f"{m}_diff"], pairs[f"{m}_ci"]
         sign = -1 if m == "eval_loss" else 1
+        if ci.isna().all():
+            better_count = int(((sign * diff) > 0).sum())
+            parts.append(f"{m.replace('_', ' ')}: deeper is better in {better_count} of "
+                         f"{len(pairs)} pairs (mean difference {diff.mean():+.3f}, {better} is "
+                         "better; no interval)")
+            continue
         wins = int(((sign * diff) > ci).sum())
         losses = int(((sign * diff) < -ci).sum())
         parts.append(f"{m.replace('_', ' ')}: deeper is significantly better in {wins}, "

@@ -21,7 +21,7 @@ from scipy.optimize import least_squares
 class Crossing:
     family: str
     metric: str
-    status: str                 # crossed | not_reached | already_above | too_few
+    status: str                 # crossed | not_reached | already_above | unclear | too_few
     params: float | None        # N at the crossing
     interval: tuple | None      # 95% bootstrap interval of N
     bound: float | None         # for censored families: the largest / smallest N tried
@@ -34,6 +34,8 @@ class Crossing:
             return f"not reached below {self.bound:,.0f} parameters"
         if self.status == "already_above":
             return f"already above at {self.bound:,.0f} parameters"
+        if self.status == "unclear":
+            return "no crossing inside the range of runs (the metric is not monotone in N)"
         return "too few runs to fit"
 
 
@@ -65,12 +67,15 @@ def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
         return x0 + logit / k
 
     point = cross(x, y)
+    if not x.min() <= point <= x.max():  # a non-monotone metric: no crossing in range
+        return Crossing(family, metric, "unclear", None, None, None)
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(bootstrap):
         idx = rng.integers(0, len(x), len(x))
         if np.any(y[idx] < threshold) and np.any(y[idx] >= threshold):
             samples.append(cross(x[idx], y[idx]))
+    samples = [v for v in samples if x.min() - 1 <= v <= x.max() + 1]
     interval = tuple(10 ** np.percentile(samples, [2.5, 97.5])) if samples else None
     return Crossing(family, metric, "crossed", float(10 ** point), interval, None)
 

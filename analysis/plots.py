@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -12,9 +13,13 @@ from analysis.runs import final as final_rows  # noqa: E402
 
 
 def _depth_colors(depths):
-    cmap = plt.get_cmap("viridis")
-    depths = sorted(set(depths))
-    return {d: cmap(i / max(1, len(depths) - 1)) for i, d in enumerate(depths)}
+    cmap = plt.get_cmap("tab10")
+    return {d: cmap(i % 10) for i, d in enumerate(sorted(set(depths)))}
+
+
+def _log_x(ax):
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def loss_vs_params(df, fits=None):
@@ -33,8 +38,11 @@ def loss_vs_params(df, fits=None):
         n = np.geomspace(f["params"].min(), f["params"].max(), 50)
         ax.plot(n, fits["all"].predict(n), "k--", lw=1,
                 label=f"all: E={p['E']:.2f}, α={p['alpha']:.2f}")
-    ax.set(xscale="log", yscale="log", xlabel="parameters N (total)",
+    _log_x(ax)
+    ax.set(yscale="log", xlabel="parameters N (total)",
            ylabel="held-out loss (nats / token)", title="Loss vs parameters")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -56,7 +64,8 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
             if c.interval:
                 ax.axvspan(*c.interval, color=colors.get(depth, "k"), alpha=0.08)
     ax.axhline(threshold, color="grey", lw=0.8, ls="--")
-    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="parameters N (total)",
+    _log_x(ax)
+    ax.set(ylim=(-0.03, 1.03), xlabel="parameters N (total)",
            ylabel=f"{metric} (share, 0-1)", title=f"{metric.replace('_', ' ')} vs parameters")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -107,6 +116,7 @@ def one_vs_deep(pairs):
         ax.errorbar(x, pairs[f"{m}_diff"], yerr=pairs[f"{m}_ci"], fmt="o", capsize=2)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(metrics)), metrics)
-    ax.set(ylabel="deeper − one block", title="One block vs deep at matched parameters")
+    ax.set(xlabel="metric", ylabel="deeper − one block (95% interval)",
+           title="One block vs deep at matched parameters")
     fig.tight_layout()
     return fig

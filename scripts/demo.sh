@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on the built-in SynthStories corpus.
+# Set up, then run the main job on the built-in SynthStories corpus: the quickstart
+# sweep (12 small models, each trained and evaluated), then its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-OUT=${OUT:-runs/demo}
-mkdir -p "$OUT"
-echo "== preparing SynthStories"
-.venv/bin/tinyscale data prepare --config sweeps/quickstart.py --data-dir "$OUT/data"
-echo "== training the quickstart model"
-.venv/bin/tinyscale train --config sweeps/quickstart.py --config.data.dir="$OUT/data" \
-  --workdir "$OUT/quickstart"
+OUT=${OUT:-runs/quickstart-sweep}
+echo "== the grid"
+.venv/bin/tinyscale sweep plan sweeps/quickstart.py
+echo "== training and evaluating every run (resumable: run this script again after a stop)"
+.venv/bin/tinyscale sweep run sweeps/quickstart.py --sweep-dir "$OUT"
+echo "== the report"
+.venv/bin/tinyscale analyze "$OUT"
+echo "open $OUT/report.html"

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: Link Grammar (the real-English grammar metric) and SLURM (the tests
-# start a real single-node cluster for the SLURM backend).
-APT_PACKAGES=(python3-link-grammar link-grammar-dictionaries-en slurm-wlm)
+# start a real single-node cluster for the SLURM backend) and Chromium (the report test).
+APT_PACKAGES=(python3-link-grammar link-grammar-dictionaries-en slurm-wlm chromium)
 
 if ((${#APT_PACKAGES[@]})) && command -v apt-get >/dev/null; then
   missing=()

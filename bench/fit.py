@@ -1,0 +1,44 @@
+"""Time the Chinchilla fit and its bootstrap on the reference data (Besiroglu et al.).
+
+    python bench/fit.py [--bootstrap 4000]
+
+The grid search (4,500 L-BFGS starts) runs once; the bootstrap fits every resample at
+once (BFGS under jax.vmap), each from the full-data optimum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import pandas as pd
+
+from analysis.fit import fit_chinchilla
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "chinchilla",
+                    "chinchilla_fig4_points.csv")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", type=int, default=4000)
+    args = parser.parse_args()
+    df = pd.read_csv(DATA)
+    df = df[df["loss"] < df["loss"].nlargest(5).min()]
+    n = df["Model Size"].to_numpy()
+    d = df["Training FLOP"].to_numpy() / (6 * n)
+    start = time.perf_counter()
+    point = fit_chinchilla(n, d, df["loss"].to_numpy(), bootstrap=0)
+    grid_s = time.perf_counter() - start
+    start = time.perf_counter()
+    full = fit_chinchilla(n, d, df["loss"].to_numpy(), bootstrap=args.bootstrap)
+    both_s = time.perf_counter() - start
+    print(f"grid search fit: {grid_s:.1f} s; {args.bootstrap} bootstrap fits: "
+          f"{both_s - grid_s:.1f} s (total with the grid {both_s:.1f} s)")
+    for key in ("E", "A", "B", "alpha", "beta"):
+        print(f"{key:>6} {point.params[key]:10.4g} ± {full.std_errors[key]:.3g}")
+
+
+if __name__ == "__main__":
+    main()

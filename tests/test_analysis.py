@@ -1,0 +1,135 @@
+"""Analysis: known-answer fit, recovery of a known law and emergence, loading, plots, report."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import emergence, fit, plots, report, runs
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "chinchilla")
+
+
+@pytest.mark.slow
+def test_chinchilla_known_answer():
+    df = pd.read_csv(os.path.join(DATA, "chinchilla_fig4_points.csv"))
+    df = df[df["loss"] < df["loss"].nlargest(5).min()]  # drop the 5 highest losses
+    n = df["Model Size"].to_numpy()
+    d = df["Training FLOP"].to_numpy() / (6 * n)
+    result = fit.fit_chinchilla(n, d, df["loss"].to_numpy(), bootstrap=200)
+    published = {"E": (1.817, 0.026), "A": (482.0, 124.5), "B": (2085.4, 1293.3),
+                 "alpha": (0.3478, 0.0154), "beta": (0.3658, 0.0206)}
+    print("\n" + ", ".join(f"{k}={v:.4g}" for k, v in result.params.items()))
+    assert len(df) == 240
+    for key, (value, se) in published.items():
+        assert abs(result.params[key] - value) <= se, key
+
+
+def test_power_law_is_recovered_within_its_interval():
+    rng = np.random.default_rng(0)
+    n = np.geomspace(1e4, 1e7, 12)
+    loss = (1.5 + 40 * n ** -0.3) * np.exp(rng.normal(0, 0.01, n.size))
+    result = fit.fit_power_law(n, loss, bootstrap=300)
+    lo, hi = result.intervals["alpha"]
+    assert lo <= 0.3 <= hi and abs(result.params["alpha"] - 0.3) < 0.05
+    assert abs(result.params["E"] - 1.5) < 0.1
+
+
+def test_emergence_threshold_is_recovered():
+    rng = np.random.default_rng(1)
+    n = np.geomspace(1e4, 1e7, 16)
+    true_cross = 3e5
+    y = 1 / (1 + np.exp(-3 * (np.log10(n) - np.log10(true_cross))))
+    y = np.clip(y + rng.normal(0, 0.03, n.size), 0, 1)
+    c = emergence.crossing(n, y, 0.5, bootstrap=300)
+    assert c.status == "crossed"
+    assert c.interval[0] <= true_cross <= c.interval[1]
+    assert abs(np.log10(c.params / true_cross)) < 0.15
+
+
+def test_censored_families_are_reported_as_such():
+    n = np.array([1e4, 1e5, 1e6])
+    low = emergence.crossing(n, [0.1, 0.2, 0.3], 0.5)
+    high = emergence.crossing(n, [0.6, 0.8, 0.9], 0.5)
+    assert low.status == "not_reached" and low.params is None
+    assert low.describe() == "not reached below 1,000,000 parameters"
+    assert high.status == "already_above" and high.describe().startswith("already above at 10,000")
+
+
+def make_sweep(root, states=("done", "done", "done", "done", "failed", "running")):
+    """A sweep directory in tinyscale's format with a known law and emergence."""
+    from tinyscale import config as config_lib
+    shapes = [(16, 1), (32, 1), (64, 1), (32, 2), (64, 2), (128, 2)]
+    record = {"spec": "x.py", "runs": []}
+    for i, ((width, depth), state) in enumerate(zip(shapes, states)):
+        c = config_lib.get_config()
+        c.model.update(d_model=width, n_layers=depth, n_heads=max(1, width // 16))
+        name = f"d{width}-L{depth}"
+        record["runs"].append({"index": i, "name": name, "config": c.to_dict()})
+        run = root / "runs" / name
+        run.mkdir(parents=True)
+        (run / "state.json").write_text(json.dumps({"state": state, "attempts": 1}))
+        if state == "running" and i == 5:
+            continue  # started, nothing logged yet
+        lines = [{"step": s, "tokens": s * 2048, "train_loss": 3.0 - width / 100,
+                  "eval_loss": 1.0 + 30 / width + 100 / s} for s in (100, 200, 300)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        coherence = 1 / (1 + np.exp(-(width - 40) / 8))
+        (run / "eval.json").write_text(json.dumps({
+            "loss": lines[-1]["eval_loss"], "grammar": min(1, coherence * 1.3),
+            "consistency": coherence, "completion": 0.9, "coherence": coherence,
+            "coherence_se": 0.02, "grammar_se": 0.02}))
+        (run / "samples.jsonl").write_text(json.dumps(
+            {"prompt": "Once upon a", "continuation": f" time {name}."}) + "\n")
+    (root / "sweep.json").write_text(json.dumps(record))
+    return root
+
+
+def test_load_keeps_failed_and_running_runs(tmp_path):
+    df = runs.load(str(make_sweep(tmp_path)))
+    assert set(df["run"]) == {"d16-L1", "d32-L1", "d64-L1", "d32-L2", "d64-L2", "d128-L2"}
+    assert df.groupby("run").size()["d16-L1"] == 3
+    assert df.drop_duplicates("run").set_index("run")["state"]["d64-L2"] == "failed"
+    silent = df[df["run"] == "d128-L2"]
+    assert len(silent) == 1 and silent["eval_loss"].isna().all()
+    final = runs.final(df)
+    assert len(final) == 4 and {"coherence", "coherence_se", "params",
+                                "params_non_embedding", "flops"} <= set(final.columns)
+
+
+def test_every_plot_renders(tmp_path):
+    df = runs.load(str(make_sweep(tmp_path)))
+    figures = [plots.loss_vs_params(df), plots.metric_vs_params(df, "coherence"),
+               plots.training_curves(df), plots.heatmap(df, "eval_loss")]
+    from analysis import compare
+    pairs = compare.matched_pairs(runs.final(df), tolerance=10)
+    figures.append(plots.one_vs_deep(pairs))
+    for f in figures:
+        assert f.axes and f.axes[0].get_xlabel()
+
+
+def test_report_names_every_figure_and_says_what_is_missing(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep")
+    path = report.build(str(sweep), bootstrap=50)
+    page = open(path).read()
+    pngs = sorted(os.listdir(sweep / "figures"))
+    assert pngs and all(f"id='{p[:-4]}'" in page for p in pngs)
+    assert "Not finished (2)" in page and "d64-L2" in page
+    assert (sweep / "runs.csv").exists()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed (scripts/setup.sh installs it)")
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         f"file://{path}"], capture_output=True, text=True, timeout=120).stdout
+    for p in pngs:
+        assert f'id="{p[:-4]}"' in dom and "data:image/png;base64," in dom
+    for heading in ("Runs", "Scaling law", "Emergence", "One block vs deep", "Sample"):
+        assert heading in dom
+    assert dom.count("<table") >= 3
