@@ -9,7 +9,6 @@ import json
 import os
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from analysis import compare, emergence, fit, plots, runs
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from tinyscale import parallel, sample, steps, trained
 from tinyscale.data import pipeline, tokenizer
-from tinyscale.evals import MissingOptional, coherence, prompts
 from tinyscale.errors import TinyscaleError
+from tinyscale.evals import MissingOptional, coherence, prompts
 from tinyscale.rundir import RunDir, write_atomic
 
 
