@@ -159,3 +159,29 @@ def test_judge_against_a_local_endpoint(monkeypatch):
 def test_judge_missing_endpoint_says_how_to_configure():
     with pytest.raises(MissingOptional, match="judge_url"):
         Judge("", "m")
+
+
+@pytest.mark.slow
+def test_coherence_increases_across_training(tmp_path):
+    """Checkpoints of one quickstart run, early to late, score increasing coherence."""
+    import os
+
+    from tests.conftest import ROOT, run_cli
+    from tinyscale.evals import run as evals
+    workdir = tmp_path / "run"
+    result = run_cli("train", "--config", os.path.join(ROOT, "sweeps", "quickstart.py"),
+                     "--workdir", str(workdir), "--config.train.checkpoint_every=100",
+                     "--config.train.keep_checkpoints=10", "--config.eval.at_end=False",
+                     "--config.eval.fluency=False", f"--config.data.cache_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = []
+    for step in (100, 300, 489):
+        r = evals.evaluate(str(workdir), step)
+        scores.append((step, r["grammar"], r["coherence"]))
+        sample = json.loads((workdir / "samples.jsonl").read_text().splitlines()[0])
+        print(f"\nstep {step}: grammar {r['grammar']:.3f} coherence {r['coherence']:.3f}\n"
+              f"  ...{sample['prompt'][-80:]}|{sample['continuation'][:200]}")
+    grammar = [g for _, g, _ in scores]
+    coherence = [c for _, _, c in scores]
+    assert grammar == sorted(grammar) and coherence == sorted(coherence)
+    assert coherence[-1] >= coherence[0] + 0.1

@@ -122,12 +122,14 @@ def pad_prompts(prompts: list[list[int]], length: int | None = None, multiple: i
     return tokens, pad
 
 
-def generate(build, arrays, prompts: list[list[int]], s: Sampling, seed: int = 0):
+def generate(build, arrays, prompts: list[list[int]], s: Sampling, seed: int = 0,
+             prompt_length: int | None = None):
     """Token lists generated after each prompt, cut at EOS (excluded).
 
-    `build(arrays)` returns the model (e.g. `steps.Params.model`).
+    `build(arrays)` returns the model (e.g. `steps.Params.model`); prompts are padded to
+    `prompt_length` (default: the longest, rounded up to a multiple of 32).
     """
-    tokens, pad = pad_prompts(prompts)
+    tokens, pad = pad_prompts(prompts, prompt_length)
     if s.beams > 1:
         out = _beam_search(arrays, tokens, pad, build, s)
     else:

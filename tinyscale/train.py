@@ -188,6 +188,19 @@ class Trainer:
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss}) at step {step}", step)
 
+    def _evaluate(self, step: int) -> None:
+        """The full evaluation; a failure is kept on the run, not lost with it."""
+        from tinyscale.evals import run as evals
+        self.writer.message("evaluating story completions...")
+        try:
+            result = evals.evaluate(str(self.rundir.path), step, say=self.writer.message)
+        except Exception as error:  # the model is trained: keep it done, say why no eval
+            self.rundir.write_json(self.rundir.eval, {"step": step, "error": repr(error)})
+            self.writer.message(f"evaluation failed: {error!r}; run `tinyscale eval` again")
+            return
+        self.writer.message(f"coherence {result['coherence']:.3f}  grammar "
+                            f"{result['grammar']:.3f}  consistency {result['consistency']:.3f}")
+
     def _finish(self, step, arrays, opt_state, signum) -> int:
         if self.ckpt.latest_step() != step:
             self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
@@ -202,12 +215,7 @@ class Trainer:
         if self.lead:
             final = self.rundir.read_metrics()[-1]
             if self.c.eval.at_end and jax.process_count() == 1:
-                from tinyscale.evals import run as evals
-                self.writer.message("evaluating story completions...")
-                result = evals.evaluate(str(self.rundir.path), step, say=self.writer.message)
-                self.writer.message(f"coherence {result['coherence']:.3f}  grammar "
-                                    f"{result['grammar']:.3f}  consistency "
-                                    f"{result['consistency']:.3f}")
+                self._evaluate(step)
             else:
                 self.rundir.write_json(self.rundir.eval, {
                     "step": step, "loss": final.get("eval_loss"),

@@ -14,7 +14,6 @@ import numpy as np
 
 from tinyscale import parallel, sample, steps, trained
 from tinyscale.data import pipeline, tokenizer
-from tinyscale.errors import TinyscaleError
 from tinyscale.evals import MissingOptional, coherence, prompts
 from tinyscale.rundir import RunDir, write_atomic
 
@@ -44,20 +43,19 @@ def held_out_loss(t: trained.Trained, mesh) -> dict:
 def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
     """(completion text, ended with EOS) for each prompt."""
     sp, e = t.sp, t.config.eval
-    ids = [[tokenizer.EOS_ID] + sp.encode(p.text) for p in prompt_set]
-    # Stay inside the positions the model knows (learned positions have no others).
-    padded = sample.pad_prompts(ids)[0].shape[1]
-    new = min(e.max_new_tokens, t.config.model.max_seq_len - padded)
-    if new < 16:
-        raise TinyscaleError(f"prompts of {padded} tokens leave no room in "
-                             f"config.model.max_seq_len={t.config.model.max_seq_len}: "
-                             "raise it or use shorter prompts.")
+    # Stay inside the positions the model knows (learned positions have no others):
+    # at most half the context for new tokens, the prompt's last tokens for the rest.
+    limit = t.config.model.max_seq_len
+    new = min(e.max_new_tokens, limit // 2)
+    keep = limit - new
+    ids = [([tokenizer.EOS_ID] + sp.encode(p.text))[-keep:] for p in prompt_set]
     s = sample.Sampling(new, e.temperature, 0, 1.0, e.beams, tokenizer.EOS_ID)
-    outs = sample.generate(t.params.model, t.arrays, ids, s, seed=t.config.seed)
+    outs = sample.generate(t.params.model, t.arrays, ids, s, seed=t.config.seed,
+                           prompt_length=keep)
     results = []
     for prompt_ids, out in zip(ids, outs, strict=True):
-        prefix = sp.decode(prompt_ids[1:])
-        full = sp.decode(prompt_ids[1:] + out)
+        body = [i for i in prompt_ids if i != tokenizer.EOS_ID]
+        prefix, full = sp.decode(body), sp.decode(body + out)
         results.append((full[len(prefix):] if full.startswith(prefix) else sp.decode(out),
                         len(out) < new))
     return results
