@@ -177,11 +177,14 @@ def test_coherence_increases_across_training(tmp_path):
     scores = []
     for step in (100, 300, 489):
         r = evals.evaluate(str(workdir), step)
-        scores.append((step, r["grammar"], r["coherence"]))
+        scores.append((step, r["grammar"], r["coherence"], r["coherence_se"]))
         sample = json.loads((workdir / "samples.jsonl").read_text().splitlines()[0])
         print(f"\nstep {step}: grammar {r['grammar']:.3f} coherence {r['coherence']:.3f}\n"
               f"  ...{sample['prompt'][-80:]}|{sample['continuation'][:200]}")
-    grammar = [g for _, g, _ in scores]
-    coherence = [c for _, _, c in scores]
-    assert grammar == sorted(grammar) and coherence == sorted(coherence)
-    assert coherence[-1] >= coherence[0] + 0.1
+    # Later checkpoints score higher, up to noise: no later one is lower than an earlier
+    # one by more than two standard errors of the difference (48 prompts each).
+    for i, (_, g_early, c_early, se_early) in enumerate(scores):
+        for _, g_late, c_late, se_late in scores[i + 1:]:
+            assert c_late >= c_early - 2 * np.hypot(se_early, se_late)
+            assert g_late >= g_early - 0.05
+    assert scores[-1][2] >= scores[0][2] + 0.1 and scores[-1][1] >= scores[0][1] + 0.5
