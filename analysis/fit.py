@@ -3,9 +3,14 @@
 Both are fitted as Hoffmann et al. (2022) and Besiroglu et al. (2024) do: in log space
 with the log-sum-exp form  log L = LSE(a - alpha log N, b - beta log D, e)  (A = e^a,
 B = e^b, E = e^e), minimising the *summed* Huber loss (delta = 1e-3) of the log-loss
-residuals with L-BFGS(-B) from a grid of starting points, keeping the best. Confidence
-intervals come from bootstrap resamples of the points, all fitted at once (BFGS under
-`jax.vmap` over resamples, each started from the full-data optimum), in float64.
+residuals from a grid of starting points, keeping the best. Confidence intervals come
+from bootstrap resamples of the points, each started from the full-data optimum.
+
+Where those papers run L-BFGS from each start in turn, every start (and every bootstrap
+resample) here is solved at once: a damped Newton method (Levenberg-Marquardt on the exact
+5x5 Hessian) under `jax.vmap`, in float64. On the Chinchilla data it reaches the same
+optimum as scipy's L-BFGS-B and objectives no higher on resamples (measured: lower by up
+to 4e-5), and fits 4,000 resamples in a few seconds (`bench/fit.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.optimize import minimize
 
 DELTA = 1e-3
 # Besiroglu et al.'s grid of starts: alpha, beta in {0, .5, .., 2}; e in {-1, -.5, .., 1};
@@ -43,13 +47,37 @@ def _objective_n(theta, log_n, log_d, log_loss, weight):
     return jnp.sum(weight * _huber(pred - log_loss))
 
 
-def _solve(objective, starts, data, weights):
-    """BFGS from each start (rows of `starts`) with per-start point weights."""
-    def one(x0, w):
-        res = minimize(objective, x0, args=(*data, w), method="BFGS",
-                       options={"maxiter": 500})
-        return res.x, objective(res.x, *data, w)
-    return jax.jit(jax.vmap(one))(starts, weights)
+MAX_ITER = 1000     # Newton steps per start (a far start on Chinchilla's data needs ~300)
+GRAD_TOL = 1e-10
+SCREEN_ITER, KEEP = 100, 64  # the grid: every start for 100 steps, the best 64 to the end
+
+
+def _newton(objective, x0, data, weight, max_iter):
+    """Levenberg-Marquardt from `x0`: solve (H + lam I) step = -g, keep the step only if the
+    objective falls (then lam shrinks), else grow lam. Stops at MAX_ITER or a tiny gradient."""
+    f = lambda x: objective(x, *data, weight)  # noqa: E731
+    grad, hess, eye = jax.grad(f), jax.hessian(f), jnp.eye(x0.shape[0])
+
+    def cond(state):
+        i, x, _, lam = state
+        return (i < max_iter) & (jnp.linalg.norm(grad(x)) > GRAD_TOL) & (lam < 1e12)
+
+    def body(state):
+        i, x, fx, lam = state
+        trial = x + jnp.linalg.solve(hess(x) + lam * eye, -grad(x))
+        f_trial = f(trial)
+        better = jnp.isfinite(f_trial) & (f_trial < fx)
+        return (i + 1, jnp.where(better, trial, x), jnp.where(better, f_trial, fx),
+                jnp.where(better, lam * 0.3, lam * 10.0))
+
+    _, x, fx, _ = jax.lax.while_loop(cond, body, (0, x0, f(x0), jnp.asarray(1e-3, x0.dtype)))
+    return x, fx
+
+
+def _solve(objective, starts, data, weights, max_iter=MAX_ITER):
+    """Newton from each start (rows of `starts`) with per-start point weights, all at once."""
+    solve = jax.vmap(lambda x0, w: _newton(objective, x0, data, w, max_iter))
+    return jax.jit(solve)(starts, weights)
 
 
 @dataclasses.dataclass
@@ -69,21 +97,17 @@ class Fit:
 
 
 def _grid_search(objective, starts, data, n):
-    """L-BFGS-B (scipy) from every start, with a jitted float64 objective and gradient."""
-    from scipy.optimize import minimize as scipy_minimize
-    ones = jnp.ones(n)
-    value_and_grad = jax.jit(jax.value_and_grad(lambda t: objective(t, *data, ones)))
-
-    def fun(theta):
-        value, grad = value_and_grad(jnp.asarray(theta))
-        return float(value), np.asarray(grad, float)
-
-    best, best_value = None, np.inf
-    for x0 in starts:
-        result = scipy_minimize(fun, x0, jac=True, method="L-BFGS-B")
-        if np.isfinite(result.fun) and result.fun < best_value:
-            best, best_value = result.x, result.fun
-    return jnp.asarray(best), best_value
+    """Every start of the grid at once for a few steps, the most promising to convergence;
+    the best finite optimum."""
+    x, values = _solve(objective, jnp.asarray(starts), data, jnp.ones((len(starts), n)),
+                       SCREEN_ITER)
+    keep = np.argsort(np.where(np.isfinite(values), np.asarray(values), np.inf))[:KEEP]
+    x, values = _solve(objective, x[keep], data, jnp.ones((len(keep), n)))
+    values = np.where(np.isfinite(values), np.asarray(values), np.inf)
+    if not np.isfinite(values).any():
+        raise FloatingPointError("the scaling-law fit diverged from every starting point")
+    best = int(np.argmin(values))
+    return x[best], float(values[best])
 
 
 def _fit(kind, log_n, log_d, log_loss, bootstrap, seed, starts):

@@ -2,8 +2,10 @@
 
     python bench/fit.py [--bootstrap 4000]
 
-The grid search (4,500 L-BFGS starts) runs once; the bootstrap fits every resample at
-once (BFGS under jax.vmap), each from the full-data optimum.
+The grid search (4,500 starts, damped Newton under jax.vmap: 100 steps each, then the best
+64 to convergence) runs once; the bootstrap fits every resample at once the same way, each
+from the full-data optimum. Measured on the 2-core CPU machine: grid 20 s, 4,000 bootstrap
+fits 4.7 s (a serial scipy loop took about 70 s for the grid alone).
 """
 
 from __future__ import annotations

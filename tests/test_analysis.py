@@ -27,6 +27,36 @@ def test_chinchilla_known_answer():
     assert len(df) == 240
     for key, (value, se) in published.items():
         assert abs(result.params[key] - value) <= se, key
+        # the bootstrap reproduces the published (bootstrap) standard errors
+        assert 0.7 <= result.std_errors[key] / se <= 1.4, (key, result.std_errors[key])
+
+
+@pytest.mark.slow
+def test_vectorised_newton_matches_scipy_on_resamples():
+    """The batched bootstrap solver reaches an objective no higher than scipy's L-BFGS-B,
+    resample by resample, from starts scattered around the published optimum."""
+    import jax
+    import jax.numpy as jnp
+    from scipy.optimize import minimize
+    df = pd.read_csv(os.path.join(DATA, "chinchilla_fig4_points.csv"))
+    n = df["Model Size"].to_numpy()
+    columns = (np.log(n), np.log(df["Training FLOP"].to_numpy() / (6 * n)),
+               np.log(df["loss"].to_numpy()))
+    optimum = np.array([np.log(482.0), np.log(2085.4), np.log(1.817), 0.3478, 0.3658])
+    with jax.enable_x64(True):
+        data = tuple(jnp.asarray(c) for c in columns)
+        rng = np.random.default_rng(3)
+        weights = np.stack([np.bincount(rng.integers(0, len(n), len(n)), minlength=len(n))
+                            for _ in range(8)]).astype(float)
+        starts = optimum + rng.normal(0, [1.0, 1.0, 0.2, 0.05, 0.05], (len(weights), 5))
+        x, values = fit._solve(fit._objective_nd, jnp.asarray(starts), data,
+                               jnp.asarray(weights))
+        for start, w, value in zip(starts, weights, np.asarray(values)):
+            value_and_grad = jax.jit(jax.value_and_grad(
+                lambda t, w=w: fit._objective_nd(t, *data, jnp.asarray(w))))
+            ref = minimize(lambda t: tuple(map(np.asarray, value_and_grad(jnp.asarray(t)))),
+                           start, jac=True, method="L-BFGS-B")
+            assert value <= ref.fun + 1e-9, (start, value, ref.fun)
 
 
 def test_power_law_is_recovered_within_its_interval():
