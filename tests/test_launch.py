@@ -213,3 +213,33 @@ def test_tpu_backend_commands_and_preemption_recovery(env, tmp_path):
     assert "preempted" in err
     dry = run_cli("sweep", "teardown", str(sweep_dir), "--dry-run", env=tpu_env)
     assert dry.stdout.count("queued-resources delete") == 2
+
+
+@pytest.mark.slow
+def test_hosts_of_one_slice_train_each_run_together(env, tmp_path, monkeypatch):
+    """A TPU slice's hosts all run `sweep worker --slot 0`: process 0 picks each run and
+    broadcasts it, so both processes train the same runs, and each run once."""
+    from tests.test_multiprocess import free_port
+    from tinyscale.launch import plan
+    from tinyscale.launch.sweepdir import SweepDir
+    sweep_dir = tmp_path / "slice"
+    monkeypatch.setenv("TINYSCALE_TEST_CACHE", env["TINYSCALE_TEST_CACHE"])
+    SweepDir(str(sweep_dir)).create(TINY + ":3", *plan.expand(TINY + ":3", {}))
+    port = free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "tinyscale.cli", "sweep", "worker", str(sweep_dir),
+         "--slot", "0", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+         "--process-id", str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, **env,
+                        "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+        for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    final = states(sweep_dir)
+    assert {s["state"] for s in final.values()} == {"done"} and len(final) == 3
+    assert all(s["attempts"] == 1 for s in final.values())
+    assert outs[0][1].count("slot 0: training") == 3
+    for name in final:  # one writer per run: metrics continuous, each step once
+        lines = (sweep_dir / "runs" / name / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(x)["step"] for x in lines]
+        assert steps == sorted(set(steps)) and steps[-1] == 30

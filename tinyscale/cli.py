@@ -127,7 +127,8 @@ def _sweep_worker(args, overrides):
     from tinyscale.launch import worker
     if args.index is not None:
         return worker.train_index(args.sweep_dir, args.index)
-    return worker.work_slot(args.sweep_dir, args.slot, args.slots)
+    return worker.work_slot(args.sweep_dir, args.slot, args.slots, args.coordinator,
+                            args.num_processes, args.process_id)
 
 
 def _sweep_teardown(args, overrides):
@@ -162,6 +163,11 @@ def _add_sweep(sub):
     w.add_argument("--index", type=int, help="train this run")
     w.add_argument("--slot", type=int, default=0, help="claim runs as slot S of --slots")
     w.add_argument("--slots", type=int, default=1)
+    w.add_argument("--coordinator", default="",
+                   help="host:port of process 0 when the processes of one slot are not "
+                        "auto-detected (SLURM and TPU slices are)")
+    w.add_argument("--num-processes", type=int, default=0)
+    w.add_argument("--process-id", type=int, default=-1)
     w.set_defaults(func=_sweep_worker)
     t = ss.add_parser("teardown", help="delete a TPU sweep's queued resources")
     t.add_argument("sweep_dir")

@@ -3,6 +3,10 @@
 The same code serves every backend: the local launcher runs `--index I` in a
 subprocess per run, a SLURM array task runs `--index $SLURM_ARRAY_TASK_ID`, and a
 Cloud TPU VM runs `--slot S` (claim the next unfinished run until none is left).
+
+On a multi-host slice (a v5e-16 has 4 hosts, each running `--slot S`), the hosts must
+train the same run together: process 0 alone picks and locks the next run, broadcasts
+its index to every process, and all of them train it as one jax.distributed program.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ def runnable(sweep: SweepDir, run: dict, max_attempts: int) -> bool:
 
 def train_index(sweep_dir: str, index: int) -> int:
     """Train run `index` under its lock; the exit code of the training."""
-    from tinyscale import train
     sweep = SweepDir(sweep_dir)
     runs = sweep.runs()
     if not 0 <= index < len(runs):
@@ -37,6 +40,15 @@ def train_index(sweep_dir: str, index: int) -> int:
     if not sweep.claim(run["name"], config.launch.stale_after_s):
         print(f"{run['name']}: locked by another process, skipped", file=sys.stderr)
         return EXIT_LOCKED
+    try:
+        return _train(sweep, index)
+    finally:
+        sweep.release(run["name"])
+
+
+def _train(sweep: SweepDir, index: int) -> int:
+    from tinyscale import train
+    run, config = sweep.runs()[index], sweep.config(index)
     rundir = sweep.rundir(run["name"])
     try:
         return train.main(config, str(rundir.path))
@@ -47,21 +59,46 @@ def train_index(sweep_dir: str, index: int) -> int:
         rundir.set_state("failed", last_error=last[:500])
         traceback.print_exc()
         return 1
-    finally:
-        sweep.release(run["name"])
 
 
-def work_slot(sweep_dir: str, slot: int, slots: int) -> int:
-    """Claim and train unfinished runs (this slot's share first) until none is left."""
-    sweep = SweepDir(sweep_dir)
+def _next_run(sweep: SweepDir, slot: int, slots: int) -> int:
+    """Claim the next unfinished, unlocked run (this slot's share first); its index or -1."""
     runs = sweep.runs()
     order = [r for r in runs if r["index"] % slots == slot] + \
             [r for r in runs if r["index"] % slots != slot]
     for run in order:
         config = sweep.config(run["index"])
         if runnable(sweep, run, config.launch.max_attempts) and \
-                sweep.lock_owner(run["name"], config.launch.stale_after_s) is None:
-            code = train_index(sweep_dir, run["index"])
-            if code in (75, 130):  # preempted or stopped: leave the rest for the relaunch
-                return code
-    return 0
+                sweep.lock_owner(run["name"], config.launch.stale_after_s) is None and \
+                sweep.claim(run["name"], config.launch.stale_after_s):
+            return run["index"]
+    return -1
+
+
+def work_slot(sweep_dir: str, slot: int, slots: int, coordinator: str = "",
+              num_processes: int = 0, process_id: int = -1) -> int:
+    """Claim and train unfinished runs until none is left. Several processes of one slot
+    (the hosts of a TPU slice, or an explicit coordinator) train each run together."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from tinyscale import parallel
+    parallel.initialize_distributed(coordinator, num_processes, process_id)
+    sweep, lead = SweepDir(sweep_dir), jax.process_index() == 0
+    while True:
+        index = _next_run(sweep, slot, slots) if lead else -1
+        if jax.process_count() > 1:
+            index = int(multihost_utils.broadcast_one_to_all(np.int32(index)))
+        if index < 0:
+            return 0
+        name = sweep.runs()[index]["name"]
+        if lead:
+            print(f"slot {slot}: training {name}", file=sys.stderr)
+        try:
+            code = _train(sweep, index)
+        finally:
+            if lead:
+                sweep.release(name)
+        if code in (75, 130):  # preempted or stopped: leave the rest for the relaunch
+            return code
