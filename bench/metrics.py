@@ -3,8 +3,9 @@
     python bench/metrics.py
 
 SynthStories: true continuations of held-out prompts against five corruptions of them.
-Real English: sentences from Python's own docstrings against their word-shuffled
-versions, scored by Link Grammar and by the reference LM (AUC: 1 = perfect separation).
+Real English: 240 sentences from Python's docstrings and Debian package descriptions
+(plain sentences: letters and commas only, no quoted code names) against their
+word-shuffled versions, scored by Link Grammar and by the reference LM (AUC: 1 = perfect separation).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from tinyscale.evals import MissingOptional
 from tinyscale.evals.coherence import METRICS, synth_scores
-from tinyscale.evals.controls import CONTROLS, auc, docstring_sentences, shuffle
+from tinyscale.evals.controls import CONTROLS, auc, english_sentences, shuffle
 from tinyscale.evals.prompts import synth_prompts
 
 
@@ -35,10 +36,10 @@ def main():
             cells.append(f"{v.mean():>10.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}")
         print(f"{name:<18}" + "".join(cells))
 
-    real = docstring_sentences()
+    real = english_sentences()
     rng = random.Random(0)
     shuffled = [shuffle(s, rng) for s in real]
-    print(f"\nReal English: {len(real)} Python docstring sentences vs word-shuffled")
+    print(f"\nReal English: {len(real)} docstring and Debian description sentences vs word-shuffled")
     try:
         from tinyscale.evals.linkgrammar import LinkGrammar
         lg = LinkGrammar()

@@ -10,7 +10,7 @@ import pytest
 
 from tinyscale.evals import MissingOptional
 from tinyscale.evals.coherence import english_scores, repetition, synth_scores
-from tinyscale.evals.controls import CONTROLS, auc, docstring_sentences, shuffle
+from tinyscale.evals.controls import CONTROLS, auc, english_sentences, shuffle
 from tinyscale.evals.judge import Judge, parse_grades
 from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
 
@@ -55,9 +55,9 @@ def test_repetition_penalises_loops():
 
 @pytest.fixture(scope="module")
 def english():
-    sentences = docstring_sentences()
+    sentences = english_sentences()
     rng = random.Random(0)
-    assert len(sentences) >= 100
+    assert len(sentences) >= 200
     return sentences, [shuffle(s, rng) for s in sentences]
 
 
@@ -70,9 +70,9 @@ def test_link_grammar_separates_real_from_shuffled(english):
     real, shuffled = english
     strict = auc([lg.parses(s) for s in real], [lg.parses(s) for s in shuffled])
     linked = auc([lg.linked_share(s) for s in real], [lg.linked_share(s) for s in shuffled])
-    print(f"\nLink Grammar AUC real vs shuffled ({len(real)} docstring sentences): "
+    print(f"\nLink Grammar AUC real vs shuffled ({len(real)} sentences): "
           f"parses with no null link {strict:.3f}, share of words linked {linked:.3f}")
-    assert linked >= 0.9 and strict >= 0.85
+    assert strict >= 0.9 and linked >= 0.9
 
 
 def test_reference_lm_separates_real_from_shuffled(english):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import random
 import re
 
 import numpy as np
@@ -66,25 +67,61 @@ CONTROLS = {"shuffled_words": shuffled_words, "random_words": random_words,
 
 # Real English that nobody on this project wrote, and its word-shuffled control.
 
-def docstring_sentences(n=120):
-    """Real English sentences nobody on this project wrote: Python's own docstrings."""
-    names = ("argparse collections email http.client json logging subprocess tarfile "
-             "threading unittest os pathlib socket asyncio decimal datetime random "
-             "statistics functools itertools shutil zipfile sqlite3 inspect typing string "
-             "textwrap calendar codecs configparser contextlib csv dataclasses difflib enum "
-             "fractions heapq imaplib locale mailbox optparse pickle pdb queue sched selectors "
-             "smtplib ssl tempfile tokenize traceback uuid warnings weakref").split()
-    found = []
-    for module in map(importlib.import_module, names):
+_STDLIB = ("argparse collections email http.client json logging subprocess tarfile threading "
+           "unittest os pathlib socket asyncio decimal datetime random statistics functools "
+           "itertools shutil zipfile sqlite3 inspect typing string textwrap calendar codecs "
+           "configparser contextlib csv dataclasses difflib enum fractions heapq imaplib "
+           "locale mailbox optparse pickle pdb queue sched selectors smtplib ssl tempfile "
+           "tokenize traceback uuid warnings weakref").split()
+_START = re.compile(r"(The|This|If|When|It|These|Each|Some|All|An?|In|Most) ")
+_VERB = re.compile(r" (is|are|was|will|can|must|should|may|has|have|does|provides|contains) ")
+
+
+def _keep(sentence: str) -> bool:
+    """A plain declarative sentence of 6-16 words: letters, spaces and commas only, so
+    no quoted code identifiers ('limit'), paths, versions or markup."""
+    return 6 <= len(sentence.split()) <= 16 and re.fullmatch(r"[A-Za-z ,]+\.", sentence) \
+        is not None and _START.match(sentence) is not None and _VERB.search(sentence) is not None
+
+
+def _split(text: str) -> list[str]:
+    return re.split(r"(?<=\.)\s+", " ".join(text.split()))
+
+
+def docstring_sentences() -> list[str]:
+    """Sentences of Python's own docstrings (standard library)."""
+    found = set()
+    for module in map(importlib.import_module, _STDLIB):
         for _, obj in inspect.getmembers(module):
-            doc = inspect.getdoc(obj) or ""
-            for s in re.split(r"(?<=\.)\s+", doc.replace("\n", " ")):
-                words = s.split()
-                if 6 <= len(words) <= 16 and re.fullmatch(r"[A-Za-z ,']+\.", s) and \
-                        re.match(r"(The|This|If|When|It|These|Each|Some|All|An?) ", s) and \
-                        re.search(r" (is|are|was|will|can|must|should|may|has|have|does) ", s):
-                    found.append(s)
-    return sorted(set(found))[:n]
+            found.update(filter(_keep, _split(inspect.getdoc(obj) or "")))
+    return sorted(found)
+
+
+def debian_sentences(status: str = "/var/lib/dpkg/status") -> list[str]:
+    """Sentences of the long descriptions of the Debian packages installed here."""
+    try:
+        text = open(status, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return []
+    found = set()
+    for block in text.split("\n\n"):
+        match = re.search(r"^Description: [^\n]*\n((?: [^\n]*(?:\n|$))*)", block, re.M)
+        if match:
+            body = " ".join(line.strip() for line in match.group(1).splitlines()
+                            if line.strip() != ".")
+            found.update(filter(_keep, _split(body)))
+    return sorted(found)
+
+
+def english_sentences(n: int = 240, seed: int = 0) -> list[str]:
+    """Real English that nobody on this project wrote: up to `n` sentences, half from
+    Python's docstrings and half from Debian package descriptions where the machine has
+    them (a seeded sample, so the set is the same on machines with the same packages)."""
+    rng = random.Random(seed)
+    debian, docs = debian_sentences(), docstring_sentences()
+    take = min(len(debian), n // 2)
+    chosen = rng.sample(debian, take) + rng.sample(docs, min(len(docs), n - take))
+    return sorted(chosen)
 
 
 def shuffle(sentence, rng):
