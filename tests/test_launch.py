@@ -104,6 +104,19 @@ def test_local_sweep_survives_two_launcher_kills(env, tmp_path):
     assert status.stdout.count(" done ") == 4 and "4 done" in status.stdout
 
 
+def test_local_parallel_runs_at_once_on_disjoint_cores(env, tmp_path):
+    sweep_dir = tmp_path / "parallel"
+    result = run_cli("sweep", "run", TINY + ":2", "--sweep-dir", str(sweep_dir),
+                     "--parallel", "2", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {s["state"] for s in states(sweep_dir).values()} == {"done"}
+    lines = result.stderr.splitlines()
+    started = [i for i, x in enumerate(lines) if ": training (slot" in x]
+    first_done = next(i for i, x in enumerate(lines) if ": done in" in x)
+    assert len(started) == 2 and max(started) < first_done  # both ran at the same time
+    assert any("(slot 1)" in lines[i] for i in started)
+
+
 def test_different_sweep_in_the_same_dir_is_refused(env, tmp_path):
     sweep_dir = tmp_path / "sweep"
     first = run_cli("sweep", "run", TINY + ":1", "--sweep-dir", str(sweep_dir), env=env)

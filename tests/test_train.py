@@ -183,3 +183,15 @@ def test_eight_device_mesh_matches_one_device(cache, tmp_path):
     a, b = losses(tmp_path / "one"), losses(tmp_path / "eight")
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 11))
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) <= 1e-5
+
+
+def test_relative_workdir_trains_and_evaluates(cache, tmp_path):
+    """A relative --workdir (what a user types) works for training, the end-of-run
+    evaluation (orbax restores only absolute paths) and `tinyscale eval`."""
+    args = ["train", "--config", SMOKE, "--workdir", "rel/run", f"--config.data.cache_dir={cache}",
+            "--config.output.peak_flops=1e11", "--config.train.steps=10"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0 and "evaluation failed" not in result.stderr, result.stderr
+    assert json.loads((tmp_path / "rel" / "run" / "eval.json").read_text())["step"] == 10
+    again = run_cli("eval", "rel/run", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr

@@ -20,9 +20,16 @@ from etils import epath
 STATES = ("pending", "running", "done", "failed")
 
 
+def resolve(path: str | os.PathLike) -> epath.Path:
+    """A local path made absolute (orbax refuses relative ones; a relative path would also
+    change meaning with the working directory); gs:// and other URLs as they are."""
+    path = os.fspath(path)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 class RunDir:
     def __init__(self, workdir: str | os.PathLike):
-        self.path = epath.Path(workdir)
+        self.path = resolve(workdir)
 
     config = property(lambda self: self.path / "config.json")
     state_file = property(lambda self: self.path / "state.json")

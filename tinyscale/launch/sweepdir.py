@@ -22,12 +22,12 @@ from etils import epath
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.plan import Run
-from tinyscale.rundir import RunDir, write_atomic
+from tinyscale.rundir import RunDir, resolve, write_atomic
 
 
 class SweepDir:
     def __init__(self, path: str):
-        self.path = epath.Path(path)
+        self.path = resolve(path)
         self.file = self.path / "sweep.json"
         self.compilation_cache = self.path / "jax_cache"
 
