@@ -197,3 +197,11 @@ def test_coherence_increases_across_training(tmp_path):
             assert c_late >= c_early - 2 * np.hypot(se_early, se_late)
             assert g_late >= g_early - 0.05
     assert scores[-1][2] >= scores[0][2] + 0.2 and scores[-1][2] >= 0.6
+
+
+def test_fluency_reads_each_sentence_once():
+    from tinyscale.evals.run import distinct_sentences
+    loop = ' sky was big. He was happy. He was happy. She said, "Hi!" He was happy. The'
+    assert distinct_sentences(loop) == ' sky was big. He was happy. She said, "Hi!" The'
+    story = ' is that?" "I am sorry," said Mom. Mom helped Tom.'
+    assert distinct_sentences(story) == story

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 
 import numpy as np
@@ -79,11 +80,25 @@ def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
     return rows
 
 
+def distinct_sentences(text: str) -> str:
+    """The text with every sentence that repeats an earlier one (ignoring case) dropped."""
+    seen, kept = set(), []
+    for sentence in re.findall(r'[^.!?]*[.!?]+"?|[^.!?]+$', text):
+        key = " ".join(sentence.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence.strip())
+    return (" " if text[:1].isspace() else "") + " ".join(kept)
+
+
 def add_fluency(rows, prompt_set, completions, limit: int, say=print) -> None:
     """Reference-LM fluency of the first `limit` completions (the others get none).
 
     The reference LM reads the last 128 characters of the prompt and the first 256 of
-    the completion: enough context for a story's next sentences, and bounded cost.
+    the completion's distinct sentences: enough context for a story's next sentences, and
+    bounded cost. A sentence that repeats an earlier one is dropped first: any LM finds a
+    loop easy to predict (measured on a quickstart sweep: a d16 model's loops scored 0.16,
+    above a d64 model's varied stories at 0.07); `completion` penalises the loop itself.
     """
     try:
         from tinyscale.evals.reference_lm import ReferenceLM, fluency
@@ -91,7 +106,7 @@ def add_fluency(rows, prompt_set, completions, limit: int, say=print) -> None:
     except MissingOptional as missing:
         say(f"note: {missing}")
         return
-    texts = [text[:256] for text, _ in completions[:limit]]
+    texts = [distinct_sentences(text)[:256] for text, _ in completions[:limit]]
     contexts = [p.text[-128:] for p in prompt_set[:limit]]
     logp = np.concatenate([lm.mean_logp(texts[i:i + 16], contexts[i:i + 16])
                            for i in range(0, len(texts), 16)]) if texts else []
