@@ -23,8 +23,12 @@ def _png(fig) -> bytes:
 
 
 def _table(frame, floats=3) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{floats}g}",
-                         na_rep="–", border=0, classes="t")
+    """An HTML table: integers with thousands separators, floats to `floats` significant
+    digits, cells on one line, scrolling sideways when wider than the page."""
+    ints = {c: "{:,}".format for c in frame.columns if frame[c].dtype.kind in "iu"}
+    body = frame.to_html(index=False, float_format=lambda v: f"{v:.{floats}g}",
+                         formatters=ints, na_rep="–", border=0, classes="t")
+    return f"<div class='scroll'>{body}</div>"
 
 
 def _fits(final, bootstrap):
@@ -35,6 +39,13 @@ def _fits(final, bootstrap):
         if len(g) >= 3:
             out[name] = fit.fit_power_law(g["params"], g["eval_loss"], bootstrap=bootstrap)
     return out
+
+
+def _tail(prompt: str, size: int = 160) -> str:
+    """The prompt's last `size` characters, starting at a word: '…' marks the cut."""
+    if len(prompt) <= size:
+        return prompt
+    return "…" + prompt[-size:].split(" ", 1)[-1]
 
 
 def _samples(sweep_dir, final) -> str:
@@ -51,7 +62,7 @@ def _samples(sweep_dir, final) -> str:
             path = os.path.join(sweep_dir, "samples.jsonl")
         lines = open(path).read().splitlines()[:2] if os.path.exists(path) else []
         items = [json.loads(x) for x in lines]
-        body = "".join(f"<p><i>{html.escape(s['prompt'][-160:])}</i><b>"
+        body = "".join(f"<p><i>{html.escape(_tail(s['prompt']))}</i><b>"
                        f"{html.escape(s.get('continuation', ''))}</b></p>" for s in items)
         columns.append(f"<td><h4>{html.escape(name)}</h4>{body}</td>")
     return f"<table class='samples'><tr>{''.join(columns)}</tr></table>"
@@ -115,11 +126,15 @@ def build(sweep_dir: str, out_dir: str | None = None, threshold: float = 0.5,
              "tokens", "eval_loss", *present, *[f"{m}_se" for m in ("coherence",) if m in final]]
     table_runs = df.sort_values("step").drop_duplicates("run", keep="last")
     table_runs = table_runs[[c for c in shown if c in table_runs]].sort_values(["depth", "width"])
+    table_runs = table_runs.rename(columns={"params_non_embedding": "non-emb params",
+                                            "grammar_prefix": "gram. prefix",
+                                            "coherence_se": "coh. SE"})
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tinyscale report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}}
 figure{{display:inline-block;margin:.5em;width:520px}} img{{width:100%}}
 table.t{{border-collapse:collapse;font-size:13px;margin:.5em 0}}
-table.t td,table.t th{{border-bottom:1px solid #ddd;padding:2px 8px;text-align:right}}
+table.t td,table.t th{{border-bottom:1px solid #ddd;padding:2px 6px;text-align:right;
+white-space:nowrap}} div.scroll{{overflow-x:auto}}
 table.samples td{{vertical-align:top;width:33%;font-size:13px;padding:0 8px}}</style></head>
 <body><h1>tinyscale report: {html.escape(str(sweep_dir))}</h1>
 <p>{len(df['run'].unique())} runs, {len(final)} finished and evaluated.
