@@ -61,12 +61,15 @@ def _train(sweep: SweepDir, index: int) -> int:
         return 1
 
 
-def _next_run(sweep: SweepDir, slot: int, slots: int) -> int:
-    """Claim the next unfinished, unlocked run (this slot's share first); its index or -1."""
+def _next_run(sweep: SweepDir, slot: int, slots: int, tried: set[int]) -> int:
+    """Claim the next unfinished, unlocked run not yet `tried` by this worker (this slot's
+    share first); its index or -1."""
     runs = sweep.runs()
     order = [r for r in runs if r["index"] % slots == slot] + \
             [r for r in runs if r["index"] % slots != slot]
     for run in order:
+        if run["index"] in tried:
+            continue  # once per worker: a crash before training counts no attempt
         config = sweep.config(run["index"])
         if runnable(sweep, run, config.launch.max_attempts) and \
                 sweep.lock_owner(run["name"], config.launch.stale_after_s) is None and \
@@ -85,14 +88,15 @@ def work_slot(sweep_dir: str, slot: int, slots: int, coordinator: str = "",
 
     from tinyscale import parallel
     parallel.initialize_distributed(coordinator, num_processes, process_id)
-    sweep, lead = SweepDir(sweep_dir), jax.process_index() == 0
+    sweep, lead, tried = SweepDir(sweep_dir), jax.process_index() == 0, set()
     while True:
-        index = _next_run(sweep, slot, slots) if lead else -1
+        index = _next_run(sweep, slot, slots, tried) if lead else -1
         if jax.process_count() > 1:
             index = int(multihost_utils.broadcast_one_to_all(np.int32(index)))
         if index < 0:
             return 0
         name = sweep.runs()[index]["name"]
+        tried.add(index)
         if lead:
             print(f"slot {slot}: training {name}", file=sys.stderr)
         try:
