@@ -59,18 +59,21 @@ def _newton(objective, x0, data, weight, max_iter):
     grad, hess, eye = jax.grad(f), jax.hessian(f), jnp.eye(x0.shape[0])
 
     def cond(state):
-        i, x, _, lam = state
-        return (i < max_iter) & (jnp.linalg.norm(grad(x)) > GRAD_TOL) & (lam < 1e12)
+        i, _, _, g, lam = state
+        return (i < max_iter) & (jnp.linalg.norm(g) > GRAD_TOL) & (lam < 1e12)
 
     def body(state):
-        i, x, fx, lam = state
-        trial = x + jnp.linalg.solve(hess(x) + lam * eye, -grad(x))
+        i, x, fx, g, lam = state
+        trial = x + jnp.linalg.solve(hess(x) + lam * eye, -g)
         f_trial = f(trial)
         better = jnp.isfinite(f_trial) & (f_trial < fx)
-        return (i + 1, jnp.where(better, trial, x), jnp.where(better, f_trial, fx),
+        # the gradient is carried: evaluated once per accepted step, not again in cond
+        g = jax.lax.cond(better, grad, lambda _: g, trial)
+        return (i + 1, jnp.where(better, trial, x), jnp.where(better, f_trial, fx), g,
                 jnp.where(better, lam * 0.3, lam * 10.0))
 
-    _, x, fx, _ = jax.lax.while_loop(cond, body, (0, x0, f(x0), jnp.asarray(1e-3, x0.dtype)))
+    init = (0, x0, f(x0), grad(x0), jnp.asarray(1e-3, x0.dtype))
+    _, x, fx, _, _ = jax.lax.while_loop(cond, body, init)
     return x, fx
 
 

@@ -14,6 +14,7 @@ sweep took 1009 s one at a time and 771 s two at a time (in ascending order).
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import shutil
 import signal
@@ -21,7 +22,8 @@ import subprocess
 import sys
 import time
 
-from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.launch.table import compute
 from tinyscale.launch.worker import runnable
 
 _PR_SET_PDEATHSIG = 1
@@ -45,24 +47,14 @@ def _child_setup(cores):
     return setup
 
 
-def _device_env(slot: int, parallel: int):
+def _device_env(slot: int, parallel: int, gpus: int):
     """(environment, CPU cores) giving worker `slot` its own share of the devices."""
     env = dict(os.environ)
-    gpus = _gpu_count()
     if gpus and parallel > 1:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(gpus)[slot::parallel])
         return env, None
     cores = sorted(os.sched_getaffinity(0))
     return env, (set(cores[slot::parallel]) if parallel > 1 and len(cores) >= parallel else None)
-
-
-def _compute(config) -> float:
-    from tinyscale import counting
-    from tinyscale.model import ModelSpec
-    from tinyscale.train import total_steps
-    spec = ModelSpec.from_config(config.model, config.data.vocab_size)
-    tokens = total_steps(config) * config.train.batch_size * config.train.seq_len
-    return counting.flops_per_token(spec, config.train.seq_len) * tokens
 
 
 def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
@@ -74,8 +66,9 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
         say(f"launch.parallel={parallel} but this machine has {gpus} GPU(s): "
             f"running {gpus} at a time")
         parallel = gpus
+    configs = {r["name"]: run_config(r) for r in runs}
     if parallel > 1:
-        runs = sorted(runs, key=lambda r: -_compute(sweep.config(r["index"])))
+        runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
     cache = str(sweep.compilation_cache)
     active, finished, free = {}, set(), list(range(parallel))
     stopping = []
@@ -92,13 +85,13 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                 for run in runs:
                     if not free:
                         break
-                    config = sweep.config(run["index"])
+                    config = configs[run["name"]]
                     if run["name"] in active or run["name"] in finished or not runnable(
                             sweep, run, config.launch.max_attempts) or sweep.lock_owner(
                             run["name"], config.launch.stale_after_s):
                         continue
                     slot = free.pop(0)
-                    env, cores = _device_env(slot, parallel)
+                    env, cores = _device_env(slot, parallel, gpus)
                     env["TINYSCALE_COMPILATION_CACHE"] = cache
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "tinyscale.cli", "sweep", "worker", sweep_dir,

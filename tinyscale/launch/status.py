@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.launch.sweepdir import SweepDir, run_config
 
 
 def render(sweep_dir: str) -> str:
@@ -20,7 +20,8 @@ def render(sweep_dir: str) -> str:
         metrics = rundir.read_metrics()
         last = metrics[-1] if metrics else {}
         counts[state["state"]] = counts.get(state["state"], 0) + 1
-        if sweep.lock_owner(run["name"], 600) and state["state"] != "done":
+        stale_after_s = run_config(run).launch.stale_after_s
+        if sweep.lock_owner(run["name"], stale_after_s) and state["state"] != "done":
             state["state"] = "running"
         if str(run["index"]) in queued and state["state"] != "done":
             state["state"] = queued[str(run["index"])].lower()[:8]

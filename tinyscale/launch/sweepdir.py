@@ -25,6 +25,11 @@ from tinyscale.launch.plan import Run
 from tinyscale.rundir import RunDir, resolve, write_atomic
 
 
+def run_config(run: dict) -> ml_collections.ConfigDict:
+    """The config of one run record of sweep.json (no re-reading of the file)."""
+    return ml_collections.ConfigDict(run["config"])
+
+
 class SweepDir:
     def __init__(self, path: str):
         self.path = resolve(path)
@@ -58,7 +63,7 @@ class SweepDir:
         return self.load()["runs"]
 
     def config(self, index: int) -> ml_collections.ConfigDict:
-        return ml_collections.ConfigDict(self.runs()[index]["config"])
+        return run_config(self.runs()[index])
 
     def rundir(self, name: str) -> RunDir:
         return RunDir(self.path / "runs" / name)

@@ -27,14 +27,19 @@ def released_match(c) -> tuple[str, int] | None:
     return None
 
 
+def compute(c) -> tuple[float, int]:
+    """(training FLOPs per token, training tokens) of a run's config."""
+    spec = ModelSpec.from_config(c.model, c.data.vocab_size)
+    tokens = total_steps(c) * c.train.batch_size * c.train.seq_len
+    return counting.flops_per_token(spec, c.train.seq_len), tokens
+
+
 def rows(runs: list[Run]) -> list[dict]:
     out = []
     for run in runs:
         c = run.config
         counts = parameter_counts(c)
-        spec = ModelSpec.from_config(c.model, c.data.vocab_size)
-        tokens = total_steps(c) * c.train.batch_size * c.train.seq_len
-        flops = counting.flops_per_token(spec, c.train.seq_len)
+        flops, tokens = compute(c)
         out.append({"name": run.name, "family": c.model.family, "width": c.model.d_model,
                     "depth": c.model.n_layers, "heads": c.model.n_heads, **counts,
                     "flops_per_token": flops, "tokens": tokens, "compute": flops * tokens,

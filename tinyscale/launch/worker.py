@@ -15,7 +15,7 @@ import sys
 import traceback
 
 from tinyscale.errors import TinyscaleError
-from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.launch.sweepdir import SweepDir, run_config
 
 EXIT_LOCKED = 0  # another process trains this run: nothing to do here
 
@@ -32,7 +32,7 @@ def train_index(sweep_dir: str, index: int) -> int:
     runs = sweep.runs()
     if not 0 <= index < len(runs):
         raise TinyscaleError(f"--index {index} is outside the sweep's 0..{len(runs) - 1}.")
-    run, config = runs[index], sweep.config(index)
+    run, config = runs[index], run_config(runs[index])
     if not runnable(sweep, run, config.launch.max_attempts):
         print(f"{run['name']}: {sweep.rundir(run['name']).state()['state']}, skipped",
               file=sys.stderr)
@@ -48,7 +48,8 @@ def train_index(sweep_dir: str, index: int) -> int:
 
 def _train(sweep: SweepDir, index: int) -> int:
     from tinyscale import train
-    run, config = sweep.runs()[index], sweep.config(index)
+    run = sweep.runs()[index]
+    config = run_config(run)
     rundir = sweep.rundir(run["name"])
     try:
         return train.main(config, str(rundir.path))
@@ -70,7 +71,7 @@ def _next_run(sweep: SweepDir, slot: int, slots: int, tried: set[int]) -> int:
     for run in order:
         if run["index"] in tried:
             continue  # once per worker: a crash before training counts no attempt
-        config = sweep.config(run["index"])
+        config = run_config(run)
         if runnable(sweep, run, config.launch.max_attempts) and \
                 sweep.lock_owner(run["name"], config.launch.stale_after_s) is None and \
                 sweep.claim(run["name"], config.launch.stale_after_s):
