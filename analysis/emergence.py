@@ -80,6 +80,9 @@ def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
     return Crossing(family, metric, "crossed", float(10 ** point), interval, None)
 
 
+CONTINUOUS = {"eval_loss": False, "fluency": True}  # metric: higher is better
+
+
 def scaled(values, higher_is_better: bool = True) -> np.ndarray:
     """Min-max scale a continuous metric to [0, 1] (loss: lower is better)."""
     v = np.asarray(values, float)
@@ -100,7 +103,7 @@ def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500) -> list[
             continue
         for family, g in groups:
             values = g[metric]
-            if metric == "eval_loss":
-                values = scaled(final[metric], higher_is_better=False)[g.index]
+            if metric in CONTINUOUS:
+                values = scaled(final[metric], CONTINUOUS[metric])[g.index]
             out.append(crossing(g["params"], values, threshold, family, metric, bootstrap))
     return out

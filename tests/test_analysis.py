@@ -163,3 +163,14 @@ def test_report_names_every_figure_and_says_what_is_missing(tmp_path):
     for heading in ("Runs", "Scaling law", "Emergence", "One block vs deep", "Sample"):
         assert heading in dom
     assert dom.count("<table") >= 3
+
+
+def test_continuous_metrics_are_scaled_before_the_threshold():
+    """Loss and fluency are min-max scaled, so small raw values can still cross 0.5."""
+    final = pd.DataFrame({"params": np.geomspace(1e4, 1e6, 6), "depth": 1,
+                          "fluency": [0.03, 0.035, 0.05, 0.065, 0.075, 0.08],
+                          "eval_loss": [3.0, 2.6, 2.0, 1.6, 1.4, 1.3]})
+    crossings = {c.metric: c for c in emergence.table(final, ["fluency", "eval_loss"],
+                                                       bootstrap=50) if c.family == "depth 1"}
+    assert crossings["fluency"].status == "crossed"
+    assert crossings["eval_loss"].status == "crossed"
