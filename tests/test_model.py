@@ -6,7 +6,7 @@ from flax import nnx
 
 from tinyscale import config as config_lib
 from tinyscale import counting, parallel
-from tinyscale.model import ModelSpec, Transformer
+from tinyscale.model import ModelSpec, Transformer, causal_attention
 
 
 def build(family="llama", vocab=256, **model):
@@ -45,6 +45,30 @@ def test_local_attention_forgets_beyond_its_window():
     changed = model(tokens.at[:, 2].set((tokens[:, 2] + 1) % 256))
     diff = jnp.abs(changed - model(tokens)).max(axis=-1)[0]
     assert float(diff[5]) > 0 and float(diff[6:].max()) == 0.0  # positions 2..5 see token 2
+
+
+@pytest.mark.parametrize("window", [None, 5, 16])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_blocked_attention_equals_full_attention(window, kv_heads):
+    """Query blocks of 8 over 27 positions (a short last block; windows inside a block
+    and spanning blocks) give jax.nn.dot_product_attention's values and gradients."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(keys[0], (2, 27, 4, 8))
+    k, v = (jax.random.normal(x, (2, 27, kv_heads, 8)) for x in keys[1:3])
+    w = jax.random.normal(keys[3], q.shape)
+    local = (window - 1, 0) if window else None
+
+    def reference(q, k, v):
+        return jnp.sum(w * jax.nn.dot_product_attention(
+            q, k, v, scale=0.3, is_causal=True, local_window_size=local))
+
+    def blocked(q, k, v):
+        return jnp.sum(w * causal_attention(q, k, v, 0.3, window, block=8))
+
+    want, got = (jax.value_and_grad(f, argnums=(0, 1, 2))(q, k, v)
+                 for f in (reference, blocked))
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_allclose(b, a, atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
