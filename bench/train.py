@@ -77,5 +77,6 @@ def main():
         print(f"{shape:<14} {n:>10,} {compile_s:>10.1f} {rate:>10,.0f} {peak / 1e9:>13.0f} "
               f"{mfu:>6.1%}", flush=True)
 
+
 if __name__ == "__main__":
     main()

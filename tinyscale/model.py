@@ -100,8 +100,8 @@ def causal_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = 
     """Causal self-attention (local when `window` is set: i - j < window), by query blocks.
 
     Query block [s0, s1) reads only keys [s0 - window + 1 or 0, s1): the scores it could
-    never see are not computed, which halves the attention matmuls and softmax at
-    T = 2 * block. Heads are moved ahead of time first, so every product is a plain
+    never see are not computed: 3/4 of the score matrix at T = 2 * block, tending to 1/2
+    as T grows. Heads are moved ahead of time first, so every product is a plain
     batched matmul. Against `jax.nn.dot_product_attention` (its XLA implementation),
     attention's forward + backward at batch 32, T 256 ran 2.1x faster with 8 heads of
     64 and 2.4x with 4 heads of 16 on the 2-core CPU; the values are the same up to
