@@ -84,8 +84,8 @@ def build(sweep_dir: str, out_dir: str | None = None, threshold: float = 0.5,
           bootstrap: int = 300) -> str:
     """Write report.html, figures/*.png and runs.csv; the report's path."""
     out_dir = out_dir or sweep_dir
-    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
     df = runs.load(sweep_dir)
+    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
     df.to_csv(os.path.join(out_dir, "runs.csv"), index=False)
     final = runs.final(df)
     missing = df.drop_duplicates("run")

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
+from tinyscale import config as config_lib
 from tinyscale import counting
-from tinyscale.model import ModelSpec
 from tinyscale.rundir import RunDir
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
@@ -37,11 +37,9 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 
 def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
-    from tinyscale.trained import _with_defaults
-    c = _with_defaults(config)
-    spec = ModelSpec.from_config(c.model, c.data.vocab_size)
-    counts = counting.parameter_counts(spec)
-    per_token = counting.flops_per_token(spec, c.train.seq_len)
+    c = config_lib.from_saved(config)
+    counts = counting.of_config(c)
+    per_token = counts["flops_per_token"]
     state = rundir.state()
     flat = _flatten(c.to_dict())
     base = {"run": name, "state": state.get("state", "pending"),

@@ -11,6 +11,7 @@ lexicon so that it finishes in minutes.
 """
 
 from tinyscale.config import get_config as default_config
+from tinyscale.config_file import variant
 from tinyscale.launch.plan import product
 
 WIDTHS = (16, 32, 48, 64, 96, 128)
@@ -18,6 +19,7 @@ DEPTHS = (1, 2)
 
 
 def get_config(arg: str = ""):
+    arg = variant(arg, "smoke")
     c = default_config()
     c.data.update(synth_richness=0.35, train_stories=20_000)
     c.model.update(family="llama", d_model=64, n_layers=2, n_heads=4, max_seq_len=256)
@@ -35,8 +37,6 @@ def get_config(arg: str = ""):
                        log_every=5, checkpoint_every=10)
         c.eval.update(every=10, batches=2, prompts=8, max_new_tokens=48, fluency=False)
         c.launch.parallel = 1
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r}: use '' or 'smoke'")
     return c
 
 

@@ -10,6 +10,7 @@ model are marked by `sweep plan`.
 """
 
 from tinyscale.config import get_config as default_config
+from tinyscale.config_file import variant
 from tinyscale.launch.plan import product
 
 HIDDEN = (64, 128, 256, 512, 768, 1024)
@@ -17,6 +18,7 @@ LAYERS = (1, 2, 4, 8, 12)
 
 
 def get_config(arg: str = ""):
+    variant(arg)  # no variants: a ':ARG' is a mistake
     c = default_config()
     c.data.update(dataset="tinystories", tinystories_version="original", vocab_size=10_000)
     c.model.update(family="gpt_neo", n_heads=16, max_seq_len=512, window_size=256,

@@ -189,11 +189,12 @@ def test_tpu_backend_commands_and_preemption_recovery(env, tmp_path):
         "tinyscale-tpu-sweep-0": ["PROVISIONING", "ACTIVE", "SUSPENDED", "ACTIVE"],
         "tinyscale-tpu-sweep-1": ["ACTIVE"]}))
     tpu_env = {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GCLOUD_LOG": str(log),
-               "GCLOUD_STATES": str(state_file), "TINYSCALE_TPU_POLL": "0.05"}
+               "GCLOUD_STATES": str(state_file)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY + ":2", "--sweep-dir",
          str(sweep_dir), "--backend", "tpu", "--config.launch.tpu_slots=2",
-         "--config.launch.tpu_zone=us-west4-a", "--config.launch.tpu_project=my-proj"],
+         "--config.launch.tpu_zone=us-west4-a", "--config.launch.tpu_project=my-proj",
+         "--config.launch.tpu_poll_s=0.05"],
         cwd=ROOT, env={**os.environ, **tpu_env}, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and (not log.exists() or log.read_text().count(

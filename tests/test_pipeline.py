@@ -94,7 +94,8 @@ def test_show_prints_stories_and_counts(synth_data):
     (["data", "show", "--data-dir", "/nonexistent"], "data prepare"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, knob):
-    result = run_cli(*args, f"--config.data.cache_dir={tmp_path}")
+    cache = [f"--config.data.cache_dir={tmp_path}"] if args[1] == "prepare" else []
+    result = run_cli(*args, *cache)
     assert result.returncode == 2
     assert knob in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0

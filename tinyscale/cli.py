@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from tinyscale import config_file
-from tinyscale.errors import TinyscaleError
+from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,16 +25,38 @@ class _Parser(argparse.ArgumentParser):
         raise TinyscaleError(f"{self.prog}: {message} (see --help).")
 
 
+def _number(kind, low=None, high=None, low_open=False, what=""):
+    """An argparse type: a number of `kind` in [low, high] (or (low, high])."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if (low is not None and (value < low or (low_open and value == low))) or \
+                (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    return parse
+
+
+POSITIVE = _number(int, 1, what="a positive integer")
+NON_NEGATIVE = _number(int, 0, what="an integer >= 0")
+NON_NEGATIVE_FLOAT = _number(float, 0.0, what="a number >= 0")
+UNIT = _number(float, 0.0, 1.0, low_open=True, what="a number in (0, 1]")
+OPEN_UNIT = _number(float, 0.0, 0.999999, low_open=True, what="a number in (0, 1)")
+
+# Commands whose config comes from --config FILE (the rest read a run's own config.json:
+# eval and sample take --config.eval.* and --config.mesh.* only).
+_TAKES_OVERRIDES = {"data prepare", "train", "sweep plan", "sweep run", "eval", "sample"}
+
+
 def _config(args, overrides):
-    from tinyscale import config as config_lib
-    config = config_file.load(args.config)
-    config_file.apply_overrides(config, overrides)
     for knob, value in (("data.dataset", getattr(args, "dataset", None)),
                         ("data.manual_dir", getattr(args, "manual_dir", None)),
                         ("data.dir", getattr(args, "data_dir", None))):
         if value is not None:
-            config_file.apply_overrides(config, {knob: value})
-    return config_lib.validate(config)
+            overrides = {**overrides, knob: value}
+    return config_file.resolve(args.config, overrides)
 
 
 def _data_prepare(args, overrides):
@@ -50,9 +72,9 @@ def _data_show(args, overrides):
 def _print_summary(data_dir: str, n_stories: int = 3) -> None:
     import numpy as np
 
-    from tinyscale.data import pipeline, tokenizer
+    from tinyscale.data import pipeline
     meta = pipeline.load_meta(data_dir)
-    sp = tokenizer.load(f"{data_dir}/tokenizer.model")
+    sp = pipeline.load_tokenizer(data_dir)
     print(f"data dir    {data_dir}")
     print(f"dataset     {meta['data']['dataset']}   vocabulary {meta['vocab_size']}")
     for split, s in meta["splits"].items():
@@ -74,7 +96,8 @@ def _train(args, overrides):
 def _sample(args, overrides):
     from tinyscale import sample, trained
     from tinyscale.data import tokenizer
-    run = trained.load(args.run_dir, args.step)
+    config = trained.saved_config(args.run_dir, overrides)
+    run = trained.load(args.run_dir, args.step, config=config)
     sp = run.sp
     prompt = [tokenizer.EOS_ID] + sp.encode(args.prompt)  # EOS marks a story's start
     s = sample.Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p,
@@ -86,15 +109,16 @@ def _sample(args, overrides):
 
 def _eval(args, overrides):
     from tinyscale.evals import run
-    result = run.evaluate(args.run_dir, args.step, say=lambda m: print(m, file=sys.stderr))
-    print(f"{args.run_dir}: eval.json written (step {result['step']})")
+    result = run.evaluate(args.run_dir, args.step, say=lambda m: print(m, file=sys.stderr),
+                          overrides=overrides)
+    print(f"{args.run_dir}: {result['written']} written (step {result['step']})")
     run.print_summary(result)
 
 
 def _sweep_plan(args, overrides):
     from tinyscale.launch import plan, table
-    _, runs = plan.expand(args.file, overrides)
-    print(table.render(runs))
+    base, runs = plan.expand(args.file, overrides)
+    print(table.render(runs, base.launch, args.backend))
 
 
 def _sweep_run(args, overrides):
@@ -107,7 +131,7 @@ def _sweep_run(args, overrides):
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.backend == "local":
         if args.dry_run:
-            print(table.render(runs))
+            print(table.render(runs, base.launch, args.backend))
             return 0
         from tinyscale.launch.local import run_local
         return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
@@ -147,12 +171,15 @@ def _add_sweep(sub):
     ss = sweep.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = ss.add_parser("plan", help="the table of runs, parameters and compute")
     p.add_argument("file", help="sweep file FILE[:ARG]")
+    p.add_argument("--backend", choices=("local", "slurm", "tpu"), default="local",
+                   help="where the time estimate assumes it runs (tpu: launch.tpu_*)")
     p.set_defaults(func=_sweep_plan)
     r = ss.add_parser("run", help="train every run (skips finished ones)")
     r.add_argument("file", help="sweep file FILE[:ARG]")
     r.add_argument("--sweep-dir", required=True, help="local path or gs://...")
     r.add_argument("--backend", choices=("local", "slurm", "tpu"), default="local")
-    r.add_argument("--parallel", type=int, default=0, help="local: runs at once")
+    r.add_argument("--parallel", type=NON_NEGATIVE, default=0,
+                   help="local: runs at once (default: config.launch.parallel)")
     r.add_argument("--dry-run", action="store_true", help="print, do not run")
     r.set_defaults(func=_sweep_run)
     st = ss.add_parser("status", help="state, step, loss, attempts of every run")
@@ -160,9 +187,10 @@ def _add_sweep(sub):
     st.set_defaults(func=_sweep_status)
     w = ss.add_parser("worker", help="(used by the backends) train runs of a sweep dir")
     w.add_argument("sweep_dir")
-    w.add_argument("--index", type=int, help="train this run")
-    w.add_argument("--slot", type=int, default=0, help="claim runs as slot S of --slots")
-    w.add_argument("--slots", type=int, default=1)
+    w.add_argument("--index", type=NON_NEGATIVE, help="train this run")
+    w.add_argument("--slot", type=NON_NEGATIVE, default=0,
+                   help="claim runs as slot S of --slots")
+    w.add_argument("--slots", type=POSITIVE, default=1)
     w.add_argument("--coordinator", default="",
                    help="host:port of process 0 when the processes of one slot are not "
                         "auto-detected (SLURM and TPU slices are)")
@@ -189,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=_data_prepare)
     show = data_sub.add_parser("show", help="statistics and a few stories")
     show.add_argument("--data-dir", required=True)
-    show.add_argument("--stories", type=int, default=3)
+    show.add_argument("--stories", type=NON_NEGATIVE, default=3)
     show.set_defaults(func=_data_show)
 
     train = sub.add_parser("train", help="train one model (resumes if interrupted)")
@@ -200,26 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     smp = sub.add_parser("sample", help="print completions of a prompt from a trained run")
     smp.add_argument("run_dir")
     smp.add_argument("--prompt", default="Once upon a time")
-    smp.add_argument("--n", type=int, default=3, help="completions")
-    smp.add_argument("--max-new-tokens", type=int, default=200)
-    smp.add_argument("--temperature", type=float, default=0.8)
-    smp.add_argument("--top-k", type=int, default=0)
-    smp.add_argument("--top-p", type=float, default=0.95)
-    smp.add_argument("--beams", type=int, default=1)
-    smp.add_argument("--seed", type=int, default=0)
-    smp.add_argument("--step", type=int, help="checkpoint step (default: newest)")
+    smp.add_argument("--n", type=POSITIVE, default=3, help="completions")
+    smp.add_argument("--max-new-tokens", type=POSITIVE, default=200)
+    smp.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=0.8,
+                     help="0 = greedy")
+    smp.add_argument("--top-k", type=NON_NEGATIVE, default=0, help="0 = all tokens")
+    smp.add_argument("--top-p", type=UNIT, default=0.95)
+    smp.add_argument("--beams", type=POSITIVE, default=1)
+    smp.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    smp.add_argument("--step", type=NON_NEGATIVE, help="checkpoint step (default: newest)")
     smp.set_defaults(func=_sample)
 
     ev = sub.add_parser("eval", help="held-out loss and story-completion metrics of a run")
     ev.add_argument("run_dir")
-    ev.add_argument("--step", type=int, help="checkpoint step (default: newest)")
+    ev.add_argument("--step", type=NON_NEGATIVE,
+                    help="checkpoint step (default: newest; an earlier step writes "
+                         "eval-step<N>.json, leaving eval.json alone)")
     ev.set_defaults(func=_eval)
     _add_sweep(sub)
     an = sub.add_parser("analyze", help="fits, emergence, plots and report.html of a sweep")
     an.add_argument("sweep_dir")
     an.add_argument("--out", help="where to write (default: the sweep dir)")
-    an.add_argument("--threshold", type=float, default=0.5, help="emergence threshold")
-    an.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples")
+    an.add_argument("--threshold", type=OPEN_UNIT, default=0.5, help="emergence threshold")
+    an.add_argument("--bootstrap", type=POSITIVE, default=300, help="bootstrap resamples")
     an.set_defaults(func=_analyze)
     return parser
 
@@ -227,12 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _compilation_cache() -> None:
     """A persistent JAX compilation cache: a relaunch or a repeated shape skips compiling.
 
-    TINYSCALE_COMPILATION_CACHE names the folder (the sweep launcher points it into the
-    sweep directory); the default is ~/.cache/tinyscale/jax; an empty value turns it off.
+    config.COMPILATION_CACHE_ENV names the folder (the sweep launchers point it into the
+    sweep directory); the default is CACHE_ROOT/jax; an empty value turns it off.
     """
     import os
-    path = os.environ.get("TINYSCALE_COMPILATION_CACHE",
-                          os.path.expanduser("~/.cache/tinyscale/jax"))
+
+    from tinyscale import config as config_lib
+    path = os.environ.get(config_lib.COMPILATION_CACHE_ENV,
+                          os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax"))
     if path:
         import jax
         jax.config.update("jax_compilation_cache_dir", path)
@@ -245,13 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = config_file.split_overrides(argv)
         args = build_parser().parse_args(rest)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        if overrides and command not in _TAKES_OVERRIDES:
+            raise TinyscaleError(f"--config.{next(iter(overrides))} does not apply to "
+                                 f"`tinyscale {command}`: drop it.")
         return args.func(args, overrides) or 0
     except TinyscaleError as error:
         print(f"tinyscale: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("tinyscale: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@ config before anything reads it and names the knob and the fix when a value is w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 
 import ml_collections
 
 from tinyscale.errors import TinyscaleError
 
+CACHE_ROOT = "~/.cache/tinyscale"  # the default data.cache_dir: every cache lives under it
+# The launchers point their workers' persistent compilation cache into the sweep dir with
+# this variable; "" turns the cache off; unset, it is <data.cache_dir default>/jax.
+COMPILATION_CACHE_ENV = "TINYSCALE_COMPILATION_CACHE"
 DATASETS = ("synthstories", "tinystories")
 FAMILIES = ("llama", "gpt_neo")
 
@@ -25,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = d = ml_collections.ConfigDict()
     d.dataset = "synthstories"           # synthstories (built in) | tinystories (TFDS)
     d.dir = ""                           # prepared data; "" = a cache dir keyed by these settings
-    d.cache_dir = "~/.cache/tinyscale"   # tokenizers and default data dirs live here
+    d.cache_dir = CACHE_ROOT             # tokenizers, default data dirs, the reference LM
     d.tinystories_version = "original"   # original | gpt4 (the TinyStoriesV2-GPT4 files)
     d.manual_dir = ""                    # folder holding the TinyStories .txt files (offline)
     d.synth_seed = 0                     # SynthStories corpus seed
@@ -114,13 +120,61 @@ def get_config() -> ml_collections.ConfigDict:
     la.tpu_slots = 1                     # queued resources (TPU VMs) working the sweep
     la.tpu_spot = True                   # --spot (preemptible; preempted slots are re-created)
     la.tpu_prefix = "tinyscale"          # queued-resource names: PREFIX-SWEEP-SLOT
+    la.tpu_poll_s = 30.0                 # seconds between checks of the queued resources
 
     c.output = o = ml_collections.ConfigDict()
     o.workdir = ""                       # the run directory (set by --workdir or the launcher)
     o.tensorboard = True                 # write TensorBoard events under workdir/tb
     o.progress = True                    # a live progress line on the terminal
     o.peak_flops = 0.0                   # peak FLOP/s for MFU; 0 = known chip or measured
+    o.wandb = False                      # also log to Weights & Biases (pip install wandb)
+    o.wandb_project = "tinyscale"        # W&B project
+    o.wandb_entity = ""                  # W&B entity (team or user); "" = your default
     return c
+
+
+class Values(dict):
+    """A config as nested plain dicts, read like a ConfigDict (`c.model.d_model`).
+
+    What the sweep planner works on: copying and validating a ConfigDict costs ~1.5 ms,
+    too slow for a grid of 10^5 runs; these cost ~30 us.
+    """
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @classmethod
+    def of(cls, config) -> Values:
+        """A deep copy of a ConfigDict, a Values or a nested dict."""
+        tree = config if isinstance(config, dict) else config.to_dict()
+        return cls({k: cls.of(v) if isinstance(v, dict) else v for k, v in tree.items()})
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Values) else v for k, v in self.items()}
+
+
+def total_steps(c: ml_collections.ConfigDict) -> int:
+    """The run's length in optimizer steps: train.steps, or train.tokens resolved to steps."""
+    if c.train.steps:
+        return c.train.steps
+    return max(1, math.ceil(c.train.tokens / (c.train.batch_size * c.train.seq_len)))
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+    """A saved config.json over today's defaults, so knobs added since get their defaults."""
+    config = get_config()
+
+    def merge(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and key in node:
+                merge(node[key], value)
+            elif key in node:
+                node[key] = value
+    merge(config, saved)
+    return config
 
 
 def _fail(knob: str, value, fix: str) -> None:
@@ -142,9 +196,14 @@ def _choice(c, knob: str, options) -> None:
 
 
 def _get(c, knob: str):
-    for part in knob.split("."):
+    for part in _parts(knob):
         c = c[part]
     return c
+
+
+@functools.cache
+def _parts(knob: str) -> tuple[str, ...]:
+    return tuple(knob.split("."))
 
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -194,23 +253,51 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for knob in ("train.lr", "train.weight_decay", "train.grad_clip", "train.final_lr_ratio"):
         if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
             _fail(knob, _get(c, knob), "use a non-negative number")
+    for knob in ("eval.temperature", "output.peak_flops"):
+        if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
+            _fail(knob, _get(c, knob), "use a non-negative number")
+    if not c.launch.tpu_poll_s > 0:
+        _fail("launch.tpu_poll_s", c.launch.tpu_poll_s, "use a positive number of seconds")
     if c.train.lr == 0:
         _fail("train.lr", 0, "use a positive learning rate")
     for axis in ("data", "fsdp", "tensor"):
         if c.mesh[axis] == 0 or c.mesh[axis] < -1:
             _fail(f"mesh.{axis}", c.mesh[axis], "use a positive size, or -1 for the rest")
     if [c.mesh[a] for a in ("data", "fsdp", "tensor")].count(-1) > 1:
-        _fail("mesh", c.mesh.to_dict(), "at most one mesh axis may be -1")
+        _fail("mesh", {a: c.mesh[a] for a in ("data", "fsdp", "tensor")},
+              "at most one mesh axis may be -1")
     return c
 
 
+# The data.* knobs that determine a dataset's prepared data (and so its cache key).
+_TOKENIZER_KEYS = ("vocab_size", "tokenizer", "tokenizer_sample_mb")
+DATA_KEYS = {
+    "synthstories": _TOKENIZER_KEYS + ("synth_seed", "synth_richness", "train_stories",
+                                       "eval_stories"),
+    "tinystories": _TOKENIZER_KEYS + ("tinystories_version",),
+}
+
+
+def source_fingerprint(manual_dir: str) -> str:
+    """Names, sizes and modification times of the files in a manual dir ("" for none):
+    different files are a different corpus, however the folder is named."""
+    if not manual_dir:
+        return ""
+    folder = os.path.expanduser(manual_dir)
+    entries = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        stat = os.stat(os.path.join(folder, name))
+        entries.append((name, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]
+
+
 def data_key(c: ml_collections.ConfigDict) -> str:
-    """A short hash of the settings that determine the prepared data."""
+    """A short hash of the settings (and the manual dir's files) that determine the data."""
     d = c.data
-    keys = ["dataset", "vocab_size", "tokenizer", "tokenizer_sample_mb"]
-    keys += (["synth_seed", "synth_richness", "train_stories", "eval_stories"]
-             if d.dataset == "synthstories" else ["tinystories_version"])
-    blob = json.dumps({k: d[k] for k in keys}, sort_keys=True)
+    values = {k: d[k] for k in ("dataset",) + DATA_KEYS[d.dataset]}
+    if d.dataset == "tinystories":
+        values["source"] = source_fingerprint(d.manual_dir)
+    blob = json.dumps(values, sort_keys=True)
     return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

@@ -46,3 +46,12 @@ def flops_per_token(s: ModelSpec, seq_len: int) -> float:
     attended = sum(min(seq_len, s.window_size) if t == "local" else seq_len
                    for t in s.attention_types)
     return 6.0 * matmul_params + 12.0 * s.n_heads * s.head_size * attended
+
+
+def of_config(c, vocab_size: int | None = None) -> dict:
+    """Parameters three ways and training FLOPs per token of a run's config.
+
+    `vocab_size` is the prepared tokenizer's (default: config.data.vocab_size).
+    """
+    spec = ModelSpec.from_config(c.model, vocab_size or c.data.vocab_size)
+    return {**parameter_counts(spec), "flops_per_token": flops_per_token(spec, c.train.seq_len)}

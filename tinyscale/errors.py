@@ -1,8 +1,13 @@
-"""The one exception type for mistakes a user can make (bad config, missing data, ...).
+"""The one exception type for mistakes a user can make, and the process exit codes.
 
-The CLI prints its message as a single line and exits with code 2; everything else is
-a bug and keeps its traceback.
+The CLI prints a TinyscaleError's message as a single line and exits with EXIT_USAGE;
+everything else is a bug and keeps its traceback.
 """
+
+EXIT_USAGE = 2          # a user mistake: one line names the knob and the fix
+EXIT_PREEMPTED = 75     # EX_TEMPFAIL: SIGTERM (preemption) saved a checkpoint; run again
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT) saved a checkpoint; run again
+RESUMABLE = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
 
 
 class TinyscaleError(Exception):

@@ -3,13 +3,17 @@
     <workdir>/config.json   the resolved config      <workdir>/state.json  run state
     <workdir>/metrics.jsonl one object per log step  <workdir>/tb/         TensorBoard
     <workdir>/checkpoints/  orbax                    <workdir>/eval.json, samples.jsonl
+    <workdir>/lock          the process training it  <workdir>/eval-step<N>.json, ...
+                                                     evaluations of earlier checkpoints
 
 Paths go through etils.epath, so a workdir may be local or gs://. Every JSON writer is
 atomic (temp file, then rename): a kill at any moment leaves the previous good file.
+Every trainer holds the run's lock while it trains: two processes never write one run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -17,14 +21,29 @@ import time
 
 from etils import epath
 
+from tinyscale.errors import TinyscaleError
+
 STATES = ("pending", "running", "done", "failed")
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for object-store URLs (gs://...), which have no O_EXCL and no local files."""
+    return "://" in os.fspath(path)
 
 
 def resolve(path: str | os.PathLike) -> epath.Path:
     """A local path made absolute (orbax refuses relative ones; a relative path would also
     change meaning with the working directory); gs:// and other URLs as they are."""
     path = os.fspath(path)
-    return epath.Path(path if "://" in path else os.path.abspath(path))
+    if not is_remote(path):
+        return epath.Path(os.path.abspath(os.path.expanduser(path)))
+    if path.startswith("gs://"):
+        try:
+            import gcsfs  # noqa: F401  (etils.epath reads gs:// through it)
+        except ImportError:
+            raise TinyscaleError(f"{path} is on Google Cloud Storage, which needs gcsfs: "
+                                 "install it with pip install 'tinyscale[gcs]'.") from None
+    return epath.Path(path)
 
 
 class RunDir:
@@ -36,8 +55,17 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     checkpoints = property(lambda self: self.path / "checkpoints")
     tensorboard = property(lambda self: self.path / "tb")
-    eval = property(lambda self: self.path / "eval.json")
-    samples = property(lambda self: self.path / "samples.jsonl")
+    lock_file = property(lambda self: self.path / "lock")
+
+    def eval_file(self, step: int | None = None) -> epath.Path:
+        """eval.json (the final evaluation), or eval-step<N>.json for an earlier step."""
+        return self.path / ("eval.json" if step is None else f"eval-step{step}.json")
+
+    def samples_file(self, step: int | None = None) -> epath.Path:
+        return self.path / ("samples.jsonl" if step is None else f"samples-step{step}.jsonl")
+
+    eval = property(eval_file)
+    samples = property(samples_file)
 
     def read_json(self, path: epath.Path, default=None):
         return json.loads(path.read_text()) if path.exists() else default
@@ -72,9 +100,113 @@ class RunDir:
         kept = [m for m in self.read_metrics() if m["step"] <= last_step]
         write_atomic(self.metrics, "".join(json.dumps(m) + "\n" for m in kept))
 
+    # ---- where a run may live ------------------------------------------------------
+
+    def check_workdir(self) -> None:
+        """Refuse a workdir that is a file, lies inside another run, or holds a foreign
+        checkpoints/ folder: orbax's clean-up there would delete what is not its own."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise TinyscaleError(f"--workdir {p} is a file, not a directory: give a new or "
+                                 "existing run directory.")
+        for parent in list(p.parents)[:-1]:
+            if (parent / "config.json").exists() and (parent / "checkpoints").exists():
+                raise TinyscaleError(f"--workdir {p} lies inside the run directory {parent}: "
+                                     "give a path outside every run directory.")
+        if self.checkpoints.exists() and not self.config.exists():
+            raise TinyscaleError(f"--workdir {p} holds a checkpoints/ folder but no "
+                                 "config.json, so it is not a tinyscale run: use another "
+                                 "--workdir.")
+
+    # ---- the lock every trainer holds -----------------------------------------------
+
+    def lock_owner(self, stale_after_s: float) -> dict | None:
+        """Who holds the run's lock ({host, pid, time}), or None.
+
+        A local lock is an flock the kernel drops when its process dies, so it is never
+        stale. On gs:// (no locks) it is live while the run's heartbeat or the lock is
+        younger than `stale_after_s`.
+        """
+        key = str(self.lock_file)
+        if key in _HELD:
+            return _HELD[key][1]
+        if is_remote(key):
+            owner = _read_owner(self.lock_file)
+            if owner is None:
+                return None
+            heartbeat = self.state().get("heartbeat", 0)
+            age = time.time() - max(heartbeat, owner.get("time", 0))
+            return owner if age < stale_after_s else None
+        try:
+            fd = os.open(key, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_owner(self.lock_file) or {"host": "?", "pid": "?"}
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock too
+        return None
+
+    def acquire(self, stale_after_s: float) -> bool:
+        """Take the run's lock for this process (True at once if it holds it already);
+        False if another live process holds it."""
+        key = str(self.lock_file)
+        if key in _HELD:
+            return True
+        self.path.mkdir(parents=True, exist_ok=True)
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        if is_remote(key):  # no locks on object stores: write, then re-read
+            if self.lock_owner(stale_after_s) is not None:
+                return False
+            self.lock_file.write_text(json.dumps(owner))
+            if _read_owner(self.lock_file) != owner:
+                return False
+            _HELD[key] = (None, owner)
+            return True
+        while True:
+            fd = os.open(key, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:  # the file we locked must still be the one at the path
+                same = os.stat(key).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(owner).encode())
+        _HELD[key] = (fd, owner)
+        return True
+
+    def release(self) -> None:
+        """Drop the lock if this process holds it (never another's)."""
+        fd, _ = _HELD.pop(str(self.lock_file), (None, None))
+        if fd is None and not is_remote(self.lock_file):
+            return
+        self.lock_file.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+
+
+_HELD: dict[str, tuple[int | None, dict]] = {}  # lock path -> (fd, owner) held here
+
+
+def _read_owner(path: epath.Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+
 
 def write_atomic(path: epath.Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.write_text(text)
     tmp.replace(path)
+

@@ -7,8 +7,11 @@ as is. `Params.model(arrays)` rebuilds the NNX module inside a trace.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -79,3 +82,12 @@ def make_eval_step(params: Params):
     def step(arrays, batch_BT):
         return token_losses(params.model(arrays), batch_BT).mean()
     return step
+
+
+def held_out(eval_step, arrays, batches, n_batches: int, mesh,
+             bytes_per_token: float) -> tuple[float, float]:
+    """(loss, bits per byte) on the first `n_batches` fixed held-out batches."""
+    losses = [eval_step(arrays, parallel.global_batch(batches.eval_batch(i), mesh))
+              for i in range(n_batches)]
+    loss = float(np.mean(jax.device_get(losses)))
+    return loss, loss / math.log(2) / bytes_per_token

@@ -2,13 +2,16 @@
 
 Starting a run whose workdir holds checkpoints resumes it (parameters, optimizer and
 data position: batches are a pure function of the step). SIGTERM or SIGINT saves a
-checkpoint and exits with EXIT_PREEMPTED (or 130 for Ctrl-C); a non-finite loss marks
-the run failed and exits 1. Metrics are read one step late, so the host never waits
-for the step it just dispatched.
+checkpoint and exits with EXIT_PREEMPTED (EXIT_INTERRUPTED for Ctrl-C); a second
+signal while it saves changes nothing. A non-finite loss marks the run failed and exits
+1; a full disk marks it failed with one line. The trainer holds the run's lock: a second
+trainer of the same workdir is refused. Metrics are read one step late, so the host
+never waits for the step it just dispatched.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import signal
 import sys
@@ -20,17 +23,11 @@ import numpy as np
 from tinyscale import checkpoint, counting, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline
-from tinyscale.errors import TinyscaleError
+from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
 from tinyscale.model import ModelSpec
-from tinyscale.rundir import RunDir
+from tinyscale.rundir import RunDir, is_remote
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: interrupted, resumable; launchers retry it
-
-
-def total_steps(c) -> int:
-    if c.train.steps:
-        return c.train.steps
-    return max(1, math.ceil(c.train.tokens / (c.train.batch_size * c.train.seq_len)))
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _check_same_run(run: RunDir, config) -> None:
@@ -63,7 +60,8 @@ class _Signals:
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
-        self.received = signum
+        if self.received is None:  # the first signal decides; repeats change nothing
+            self.received = signum
 
     def restore(self):
         for s, handler in self._old.items():
@@ -71,19 +69,43 @@ class _Signals:
 
 
 def main(config, workdir: str) -> int:
-    """Train (or resume) the run in `workdir`; the process exit code."""
-    config_lib.validate(config)
+    """Train (or resume) the run in `workdir`; the process exit code.
+
+    `config` is validated where it was made (config_file.resolve, plan.expand)."""
     config.output.workdir = str(workdir)
     run = RunDir(workdir)
+    run.check_workdir()
     _check_same_run(run, config)
     if run.state().get("state") == "done":
         print(f"{workdir}: already done ({run.state().get('step')} steps).", file=sys.stderr)
         return 0
     d = config.distributed
     parallel.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
-    mesh = parallel.make_mesh(config)
-    data_dir = pipeline.prepare(config, progress=jax.process_index() == 0)
-    return Trainer(config, run, mesh, data_dir).run()
+    lead = jax.process_index() == 0
+    if lead and not run.acquire(config.launch.stale_after_s):
+        owner = run.lock_owner(config.launch.stale_after_s) or {}
+        raise TinyscaleError(f"{workdir} is being trained by pid {owner.get('pid')} on "
+                             f"{owner.get('host')}: wait for it to finish or stop it; a "
+                             "second trainer would write the same checkpoints.")
+    try:
+        mesh = parallel.make_mesh(config)
+        data_dir = pipeline.prepare(config, progress=lead)
+        return Trainer(config, run, mesh, data_dir).run()
+    except OSError as error:
+        if error.errno not in _DISK_FULL:
+            raise
+        where = f" writing {error.filename}" if error.filename else ""
+        message = f"{errno.errorcode[error.errno]}{where}: the disk is full"
+        try:
+            run.set_state("failed", last_error=message)
+        except OSError:
+            pass
+        raise TinyscaleError(f"{message}: free space (or raise the file-size limit) and run "
+                             "the same command again; it resumes from the newest "
+                             "checkpoint.") from None
+    finally:
+        if lead:
+            run.release()
 
 
 class Trainer:
@@ -91,7 +113,7 @@ class Trainer:
         self.c, self.rundir, self.mesh = c, run, mesh
         self.meta = pipeline.load_meta(data_dir)
         self.spec = ModelSpec.from_config(c.model, self.meta["vocab_size"])
-        self.total = total_steps(c)
+        self.total = config_lib.total_steps(c)
         self.lead = jax.process_index() == 0
         t = c.train
         args = (t.seq_len, t.batch_size, c.seed, jax.process_index(), jax.process_count())
@@ -106,18 +128,16 @@ class Trainer:
         self.peak = metrics.peak_flops(c.output.peak_flops)
         self.writer = metrics.MetricsWriter(run, self.total, self.lead, c.output.tensorboard,
                                             c.output.progress)
-        self.ckpt = checkpoint.Checkpoints(run.checkpoints.resolve() if not str(
-            run.path).startswith("gs://") else run.checkpoints, t.keep_checkpoints)
+        self.ckpt = checkpoint.Checkpoints(run.checkpoints if is_remote(run.path)
+                                           else run.checkpoints.resolve(), t.keep_checkpoints)
 
     def _batch(self, rows: np.ndarray) -> jax.Array:
         return parallel.global_batch(rows, self.mesh)
 
     def evaluate(self, arrays) -> dict:
-        losses = [self.eval_step(arrays, self._batch(self.eval_data.eval_batch(i)))
-                  for i in range(self.c.eval.batches)]
-        loss = float(np.mean(jax.device_get(losses)))
-        return {"eval_loss": loss,
-                "eval_bpb": loss / math.log(2) / self.meta["bytes_per_token"]}
+        loss, bpb = steps.held_out(self.eval_step, arrays, self.eval_data, self.c.eval.batches,
+                                   self.mesh, self.meta["bytes_per_token"])
+        return {"eval_loss": loss, "eval_bpb": bpb}
 
     def _start(self):
         """(arrays, opt_state, step, wall seconds so far), restored when possible."""
@@ -125,13 +145,13 @@ class Trainer:
         with jax.set_mesh(self.mesh):
             opt_state = self.tx.init(arrays)
         state = {"params": arrays, "opt_state": opt_state}
-        step = self.ckpt.latest_step()
+        step, restored = self.ckpt.restore_good(state, say=self.writer.message)
         if step is None:
             if self.lead:
                 self.rundir.write_json(self.rundir.config, self.c.to_dict())
                 self.rundir.truncate_metrics(0)  # lines of an attempt killed before a save
             return arrays, opt_state, 0, 0.0
-        state = self.ckpt.restore(state, step)
+        state = restored
         past = [m for m in self.rundir.read_metrics() if m["step"] <= step]
         if self.lead:
             self.rundir.truncate_metrics(step)
@@ -174,21 +194,27 @@ class Trainer:
                     self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
         except FloatingPointError as error:
             self.ckpt.wait()
+            signals.restore()
             if self.lead:
                 self.rundir.set_state("failed", step=error.args[1], last_error=error.args[0])
             self.writer.message(f"{self.rundir.path}: {error.args[0]}")
             return 1
+        except BaseException:
+            signals.restore()
+            raise
+        finally:
+            self.writer.close()
+        try:  # signals stay caught until the final checkpoint is safe
+            return self._finish(step, arrays, opt_state, signals)
         finally:
             signals.restore()
-            self.writer.close()
-        return self._finish(step, arrays, opt_state, signals.received)
 
     def _check_finite(self, step: int, out) -> None:
         loss = float(out["loss"])
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss}) at step {step}", step)
 
-    def _evaluate(self, step: int) -> None:
+    def _evaluate(self, step: int) -> bool:
         """The full evaluation; a failure is kept on the run, not lost with it."""
         from tinyscale.evals import run as evals
         self.writer.message("evaluating story completions...")
@@ -196,26 +222,30 @@ class Trainer:
             result = evals.evaluate(str(self.rundir.path), step, say=self.writer.message)
         except Exception as error:  # the model is trained: keep it done, say why no eval
             self.rundir.write_json(self.rundir.eval, {"step": step, "error": repr(error)})
-            self.writer.message(f"evaluation failed: {error!r}; run `tinyscale eval` again")
-            return
+            self.writer.message(f"evaluation failed: {error}; the model is trained and kept: "
+                                "fix that, then run `tinyscale eval` on the run")
+            return False
         self.writer.message(f"coherence {result['coherence']:.3f}  grammar "
                             f"{result['grammar']:.3f}  consistency {result['consistency']:.3f}")
+        return True
 
-    def _finish(self, step, arrays, opt_state, signum) -> int:
+    def _finish(self, step, arrays, opt_state, signals) -> int:
         if self.ckpt.latest_step() != step:
             self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
         self.ckpt.wait()
         self.ckpt.close()
+        signum = signals.received
         if signum is not None:
             name = signal.Signals(signum).name
             if self.lead:
                 self.rundir.set_state("pending", step=step, last_error=f"{name} at step {step}")
             self.writer.message(f"{name}: checkpoint saved at step {step}; run again to resume.")
-            return EXIT_PREEMPTED if signum == signal.SIGTERM else 130
+            return EXIT_PREEMPTED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+        evaluated = True
         if self.lead:
             final = self.rundir.read_metrics()[-1]
             if self.c.eval.at_end and jax.process_count() == 1:
-                self._evaluate(step)
+                evaluated = self._evaluate(step)
             else:
                 self.rundir.write_json(self.rundir.eval, {
                     "step": step, "loss": final.get("eval_loss"),
@@ -223,4 +253,4 @@ class Trainer:
             self.rundir.set_state("done", step=step, last_error=None)
             self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
                                 f"{final.get('eval_loss'):.4f}")
-        return 0
+        return 0 if evaluated else 1

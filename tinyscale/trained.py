@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import jax
 import ml_collections
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from tinyscale import checkpoint, optim, parallel, steps
+from tinyscale import checkpoint, parallel, steps
 from tinyscale import config as config_lib
-from tinyscale.data import pipeline, tokenizer
+from tinyscale.data import pipeline
 from tinyscale.errors import TinyscaleError
 from tinyscale.model import ModelSpec
 from tinyscale.rundir import RunDir
@@ -23,49 +26,67 @@ class Trained:
     arrays: dict
     step: int
     data_dir: str
+    newest: bool = True  # the step is the run's newest checkpoint
 
     @property
     def sp(self):
-        return tokenizer.load(f"{self.data_dir}/tokenizer.model")
+        return pipeline.load_tokenizer(self.data_dir)
 
 
-def _with_defaults(saved: dict) -> ml_collections.ConfigDict:
-    """The saved config over today's defaults, so knobs added since get their defaults."""
-    config = config_lib.get_config()
-
-    def merge(node, values):
-        for key, value in values.items():
-            if isinstance(value, dict) and key in node:
-                merge(node[key], value)
-            elif key in node:
-                node[key] = value
-    merge(config, saved)
-    return config
-
-
-def load(workdir: str, step: int | None = None, mesh=None) -> Trained:
-    """The run's config, data and parameters at `step` (default: the newest checkpoint)."""
+def saved_config(workdir: str, overrides: dict[str, str] | None = None,
+                 ) -> ml_collections.ConfigDict:
+    """The run's config.json over today's defaults, with `eval.*` overrides applied (the
+    run's other knobs are what it was trained with and cannot change)."""
+    from tinyscale import config_file
     run = RunDir(workdir)
-    saved = run.read_json(run.config)
+    saved = run.read_json(run.config) if run.path.is_dir() else None
     if saved is None:
         raise TinyscaleError(f"{workdir} is not a run directory (no config.json): pass the "
                              "--workdir of a `tinyscale train` run.")
-    config = _with_defaults(saved)
-    ckpt = checkpoint.Checkpoints(run.checkpoints, keep=config.train.keep_checkpoints)
-    available = ckpt.manager.all_steps()
-    if not available or (step is not None and step not in available):
-        at = "" if step is None else f" at step {step}"
-        raise TinyscaleError(f"{workdir} has no checkpoint{at} (it has {sorted(available)}): "
-                             "train it first or pick a saved step.")
+    config = config_lib.from_saved(saved)
+    for key in overrides or {}:
+        if not key.startswith(("eval.", "mesh.")):
+            raise TinyscaleError(f"--config.{key} cannot change for a trained run: only "
+                                 "--config.eval.* and --config.mesh.* apply here.")
+    config_file.apply_overrides(config, overrides or {})
+    return config_lib.validate(config)
+
+
+def _on(mesh, shapes: dict) -> dict:
+    """Abstract arrays laid out on the concrete `mesh` (eval_shape gives abstract ones)."""
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(
+        mesh, getattr(v.sharding, "spec", None) or P())) for k, v in shapes.items()}
+
+
+def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None) -> Trained:
+    """The run's config, data and parameters at `step` (default: the newest checkpoint
+    that restores). Only the parameters are read, not the optimizer state."""
+    say = say or (lambda m: print(m, file=sys.stderr))
+    run = RunDir(workdir)
+    config = config or saved_config(workdir)
+    state = run.state()
+    if state.get("state") == "failed":
+        say(f"note: {workdir} is a failed run ({state.get('last_error')}); using its newest "
+            "checkpoint")
+    if not run.checkpoints.exists() or not any(
+            p.name.isdigit() for p in run.checkpoints.iterdir()):
+        raise TinyscaleError(f"{workdir} has no checkpoint yet: train it first "
+                             "(tinyscale train --workdir ...).")
     data_dir = pipeline.prepare(config, progress=False)
     meta = pipeline.load_meta(data_dir)
     mesh = mesh or parallel.make_mesh(config)
     params = steps.Params(ModelSpec.from_config(config.model, meta["vocab_size"]), mesh,
-                          config.seed)
-    tx = optim.optimizer(config.train, 1)
-    with jax.set_mesh(mesh):
-        template = {"params": params.initial, "opt_state": tx.init(params.initial)}
-    step = max(available) if step is None else step
-    state = ckpt.restore(template, step)
-    ckpt.close()
-    return Trained(config, meta, params, state["params"], step, data_dir)
+                          config.seed, materialize=False)
+    ckpt = checkpoint.Checkpoints(run.checkpoints, keep=config.train.keep_checkpoints)
+    try:
+        if step is not None and step not in ckpt.steps():
+            raise TinyscaleError(f"{workdir} has no checkpoint at step {step} (it has "
+                                 f"{ckpt.steps()}): pick a saved --step.")
+        found, state = ckpt.restore_good({"params": _on(mesh, params.initial)}, step, say)
+        newest = found is not None and found == max(ckpt.steps())
+    finally:
+        ckpt.close()
+    if found is None:
+        raise TinyscaleError(f"no checkpoint of {workdir} restores (each was set aside as "
+                             "damaged-*): train the run again in a new --workdir.")
+    return Trained(config, meta, params, state["params"], found, data_dir, newest)

@@ -1,7 +1,8 @@
 """Prepare a corpus once, then serve batches as a pure function of the step.
 
-On-disk format of a prepared data directory (written to a temp dir, then renamed, so
-a directory that exists is complete):
+On-disk format of a prepared data directory (written to a temp dir, then moved in,
+meta.json last, so a directory with meta.json is complete; each use checks the files
+against meta.json's sizes and the tokenizer's hash):
 
     meta.json        dataset settings, vocabulary, EOS id, dtype, per-split counts and
                      bytes per token
@@ -18,6 +19,7 @@ e = (s*B + r) // n; each process takes its contiguous slice of the B rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -43,9 +45,7 @@ def _sources(c: ml_collections.ConfigDict):
         return split("train", d.train_stories), split("eval", d.eval_stories), (
             d.train_stories, d.eval_stories)
     from tinyscale.data import tinystories  # TFDS import is slow: only when needed
-    builder = tinystories.build(d.tinystories_version,
-                                os.path.join(os.path.expanduser(d.cache_dir), "tfds"),
-                                d.manual_dir)
+    builder = tinystories.from_config(d)
     counts = tuple(builder.info.splits[s].num_examples for s in ("train", "validation"))
     return (lambda: tinystories.texts(builder, "train"),
             lambda: tinystories.texts(builder, "validation"), counts)
@@ -76,13 +76,20 @@ def _write_split(sp, texts, path, total, desc, progress) -> dict:
 
 
 def prepare(c: ml_collections.ConfigDict, progress: bool = True) -> str:
-    """Tokenise and pack the corpus of config `c` unless already done; its directory."""
-    config_lib.validate(c)
+    """Tokenise and pack the corpus of config `c` unless already done; its directory.
+
+    An existing folder without meta.json is prepared into (its other files are left
+    alone); one with meta.json is checked, never overwritten."""
     out = config_lib.data_dir(c)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TinyscaleError(f"--data-dir {out} (config.data.dir) is a file, not a folder: "
+                             "give a folder to prepare the data in.")
     if os.path.exists(os.path.join(out, "meta.json")):
+        _check_settings(out, c)
+        verify(out)
         return out
     train_texts, eval_texts, (n_train, n_eval) = _sources(c)
-    tmp = f"{out}.tmp-{os.getpid()}"
+    tmp = f"{out.rstrip('/')}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
@@ -103,18 +110,62 @@ def prepare(c: ml_collections.ConfigDict, progress: bool = True) -> str:
         meta = {"format_version": FORMAT_VERSION, "data": c.data.to_dict(),
                 "vocab_size": sp.get_piece_size(), "eos_id": tokenizer.EOS_ID,
                 "bos_id": tokenizer.BOS_ID, "splits": splits,
-                "bytes_per_token": splits["eval"]["bytes_per_token"]}
+                "bytes_per_token": splits["eval"]["bytes_per_token"],
+                "tokenizer_sha256": _sha256(os.path.join(tmp, "tokenizer.model"))}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=2)
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process finished first; its result is the same
-            if not os.path.exists(os.path.join(out, "meta.json")):
-                raise
+        _move_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _move_in(tmp: str, out: str) -> None:
+    """Move the prepared files into `out` (which may exist), meta.json last: a folder
+    with meta.json is complete. A concurrent preparer's result is the same; first wins."""
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(os.path.join(out, "meta.json")):
+        return
+    for name in sorted(os.listdir(tmp), key=lambda n: n == "meta.json"):
+        os.replace(os.path.join(tmp, name), os.path.join(out, name))
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
+    """A prepared folder must hold the data these settings ask for."""
+    saved = load_meta(data_dir)["data"]
+    for key in config_lib.DATA_KEYS[c.data.dataset] + ("dataset",):
+        if key in saved and saved[key] != c.data[key]:
+            raise TinyscaleError(
+                f"{data_dir} holds data prepared with config.data.{key}={saved[key]!r}, not "
+                f"{c.data[key]!r}: use another --data-dir (config.data.dir), or the same "
+                "settings.")
+
+
+def verify(data_dir: str) -> None:
+    """Check the files against meta.json: the token files' sizes, the tokenizer's hash."""
+    meta = load_meta(data_dir)
+    damaged = None
+    for split, info in meta["splits"].items():
+        path = os.path.join(data_dir, f"{split}.bin")
+        want = info["tokens"] * np.dtype(info["dtype"]).itemsize
+        have = os.path.getsize(path) if os.path.exists(path) else None
+        if have != want:
+            damaged = (f"{split}.bin holds {have if have is not None else 'no'} bytes, "
+                       f"meta.json says {want:,}")
+            break
+    model = os.path.join(data_dir, "tokenizer.model")
+    if damaged is None and not os.path.exists(model):
+        damaged = "tokenizer.model is missing"
+    elif damaged is None and meta.get("tokenizer_sha256", _sha256(model)) != _sha256(model):
+        damaged = "tokenizer.model does not match the hash in meta.json"
+    if damaged:
+        raise TinyscaleError(f"the prepared data in {data_dir} is damaged ({damaged}): "
+                             "delete that folder and run `tinyscale data prepare` again.")
 
 
 def load_meta(data_dir: str) -> dict:
@@ -122,15 +173,29 @@ def load_meta(data_dir: str) -> dict:
     if not os.path.exists(path):
         raise TinyscaleError(f"{data_dir} holds no prepared data: run "
                              f"`tinyscale data prepare --data-dir {data_dir}` first.")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:
+        raise TinyscaleError(f"{path} is not valid JSON: delete {data_dir} and run "
+                             "`tinyscale data prepare` again.") from None
+
+
+def load_tokenizer(data_dir: str):
+    """The data's sentencepiece model, checked against meta.json first."""
+    verify(data_dir)
+    return tokenizer.load(os.path.join(data_dir, "tokenizer.model"))
 
 
 def tokens(data_dir: str, split: str) -> np.ndarray:
     """The split's token stream, memory-mapped (random access, nothing read yet)."""
     meta = load_meta(data_dir)
     dtype = np.dtype(meta["splits"][split]["dtype"]).newbyteorder("<")
-    return np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=dtype, mode="r")
+    path = os.path.join(data_dir, f"{split}.bin")
+    if not os.path.exists(path) or os.path.getsize(path) != meta["splits"][split]["tokens"] \
+            * dtype.itemsize:
+        verify(data_dir)  # says what is wrong, in one line
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 class Batches:

@@ -136,6 +136,15 @@ def build(version: str, data_dir: str, manual_dir: str = "") -> TinyStories:
     return builder
 
 
+def from_config(d) -> TinyStories:
+    """The builder for config.data `d`: TFDS's folder under the cache is keyed by the
+    manual dir's files, so stories from another folder are never served from the cache."""
+    from tinyscale import config as config_lib
+    source = config_lib.source_fingerprint(d.manual_dir) or "download"
+    return build(d.tinystories_version,
+                 os.path.join(os.path.expanduser(d.cache_dir), "tfds", source), d.manual_dir)
+
+
 def texts(builder: TinyStories, split: str) -> Iterator[str]:
     """The stories of one split, read through the TensorFlow-free data source."""
     source = builder.as_data_source(split=split)

@@ -67,7 +67,11 @@ def cached(texts: Iterable[str], corpus_key: str, vocab_size: int, model_type: s
 def load(path: str) -> spm.SentencePieceProcessor:
     if not os.path.exists(path):
         raise TinyscaleError(f"no tokenizer at {path}: run `tinyscale data prepare` first.")
-    return spm.SentencePieceProcessor(model_file=path)
+    try:
+        return spm.SentencePieceProcessor(model_file=path)
+    except (OSError, RuntimeError) as error:
+        raise TinyscaleError(f"the tokenizer {path} is damaged ({str(error)[:80]}): delete it "
+                             "and run `tinyscale data prepare` again.") from None
 
 
 def encode_batches(sp: spm.SentencePieceProcessor, texts: Iterable[str], chunk: int = 2048):

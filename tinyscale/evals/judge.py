@@ -62,6 +62,7 @@ class Judge:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.key_env, self.concurrency = model, key_env, concurrency
         self.retries, self.timeout, self.backoff = retries, timeout, backoff
+        self.last_error = ""  # why the latest request failed, for the console
 
     def _chat(self, messages: list[dict]) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0}).encode()
@@ -75,10 +76,13 @@ class Judge:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     return json.loads(response.read())["choices"][0]["message"]["content"]
             except urllib.error.HTTPError as error:
+                self.last_error = f"HTTP {error.code}"
                 if error.code not in (408, 409, 429) and error.code < 500:
                     raise RuntimeError(f"judge endpoint answered HTTP {error.code}") from None
-            except (urllib.error.URLError, TimeoutError, KeyError, ValueError, IndexError):
-                pass  # unreachable, or an answer that is not a chat completion: try again
+            except (urllib.error.URLError, TimeoutError) as error:
+                self.last_error = f"unreachable ({getattr(error, 'reason', error)})"
+            except (KeyError, ValueError, IndexError):
+                self.last_error = "an answer that is not a chat completion"
             if attempt < self.retries:
                 time.sleep(self.backoff * 2 ** attempt * (0.5 + random.random()))
         raise RuntimeError(f"judge endpoint failed {self.retries + 1} times")
@@ -99,5 +103,12 @@ class Judge:
         return None
 
     def grade_all(self, pairs: list[tuple[str, str]]) -> list[dict | None]:
+        """Grades of every pair (None where none came). An endpoint that cannot be
+        reached for the first pair is not asked about the others."""
+        if not pairs:
+            return []
+        first = self.grade(*pairs[0])
+        if first is None and self.last_error.startswith("unreachable"):
+            return [None] * len(pairs)
         with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda pc: self.grade(*pc), pairs))
+            return [first] + list(pool.map(lambda pc: self.grade(*pc), pairs[1:]))

@@ -49,11 +49,10 @@ def _tokenizer(reader):
     return tok
 
 
-def _cached_weights(reader, dequantize, path: str) -> dict:
+def _cached_weights(reader, dequantize, path: str, cache_dir: str) -> dict:
     """Dequantised float32 weights, cached next to tinyscale's other caches (~13 s saved)."""
-    cache = os.path.join(os.path.expanduser(os.environ.get("TINYSCALE_CACHE",
-                                                           "~/.cache/tinyscale")),
-                         "reference_lm", f"{os.path.basename(path)}-{os.path.getsize(path)}.npz")
+    cache = os.path.join(os.path.expanduser(cache_dir), "reference_lm",
+                         f"{os.path.basename(path)}-{os.path.getsize(path)}.npz")
     if os.path.exists(cache):
         with np.load(cache) as f:
             return dict(f)
@@ -69,7 +68,8 @@ def _cached_weights(reader, dequantize, path: str) -> dict:
 class ReferenceLM:
     """Scores text: mean log-likelihood per token of a continuation given its context."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, cache_dir: str | None = None):
+        """`cache_dir` holds the dequantised weights (default: config.CACHE_ROOT)."""
         try:
             import gguf
             from gguf.quants import dequantize
@@ -92,7 +92,8 @@ class ReferenceLM:
         self.spec = ModelSpec.from_config(c.model, meta["llama.vocab_size"])
         c.train.batch_size = 1
         self.params = steps.Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)
-        weights = _cached_weights(reader, dequantize, path or gguf_path())
+        weights = _cached_weights(reader, dequantize, path or gguf_path(),
+                                  cache_dir or config_lib.CACHE_ROOT)
         self.arrays = self._arrays(weights)
         self.tokenizer = _tokenizer(reader)
         self.start_id = 0  # <|endoftext|>: a document boundary before the context

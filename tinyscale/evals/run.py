@@ -26,19 +26,16 @@ def _prompt_set(t: trained.Trained):
     if c.eval.prompts_file:
         return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
     from tinyscale.data import tinystories
-    builder = tinystories.build(c.data.tinystories_version, f"{c.data.cache_dir}/tfds",
-                                c.data.manual_dir)
+    builder = tinystories.from_config(c.data)
     return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts)
 
 
 def held_out_loss(t: trained.Trained, mesh) -> dict:
     c = t.config
     data = pipeline.Batches(t.data_dir, "eval", c.train.seq_len, c.train.batch_size, c.seed)
-    step = steps.make_eval_step(t.params)
-    losses = [float(step(t.arrays, parallel.global_batch(data.eval_batch(i), mesh)))
-              for i in range(c.eval.batches)]
-    loss = float(np.mean(losses))
-    return {"loss": loss, "bits_per_byte": loss / math.log(2) / t.meta["bytes_per_token"]}
+    loss, bpb = steps.held_out(steps.make_eval_step(t.params), t.arrays, data, c.eval.batches,
+                               mesh, t.meta["bytes_per_token"])
+    return {"loss": loss, "bits_per_byte": bpb}
 
 
 def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
@@ -91,7 +88,8 @@ def distinct_sentences(text: str) -> str:
     return (" " if text[:1].isspace() else "") + " ".join(kept)
 
 
-def add_fluency(rows, prompt_set, completions, limit: int, say=print) -> None:
+def add_fluency(rows, prompt_set, completions, limit: int, cache_dir: str,
+                say=print) -> None:
     """Reference-LM fluency of the first `limit` completions (the others get none).
 
     The reference LM reads the last 128 characters of the prompt and the first 256 of
@@ -102,7 +100,7 @@ def add_fluency(rows, prompt_set, completions, limit: int, say=print) -> None:
     """
     try:
         from tinyscale.evals.reference_lm import ReferenceLM, fluency
-        lm = ReferenceLM()
+        lm = ReferenceLM(cache_dir=cache_dir)
     except MissingOptional as missing:
         say(f"note: {missing}")
         return
@@ -128,8 +126,34 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def evaluate(workdir: str, step: int | None = None, say=print) -> dict:
-    t = trained.load(workdir, step)
+def _judge(c, prompt_set, completions, rows, say) -> int:
+    """Add the judge's grades to `rows`; the number of completions left ungraded."""
+    from tinyscale.evals.judge import CRITERIA, Judge
+    judge = Judge(c.eval.judge_url, c.eval.judge_model, c.eval.judge_key_env,
+                  c.eval.judge_concurrency)
+    say(f"judge: grading {len(rows)} completions with {c.eval.judge_model} at "
+        f"{c.eval.judge_url}")
+    grades = judge.grade_all([(p.text, text) for p, (text, _) in
+                              zip(prompt_set, completions, strict=True)])
+    for row, g in zip(rows, grades, strict=True):
+        row.update({f"judge_{k}": g[k] / 10 for k in CRITERIA} if g else {})
+        if g:
+            row["judge_age_group"] = g["age_group"]
+    failed = sum(g is None for g in grades)
+    if failed:
+        say(f"judge: {failed} of {len(grades)} completions got no grade (last error: "
+            f"{judge.last_error or 'answers without grades'}): check config.eval.judge_url "
+            f"and the key in ${c.eval.judge_key_env}")
+    return failed
+
+
+def evaluate(workdir: str, step: int | None = None, say=print,
+             overrides: dict[str, str] | None = None) -> dict:
+    """Evaluate the run at `step` (default: newest); eval.json for the newest checkpoint,
+    eval-step<N>.json (and samples-step<N>.jsonl) for an earlier one, so an evaluation of
+    the past never replaces the run's final result. `overrides` may set eval.* knobs."""
+    config = trained.saved_config(workdir, overrides)
+    t = trained.load(workdir, step, config=config, say=say)
     c, run = t.config, RunDir(workdir)
     mesh = parallel.make_mesh(c)
     result = {"step": t.step, **held_out_loss(t, mesh)}
@@ -137,25 +161,24 @@ def evaluate(workdir: str, step: int | None = None, say=print) -> dict:
     completions = complete(t, prompt_set)
     rows = score(c.data.dataset, prompt_set, completions, say)
     if c.eval.fluency:
-        add_fluency(rows, prompt_set, completions, c.eval.fluency_prompts, say)
+        add_fluency(rows, prompt_set, completions, c.eval.fluency_prompts, c.data.cache_dir,
+                    say)
     if c.eval.judge_url:
-        from tinyscale.evals.judge import CRITERIA, Judge
-        judge = Judge(c.eval.judge_url, c.eval.judge_model, c.eval.judge_key_env,
-                      c.eval.judge_concurrency)
-        grades = judge.grade_all([(p.text, text) for p, (text, _) in
-                                  zip(prompt_set, completions, strict=True)])
-        for row, g in zip(rows, grades, strict=True):
-            row.update({f"judge_{k}": g[k] / 10 for k in CRITERIA} if g else {})
-        result["judge_failed"] = sum(g is None for g in grades)
+        result["judge_failed"] = _judge(c, prompt_set, completions, rows, say)
     result.update(summarize(rows))
+    ages = [r["judge_age_group"] for r in rows if "judge_age_group" in r]
+    if ages:
+        result["judge_age_group"] = max(set(ages), key=ages.count)
     result["settings"] = {k: c.eval[k] for k in (
         "prompts", "max_new_tokens", "temperature", "beams", "fluency", "judge_model")}
     result["settings"]["judge"] = bool(c.eval.judge_url)
     result["n_completions"] = len(rows)
-    run.write_json(run.eval, result)
-    write_atomic(run.samples, "".join(json.dumps(
+    at = None if t.newest else t.step
+    run.write_json(run.eval_file(at), result)
+    write_atomic(run.samples_file(at), "".join(json.dumps(
         {"prompt": p.text, "continuation": text, "ended": ended, "reference": p.reference, **row})
         + "\n" for p, (text, ended), row in zip(prompt_set, completions, rows, strict=True)))
+    result["written"] = str(run.eval_file(at))
     return result
 
 

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
+from tinyscale.errors import EXIT_INTERRUPTED, RESUMABLE
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import compute
-from tinyscale.launch.worker import runnable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -86,8 +86,8 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                     if not free:
                         break
                     config = configs[run["name"]]
-                    if run["name"] in active or run["name"] in finished or not runnable(
-                            sweep, run, config.launch.max_attempts) or sweep.lock_owner(
+                    if run["name"] in active or run["name"] in finished or not sweep.runnable(
+                            run, config.launch.max_attempts) or sweep.lock_owner(
                             run["name"], config.launch.stale_after_s):
                         continue
                     slot = free.pop(0)
@@ -112,7 +112,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                 if state.get("state") == "done":
                     finished.add(name)
                     say(f"{name}: done in {time.time() - began:.0f} s")
-                elif proc.returncode in (75, 130) or stopping:
+                elif proc.returncode in RESUMABLE or stopping:
                     say(f"{name}: stopped at step {state.get('step')}, resumable")
                 elif state.get("state") == "failed":
                     say(f"{name}: failed (attempt {state.get('attempts')}): "
@@ -126,5 +126,5 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     say(f"sweep {sweep_dir}: {states.count('done')}/{len(runs)} done, "
         f"{states.count('failed')} failed, in {time.time() - start:.0f} s")
     if stopping:
-        return 130
+        return EXIT_INTERRUPTED
     return 0 if states.count("done") == len(runs) else 1

@@ -9,6 +9,7 @@ empty grid is reported with the file, the run and the fix.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -19,7 +20,6 @@ import numpy as np
 from tinyscale import config as config_lib
 from tinyscale import config_file, counting
 from tinyscale.errors import TinyscaleError
-from tinyscale.model import ModelSpec
 
 # The released TinyStories models (Hugging Face roneneldan/TinyStories-*): GPT-Neo,
 # (hidden size, layers), vocabulary 50257, 2048 positions, 16 heads.
@@ -63,10 +63,10 @@ def width_for_parameters(target: float, base: ml_collections.ConfigDict, n_layer
                          head_size: int = 16, kind: str = "non_embedding") -> int:
     """The d_model (a multiple of head_size) whose parameter count is closest to target."""
     best, best_gap = head_size, math.inf
+    c = config_lib.Values.of(base)
     for d in range(head_size, 8192 + 1, head_size):
-        c = ml_collections.ConfigDict(base.to_dict())
         c.model.update(d_model=d, n_layers=n_layers, n_heads=max(1, d // max(head_size, 64)))
-        n = parameter_counts(c)[kind]
+        n = counting.of_config(c)[kind]
         if abs(math.log(n / target)) < best_gap:
             best, best_gap = d, abs(math.log(n / target))
     return best
@@ -78,7 +78,7 @@ def tokens_per_parameter(runs: list[dict], base, ratio: float,
     out = []
     for run in runs:
         c = apply(base, run, "<helper>", "<run>")
-        out.append({**run, "train.tokens": int(ratio * parameter_counts(c)[kind]),
+        out.append({**run, "train.tokens": int(ratio * counting.of_config(c)[kind]),
                     "train.steps": 0})
     return out
 
@@ -107,19 +107,21 @@ class Run:
     index: int
     name: str
     overrides: dict
-    config: ml_collections.ConfigDict
+    values: config_lib.Values  # the resolved config as plain nested dicts (read-only use)
+
+    @functools.cached_property
+    def config(self) -> ml_collections.ConfigDict:
+        """The config as a ConfigDict (built on demand: 1 ms each, too slow for 10^5 runs)."""
+        return ml_collections.ConfigDict(self.values.to_dict())
 
 
-def parameter_counts(c) -> dict[str, int]:
-    return counting.parameter_counts(ModelSpec.from_config(c.model, c.data.vocab_size))
-
-
-def apply(base, overrides: dict, path: str, name: str) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict(base.to_dict())
+def apply(base, overrides: dict, path: str, name: str) -> config_lib.Values:
+    """The validated config of one run: `base` (a ConfigDict or Values) with `overrides`."""
+    values = config_lib.Values.of(base)
     try:
-        config_file.apply_overrides(c, {k: repr(v) if not isinstance(v, str) else v
-                                        for k, v in overrides.items()})
-        return config_lib.validate(c)
+        for key, value in overrides.items():
+            config_file.set_value(values, key, value)
+        return config_lib.validate(values)
     except TinyscaleError as error:
         raise TinyscaleError(f"{path}, run {name}: {error}") from None
 
@@ -132,18 +134,20 @@ def expand(spec: str, overrides: dict[str, str] | None = None,
     """
     path, _, arg = spec.partition(":")
     module = config_file.load_module(path)
-    if not hasattr(module, "sweep"):
+    if not callable(getattr(module, "sweep", None)):
         raise TinyscaleError(f"{path} has no sweep(): define one that yields dicts of "
                              "dotted overrides, e.g. {'model.d_model': 64}.")
     base = config_file.load(spec)
     config_file.apply_overrides(base, overrides or {})
+    grid = config_file.call_user(path, "sweep", module.sweep, arg)
     try:
-        grid = list(module.sweep(arg) if module.sweep.__code__.co_argcount else module.sweep())
-    except TinyscaleError as error:
-        raise TinyscaleError(f"{path}: {error}") from None
+        grid = list(grid)
+    except TypeError:
+        raise TinyscaleError(f"{path}: sweep() returned {type(grid).__name__}, not a list of "
+                             "dicts of dotted overrides.") from None
     if not grid:
         raise TinyscaleError(f"{path}: sweep() yields no runs: give it at least one grid point.")
-    runs, seen = [], {}
+    runs, seen, base_values = [], {}, config_lib.Values.of(base)
     for i, overrides in enumerate(grid):
         if not isinstance(overrides, dict):
             raise TinyscaleError(f"{path}: sweep() item {i} is a {type(overrides).__name__}, "
@@ -153,5 +157,5 @@ def expand(spec: str, overrides: dict[str, str] | None = None,
             raise TinyscaleError(f"{path}: runs {seen[name]} and {i} are the same ({name}): "
                                  "remove the duplicate from sweep().")
         seen[name] = i
-        runs.append(Run(i, name, dict(overrides), apply(base, overrides, path, name)))
+        runs.append(Run(i, name, dict(overrides), apply(base_values, overrides, path, name)))
     return base, runs

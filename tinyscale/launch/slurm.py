@@ -15,7 +15,7 @@ import sys
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir
-from tinyscale.launch.worker import runnable
+from tinyscale.rundir import is_remote
 
 
 def _array(indices: list[int]) -> str:
@@ -52,12 +52,12 @@ def render_script(sweep_dir: str, launch, indices: list[int]) -> str:
 
 
 def submit(sweep_dir: str, base, runs, dry_run: bool, say=print) -> int:
-    if str(sweep_dir).startswith("gs://"):
+    if is_remote(sweep_dir):
         raise TinyscaleError("the slurm backend needs a shared filesystem path for "
                              "--sweep-dir, not gs://.")
     sweep = SweepDir(sweep_dir)
-    todo = [r.index for r in runs if dry_run or runnable(
-        sweep, {"name": r.name}, r.config.launch.max_attempts)]
+    todo = [r.index for r in runs if dry_run or sweep.runnable(
+        {"name": r.name}, r.values.launch.max_attempts)]
     if not todo:
         say(f"{sweep_dir}: every run is done; nothing to submit.")
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.rundir import is_remote
 
 
 def render(sweep_dir: str) -> str:
@@ -11,7 +12,7 @@ def render(sweep_dir: str) -> str:
              f"{'attempts':>8}  error"]
     counts = {}
     queued = {}
-    if not str(sweep_dir).startswith("gs://"):
+    if not is_remote(sweep_dir):
         from tinyscale.launch import slurm
         queued = slurm.queue(sweep_dir)
     for run in sweep.runs():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tinyscale import counting
-from tinyscale.launch.plan import RELEASED, Run, parameter_counts
+from tinyscale import config as config_lib
+from tinyscale.launch.plan import RELEASED, Run
 from tinyscale.model import ModelSpec
-from tinyscale.train import total_steps
 
 
 def _si(x: float) -> str:
@@ -29,17 +29,17 @@ def released_match(c) -> tuple[str, int] | None:
 
 def compute(c) -> tuple[float, int]:
     """(training FLOPs per token, training tokens) of a run's config."""
-    spec = ModelSpec.from_config(c.model, c.data.vocab_size)
-    tokens = total_steps(c) * c.train.batch_size * c.train.seq_len
-    return counting.flops_per_token(spec, c.train.seq_len), tokens
+    tokens = config_lib.total_steps(c) * c.train.batch_size * c.train.seq_len
+    return counting.of_config(c)["flops_per_token"], tokens
 
 
 def rows(runs: list[Run]) -> list[dict]:
     out = []
     for run in runs:
-        c = run.config
-        counts = parameter_counts(c)
-        flops, tokens = compute(c)
+        c = run.values
+        counts = counting.of_config(c)
+        flops = counts.pop("flops_per_token")
+        tokens = config_lib.total_steps(c) * c.train.batch_size * c.train.seq_len
         out.append({"name": run.name, "family": c.model.family, "width": c.model.d_model,
                     "depth": c.model.n_layers, "heads": c.model.n_heads, **counts,
                     "flops_per_token": flops, "tokens": tokens, "compute": flops * tokens,
@@ -47,7 +47,44 @@ def rows(runs: list[Run]) -> list[dict]:
     return out
 
 
-def render(runs: list[Run]) -> str:
+# bf16 peak FLOP/s per chip of Cloud TPU generations, and accelerator-type chips per
+# suffix unit (v4 and v5p count TensorCores, two per chip).
+_TPU = {"v4": (275e12, 0.5), "v5p": (459e12, 0.5), "v5litepod": (197e12, 1.0),
+        "v6e": (918e12, 1.0)}
+ASSUMED_MFU = 0.4
+TOO_LONG_S = 30 * 86400
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def estimate(total_flops: float, launch, backend: str = "local") -> str:
+    """One line: how long the sweep's compute takes at ASSUMED_MFU on the machine it
+    targets (TPU slots for a TPU config, else this machine's devices), with a warning
+    when that is more than a month."""
+    family, _, count = str(launch.tpu_accelerator).rpartition("-")
+    if backend == "tpu" and family in _TPU and count.isdigit():
+        peak, per = _TPU[family]
+        peak *= int(count) * per * launch.tpu_slots
+        where = f"{launch.tpu_slots} x {launch.tpu_accelerator}"
+    else:
+        from tinyscale import metrics
+        peak, where = metrics.peak_flops(), "this machine"
+    seconds = total_flops / (ASSUMED_MFU * peak)
+    line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({_si(peak)}FLOP/s peak): about "
+            f"{_duration(seconds)} of training")
+    if seconds > TOO_LONG_S:
+        line += ("\nwarning: that is far beyond this machine: shrink the grid (fewer runs, "
+                 "smaller models or train.tokens) or launch it on a cluster (--backend "
+                 "slurm or tpu)")
+    return line
+
+
+def render(runs: list[Run], launch=None, backend: str = "local") -> str:
     table = rows(runs)
     head = (f"{'run':<22} {'family':<8} {'width':>5} {'depth':>5} {'heads':>5} {'params':>8} "
             f"{'embed':>8} {'non-emb':>8} {'FLOPs/tok':>9} {'tokens':>8} {'compute':>8}")
@@ -64,4 +101,6 @@ def render(runs: list[Run]) -> str:
     lines.append("-" * len(head))
     lines.append(f"{len(table)} runs; {_si(sum(r['tokens'] for r in table))} tokens, "
                  f"{_si(sum(r['compute'] for r in table))} training FLOPs in all")
+    if launch is not None:
+        lines.append(estimate(sum(r["compute"] for r in table), launch, backend))
     return "\n".join(lines)

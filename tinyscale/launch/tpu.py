@@ -21,6 +21,7 @@ import time
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.rundir import is_remote
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIVE = {"ACTIVE"}
@@ -109,10 +110,10 @@ def _all_done(sweep: SweepDir) -> bool:
 
 
 def launch(sweep_dir: str, base, spec: str, dry_run: bool, say=print) -> int:
-    if not str(sweep_dir).startswith("gs://"):
+    if not is_remote(sweep_dir):
         say(f"warning: {sweep_dir} is not a gs:// path; TPU VMs cannot see it "
             "(fine only for testing this launcher).")
-    g, poll = Gcloud(base.launch, dry_run, say), float(os.environ.get("TINYSCALE_TPU_POLL", 30))
+    g, poll = Gcloud(base.launch, dry_run, say), base.launch.tpu_poll_s
     names = slot_names(sweep_dir, base.launch)
     tarball = "tinyscale.tar.gz" if dry_run else _package()
     for slot, name in enumerate(names):

@@ -14,16 +14,10 @@ from __future__ import annotations
 import sys
 import traceback
 
-from tinyscale.errors import TinyscaleError
+from tinyscale.errors import RESUMABLE, TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
 
 EXIT_LOCKED = 0  # another process trains this run: nothing to do here
-
-
-def runnable(sweep: SweepDir, run: dict, max_attempts: int) -> bool:
-    state = sweep.rundir(run["name"]).state()
-    return state.get("state") != "done" and not (
-        state.get("state") == "failed" and state.get("attempts", 0) >= max_attempts)
 
 
 def train_index(sweep_dir: str, index: int) -> int:
@@ -33,7 +27,7 @@ def train_index(sweep_dir: str, index: int) -> int:
     if not 0 <= index < len(runs):
         raise TinyscaleError(f"--index {index} is outside the sweep's 0..{len(runs) - 1}.")
     run, config = runs[index], run_config(runs[index])
-    if not runnable(sweep, run, config.launch.max_attempts):
+    if not sweep.runnable(run, config.launch.max_attempts):
         print(f"{run['name']}: {sweep.rundir(run['name']).state()['state']}, skipped",
               file=sys.stderr)
         return 0
@@ -72,7 +66,7 @@ def _next_run(sweep: SweepDir, slot: int, slots: int, tried: set[int]) -> int:
         if run["index"] in tried:
             continue  # once per worker: a crash before training counts no attempt
         config = run_config(run)
-        if runnable(sweep, run, config.launch.max_attempts) and \
+        if sweep.runnable(run, config.launch.max_attempts) and \
                 sweep.lock_owner(run["name"], config.launch.stale_after_s) is None and \
                 sweep.claim(run["name"], config.launch.stale_after_s):
             return run["index"]
@@ -105,5 +99,5 @@ def work_slot(sweep_dir: str, slot: int, slots: int, coordinator: str = "",
         finally:
             if lead:
                 sweep.release(name)
-        if code in (75, 130):  # preempted or stopped: leave the rest for the relaunch
+        if code in RESUMABLE:  # preempted or stopped: leave the rest for the relaunch
             return code
