@@ -2,7 +2,8 @@
 
 import json
 import os
-import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,56 +92,122 @@ def test_second_invocation_reports_done(reference, cache):
     assert result.returncode == 0 and "already done" in result.stderr
 
 
+def start(workdir, cache, *extra, ulimit_f=None):
+    """`tinyscale train` (40 steps) in the background, optionally under `ulimit -f`."""
+    cmd = [sys.executable, "-m", "tinyscale.cli",
+           *train_args(workdir, cache, "--config.train.steps=40", *extra)]
+    if ulimit_f:
+        cmd = ["bash", "-c", f"ulimit -f {ulimit_f} && exec {shlex.join(cmd)}"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(condition, proc, what, timeout=300):
+    """Poll `condition` every millisecond until it holds; fail if `proc` ends first."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.001)
+
+
+def logged_step(workdir) -> int:
+    try:
+        return losses(workdir)[-1][0]
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def saving(workdir) -> bool:
+    try:
+        return any("orbax-checkpoint-tmp" in n for n in os.listdir(workdir / "checkpoints"))
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_is_bit_identical(reference, cache, tmp_path):
+def test_kill_9_in_training_and_during_a_save_then_resume_is_bit_identical(
+        reference, cache, tmp_path):
+    """SIGKILL once the loop has logged a step, then once a checkpoint save has begun
+    (its temporary folder exists); the next attempt resumes and ends bit-identical."""
     workdir = tmp_path / "run"
-    rng = random.Random(0)
-    env = {**os.environ}
-    for attempt in range(1, 4):
-        proc = subprocess.Popen([sys.executable, "-m", "tinyscale.cli",
-                                 *train_args(workdir, cache, "--config.train.steps=40")],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        # Wait for this attempt to register (start-up time varies from machine to machine),
-        # then kill at a random moment of its compile or its training loop.
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None and \
-                json_or(workdir / "state.json", {}).get("attempts", 0) < attempt:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 2.0))
-        proc.send_signal(signal.SIGKILL)
+    proc = start(workdir, cache)
+    wait_for(lambda: logged_step(workdir) >= 5, proc, "step 5")
+    proc.kill()
+    proc.wait()
+    killed_mid_save = False
+    for _ in range(3):  # a save can finish between seeing it and the kill: try the next
+        proc = start(workdir, cache)
+        wait_for(lambda: saving(workdir), proc, "a checkpoint save")
+        proc.kill()
         proc.wait()
-        if json_or(workdir / "state.json", {}).get("state") == "done":
+        if saving(workdir):
+            killed_mid_save = True
             break
+    assert killed_mid_save
     result = run_cli(*train_args(workdir, cache, "--config.train.steps=40"))
     assert result.returncode == 0, result.stderr
-    assert json.loads((workdir / "state.json").read_text())["attempts"] >= 2
+    assert json.loads((workdir / "state.json").read_text())["attempts"] >= 3
+    assert not saving(workdir)  # the half-written checkpoint was cleaned up
     assert_same_run(workdir, reference)
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_resumes_identically(reference, cache, tmp_path):
+def test_double_sigterm_saves_then_a_damaged_checkpoint_falls_back(reference, cache,
+                                                                     tmp_path):
+    """Two SIGTERMs at once: exit 75 with a complete checkpoint. Then the newest checkpoint
+    is damaged (its array data deleted): the rerun sets it aside, resumes from the one
+    before, and still ends bit-identical to an uninterrupted run."""
     workdir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "tinyscale.cli",
-                             *train_args(workdir, cache, "--config.train.steps=40")],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-            (workdir / "metrics.jsonl").exists() and losses(workdir)[-1:][0][0] >= 5
-            if (workdir / "metrics.jsonl").exists() and losses(workdir) else False):
-        time.sleep(0.05)
+    proc = start(workdir, cache)
+    wait_for(lambda: logged_step(workdir) >= 25, proc, "step 25")
+    proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
     state = json.loads((workdir / "state.json").read_text())
     assert state["state"] == "pending" and "SIGTERM" in state["last_error"]
     stopped_at = state["step"]
-    assert 5 <= stopped_at < 40
-    assert str(stopped_at) in os.listdir(workdir / "checkpoints")
+    assert 25 <= stopped_at < 40 and not saving(workdir)
+    assert f"checkpoint saved at step {stopped_at}" in err
+    assert not (workdir / "lock").exists()
+    steps_saved = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+    assert steps_saved[-1] == stopped_at
+    shutil.rmtree(workdir / "checkpoints" / str(stopped_at) / "default" / "d")
     result = run_cli(*train_args(workdir, cache, "--config.train.steps=40"))
     assert result.returncode == 0, result.stderr
-    assert f"resuming {workdir} from step {stopped_at}" in result.stderr
+    assert f"checkpoint {stopped_at} does not restore" in result.stderr
+    assert f"resuming {workdir} from step {steps_saved[-2]}" in result.stderr
+    assert (workdir / "checkpoints" / f"damaged-{stopped_at}").is_dir()  # kept, not lost
+    assert_same_run(workdir, reference)
+
+
+@pytest.mark.slow
+def test_a_second_trainer_of_a_running_run_is_refused(reference, cache, tmp_path):
+    workdir = tmp_path / "run"
+    first = start(workdir, cache)
+    wait_for(lambda: json_or(workdir / "state.json", {}).get("state") == "running", first,
+             "the first trainer registering")
+    second = run_cli(*train_args(workdir, cache, "--config.train.steps=40"))
+    assert second.returncode == 2 and "is being trained by pid" in second.stderr
+    assert second.stderr.strip().count("\n") == 0
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert_same_run(workdir, reference)  # one writer: every step logged once
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_run_resumes(reference, cache, tmp_path):
+    """A file-size limit (`ulimit -f`, 100 KiB) makes the first checkpoint write fail."""
+    workdir = tmp_path / "run"
+    proc = start(workdir, cache, "--config.output.progress=False", ulimit_f=100)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert err.strip().count("\n") == 0 and "the disk is full" in err, err
+    state = json.loads((workdir / "state.json").read_text())
+    assert state["state"] == "failed" and "EFBIG" in state["last_error"]
+    result = run_cli(*train_args(workdir, cache, "--config.train.steps=40"))
+    assert result.returncode == 0, result.stderr
     assert_same_run(workdir, reference)
 
 

@@ -32,7 +32,7 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
+        self.manager.save(step, args=ocp.args.PyTreeSave(state))
 
     def restore(self, state_like, step: int):
         """The checkpoint at `step`, laid out like `state_like` (a subtree of what was

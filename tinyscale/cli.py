@@ -14,6 +14,7 @@ User errors print one line and exit 2; preempted training (SIGTERM) exits 75, re
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from tinyscale import config_file
@@ -272,8 +273,32 @@ def _compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+class _OrbaxEchoes(logging.Filter):
+    """Drops orbax's ERROR logs from its background threads, and asyncio's notes on the
+    futures a failed save abandoned: each failure they describe reaches the main thread
+    as an exception, which tinyscale reports in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and (
+            "orbax" in record.pathname or "never retrieved" in str(record.msg)))
+
+
+def _quiet_closed_loops(hook):
+    """Wrap sys.unraisablehook: a failed async save leaves tensorstore callbacks aimed at
+    orbax's closed event loop; the failure itself is reported, its echoes are not."""
+    def quiet(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError | ImportError) and (
+                "Event loop is closed" in str(unraisable.exc_value)
+                or "shutting down" in str(unraisable.exc_value))):
+            hook(unraisable)
+    return quiet
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for logger in ("absl", "asyncio"):
+        logging.getLogger(logger).addFilter(_OrbaxEchoes())
+    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     _compilation_cache()
     try:
         rest, overrides = config_file.split_overrides(argv)
@@ -284,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"`tinyscale {command}`: drop it.")
         return args.func(args, overrides) or 0
     except TinyscaleError as error:
-        print(f"tinyscale: error: {error}", file=sys.stderr)
+        print(f"tinyscale: error: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tinyscale: interrupted", file=sys.stderr)

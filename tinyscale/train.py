@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 import signal
 import sys
 import time
@@ -91,21 +92,44 @@ def main(config, workdir: str) -> int:
         mesh = parallel.make_mesh(config)
         data_dir = pipeline.prepare(config, progress=lead)
         return Trainer(config, run, mesh, data_dir).run()
-    except OSError as error:
-        if error.errno not in _DISK_FULL:
-            raise
-        where = f" writing {error.filename}" if error.filename else ""
-        message = f"{errno.errorcode[error.errno]}{where}: the disk is full"
-        try:
-            run.set_state("failed", last_error=message)
-        except OSError:
-            pass
-        raise TinyscaleError(f"{message}: free space (or raise the file-size limit) and run "
-                             "the same command again; it resumes from the newest "
-                             "checkpoint.") from None
+    except Exception as error:
+        full = _disk_full(error)
+        if lead and run.state().get("state") == "running":  # never leave it running
+            failed = full or not isinstance(error, TinyscaleError)
+            _set_state_quietly(run, "failed" if failed else "pending",
+                               last_error=full or _one_line(error))
+        if full:
+            raise TinyscaleError(f"{full}: free space (or raise the file-size limit) and run "
+                                 "the same command again; it resumes from the newest "
+                                 "checkpoint.") from None
+        raise
     finally:
         if lead:
             run.release()
+
+
+def _disk_full(error: BaseException) -> str:
+    """'ENOSPC writing PATH: the disk is full' when `error` is a full disk (an OSError, or
+    orbax/tensorstore's ValueError naming the OS error code); else ''."""
+    code = getattr(error, "errno", None)
+    if code is None:
+        found = re.search(r"os_error_code='?(\d+)", str(error))
+        code = int(found.group(1)) if found else None
+    if code not in _DISK_FULL:
+        return ""
+    where = getattr(error, "filename", None) or ""
+    return f"{errno.errorcode[code]}{' writing ' + where if where else ''}: the disk is full"
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+
+
+def _set_state_quietly(run: RunDir, state: str, **fields) -> None:
+    try:  # on a full disk even this may fail; the lock and the exit code still say it
+        run.set_state(state, **fields)
+    except OSError:
+        pass
 
 
 class Trainer:
