@@ -14,9 +14,9 @@ import time
 
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline, tokenizer
-from tinyscale.data.synth_text import split_sentences, tokenize
-from tinyscale.data.synth_validate import validate
 from tinyscale.data.synthstories import stories
+from tinyscale.data.synthstories.text import split_sentences, tokenize
+from tinyscale.data.synthstories.validate import validate
 
 
 def timed(fn, min_seconds=1.0):

@@ -2,22 +2,25 @@
 
     python bench/metrics.py
 
-SynthStories: true continuations of held-out prompts against five corruptions of them.
-Real English: 240 sentences from Python's docstrings and Debian package descriptions
-(plain sentences: letters and commas only, no quoted code names) against their
+SynthStories: true continuations of held-out prompts against each corruption of them
+(tests/controls.py). Real English: the 240 shipped sentences of Python's docstrings and
+Debian package descriptions (tests/data/english_sentences.txt) against their
 word-shuffled versions, scored by Link Grammar and by the reference LM (AUC: 1 = perfect separation).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 
 import numpy as np
 
-from tinyscale.evals import MissingOptional
-from tinyscale.evals.coherence import METRICS, synth_scores
-from tinyscale.evals.controls import CONTROLS, auc, english_sentences, shuffle
-from tinyscale.evals.prompts import synth_prompts
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.controls import CONTROLS, auc, english_sentences, shuffle  # noqa: E402
+from tinyscale.evals import MissingOptional  # noqa: E402
+from tinyscale.evals.coherence import METRICS, synth_scores  # noqa: E402
+from tinyscale.evals.prompts import synth_prompts  # noqa: E402
 
 
 def main():

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from tests.controls import CONTROLS, auc, english_sentences, shuffle
 from tinyscale.evals import MissingOptional
 from tinyscale.evals.coherence import english_scores, repetition, synth_scores
-from tinyscale.evals.controls import CONTROLS, auc, english_sentences, shuffle
 from tinyscale.evals.judge import Judge, parse_grades
 from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
 

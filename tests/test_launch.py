@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import signal
 import stat
 import subprocess
@@ -25,6 +24,27 @@ def env(tmp_path_factory):
                      "quickstart.py") + ":smoke", f"--config.data.cache_dir={cache}")
     assert result.returncode == 0, result.stderr
     return env
+
+
+def read_states(runs_dir):
+    out = []
+    for path in runs_dir.glob("*/state.json") if runs_dir.exists() else []:
+        try:
+            out.append(json.loads(path.read_text()))
+        except ValueError:
+            pass
+    return out
+
+
+def all_metrics(runs_dir):
+    out = []
+    for path in runs_dir.glob("*/metrics.jsonl") if runs_dir.exists() else []:
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
 
 
 def states(sweep_dir):
@@ -80,14 +100,23 @@ def test_local_sweep_survives_two_launcher_kills(env, tmp_path):
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY, "--sweep-dir",
            str(sweep_dir)]
-    rng = random.Random(1)
-    for _ in range(2):
+    runs_dir = sweep_dir / "runs"
+
+    def in_training():  # some run has logged a step in this launch's lifetime
+        return any(int(m.get("step", 0)) >= 10 for m in all_metrics(runs_dir))
+
+    def one_done_and_another_training():
+        states_now = [s.get("state") for s in read_states(runs_dir)]
+        return "done" in states_now and "running" in states_now
+    for event in (in_training, one_done_and_another_training):
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(8, 20))
+        deadline = time.time() + 600
+        while not event():
+            assert proc.poll() is None and time.time() < deadline, event.__name__
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        time.sleep(1)
     result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -115,6 +144,8 @@ def test_local_parallel_runs_at_once_on_disjoint_cores(env, tmp_path):
     first_done = next(i for i, x in enumerate(lines) if ": done in" in x)
     assert len(started) == 2 and max(started) < first_done  # both ran at the same time
     assert any("(slot 1)" in lines[i] for i in started)
+    cores = [set(s["cores"]) for s in states(sweep_dir).values()]
+    assert all(cores) and not cores[0] & cores[1], cores  # each on its own cores
 
 
 def test_different_sweep_in_the_same_dir_is_refused(env, tmp_path):
@@ -257,3 +288,16 @@ def test_hosts_of_one_slice_train_each_run_together(env, tmp_path, monkeypatch):
         lines = (sweep_dir / "runs" / name / "metrics.jsonl").read_text().splitlines()
         steps = [json.loads(x)["step"] for x in lines]
         assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+def test_plan_warns_when_the_compute_is_far_beyond_the_machine(tmp_path):
+    path = tmp_path / "huge.py"
+    path.write_text("from tinyscale.config import get_config\n"
+                    "def sweep():\n    return [{'model.d_model': 2048, 'model.n_layers': 24, "
+                    "'model.n_heads': 16, 'train.tokens': 10**11}]\n")
+    result = run_cli("sweep", "plan", str(path), "--config.output.peak_flops=1e11")
+    assert result.returncode == 0, result.stderr
+    assert "years of training" in result.stdout and "warning: that is far beyond" in \
+        result.stdout
+    small = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", "quickstart.py"))
+    assert "warning" not in small.stdout and "of training" in small.stdout

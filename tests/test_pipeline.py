@@ -99,3 +99,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, knob):
     assert result.returncode == 2
     assert knob in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_prepare_into_an_existing_folder_keeps_its_files(synth_data, tmp_path):
+    c, _ = synth_data
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes\n")
+    result = run_cli("data", "prepare", "--data-dir", str(folder),
+                     f"--config.data.cache_dir={c.data.cache_dir}",
+                     f"--config.data.train_stories={c.data.train_stories}",
+                     f"--config.data.eval_stories={c.data.eval_stories}",
+                     f"--config.data.vocab_size={c.data.vocab_size}")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "notes.txt").read_text() == "my notes\n"
+    assert (folder / "meta.json").exists() and (folder / "train.bin").exists()
+    again = run_cli("data", "prepare", "--data-dir", str(folder),
+                    f"--config.data.cache_dir={c.data.cache_dir}",
+                    f"--config.data.train_stories={c.data.train_stories}",
+                    f"--config.data.eval_stories={c.data.eval_stories}",
+                    f"--config.data.vocab_size={c.data.vocab_size}")
+    assert again.returncode == 0, again.stderr  # prepared already: checked, not redone

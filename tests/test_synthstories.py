@@ -3,10 +3,11 @@ import re
 
 import pytest
 
-from tinyscale.data import synth_grammar, synth_lexicon
-from tinyscale.data.corrupt import CORRUPTIONS
-from tinyscale.data.synth_validate import validate
+from tinyscale.data.synthstories import grammar as synth_grammar
+from tinyscale.data.synthstories import lexicon as synth_lexicon
 from tinyscale.data.synthstories import stories, story
+from tinyscale.data.synthstories.corrupt import CORRUPTIONS
+from tinyscale.data.synthstories.validate import validate
 
 N_STORIES = 300
 

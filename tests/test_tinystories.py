@@ -83,3 +83,21 @@ def test_empty_file_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "empty" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_a_second_manual_dir_gives_its_own_stories(tmp_path):
+    """The cache is keyed by the manual dir's files: another folder is another corpus."""
+    from tinyscale import config as config_lib
+    from tinyscale.data import pipeline
+    other = "Once there was a red fox named Rex.\r\n<|endoftext|>\r\n"
+    shown = []
+    for name, text in (("first", RAW), ("second", other)):
+        write_files(tmp_path / name, "original", (text + "<|endoftext|>\r\n") * 40)
+        c = config_lib.get_config()
+        c.data.update(dataset="tinystories", manual_dir=str(tmp_path / name), vocab_size=128,
+                      cache_dir=str(tmp_path / "cache"))
+        data_dir = pipeline.prepare(config_lib.validate(c), progress=False)
+        shown.append(pipeline.load_tokenizer(data_dir).decode(
+            pipeline.tokens(data_dir, "train")[:400].tolist()))
+    assert "Lily" in shown[0] and "Rex" not in shown[0]
+    assert "Rex" in shown[1] and "Lily" not in shown[1]

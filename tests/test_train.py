@@ -262,3 +262,24 @@ def test_relative_workdir_trains_and_evaluates(cache, tmp_path):
     assert json.loads((tmp_path / "rel" / "run" / "eval.json").read_text())["step"] == 10
     again = run_cli("eval", "rel/run", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_eval_of_an_earlier_step_keeps_the_final_result(reference, tmp_path):
+    """`eval --step N` writes eval-step<N>.json; eval.json (the run's result) is untouched.
+    A failed run says so, and an unreachable judge says so on the console."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    final = (run / "eval.json").read_text()
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "state": "failed",
+                                                "last_error": "test"}))
+    result = run_cli("eval", str(run), "--step", "20", "--config.eval.prompts=4",
+                     "--config.eval.judge_url=http://127.0.0.1:9/v1",
+                     "--config.eval.judge_retries=0")
+    assert result.returncode == 0, result.stderr
+    assert "is a failed run" in result.stderr
+    assert "judge: 4 of 4 completions got no grade (last error: unreachable" in result.stderr
+    assert (run / "eval.json").read_text() == final
+    earlier = json.loads((run / "eval-step20.json").read_text())
+    assert earlier["step"] == 20 and earlier["judge_failed"] == 4
+    assert len((run / "samples-step20.jsonl").read_text().splitlines()) == 4

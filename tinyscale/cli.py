@@ -119,7 +119,7 @@ def _eval(args, overrides):
 def _sweep_plan(args, overrides):
     from tinyscale.launch import plan, table
     base, runs = plan.expand(args.file, overrides)
-    print(table.render(runs, base.launch, args.backend))
+    print(table.render(runs, base, args.backend))
 
 
 def _sweep_run(args, overrides):
@@ -132,7 +132,7 @@ def _sweep_run(args, overrides):
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.backend == "local":
         if args.dry_run:
-            print(table.render(runs, base.launch, args.backend))
+            print(table.render(runs, base, args.backend))
             return 0
         from tinyscale.launch.local import run_local
         return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)

@@ -92,6 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.judge_model = "gpt-4o-mini"        # model name sent to the judge endpoint
     e.judge_key_env = "OPENAI_API_KEY"   # environment variable holding the judge's key
     e.judge_concurrency = 4              # judge requests in flight at once
+    e.judge_retries = 5                  # retries of a failed judge request (backoff 1, 2, 4 s...)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                     # data-parallel axis; -1 = the remaining devices
@@ -239,10 +240,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "train.grad_accum", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",
               "eval.prompts", "eval.max_new_tokens", "eval.beams", "eval.judge_concurrency",
-              "eval.fluency_prompts", "launch.max_attempts", "launch.parallel",
+              "eval.fluency_prompts", "eval.judge_retries", "launch.max_attempts", "launch.parallel",
               "launch.slurm_cpus", "launch.slurm_max_parallel", "launch.tpu_slots",
               "launch.stale_after_s", "launch.slurm_gpus",
-              allow_zero=("train.steps", "train.warmup_steps", "launch.slurm_gpus"))
+              allow_zero=("train.steps", "train.warmup_steps", "launch.slurm_gpus",
+                          "eval.judge_retries"))
     if c.train.seq_len > c.model.max_seq_len:
         _fail("train.seq_len", c.train.seq_len,
               f"it must not exceed model.max_seq_len={c.model.max_seq_len}")

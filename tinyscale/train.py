@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import re
 import signal
 import sys
@@ -186,7 +187,8 @@ class Trainer:
         arrays, opt_state, step, wall_before = self._start()
         attempts = self.rundir.state().get("attempts", 0) + 1
         if self.lead:
-            self.rundir.set_state("running", attempts=attempts, step=step, total_steps=self.total)
+            self.rundir.set_state("running", attempts=attempts, step=step, total_steps=self.total,
+                                  cores=sorted(os.sched_getaffinity(0)))
         signals, start, pending = _Signals(), time.perf_counter(), None
         tokens_per_step = self.c.train.batch_size * self.c.train.seq_len
         last_time, last_step = start, step

@@ -25,8 +25,8 @@ import re
 
 import numpy as np
 
-from tinyscale.data.synth_text import TERMINAL, detokenize, split_sentences, tokenize
-from tinyscale.data.synth_validate import validate
+from tinyscale.data.synthstories.text import TERMINAL, detokenize, split_sentences, tokenize
+from tinyscale.data.synthstories.validate import validate
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "completion", "coherence")
 _WORD = re.compile(r"[A-Za-z']+")

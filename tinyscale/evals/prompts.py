@@ -12,7 +12,7 @@ import dataclasses
 import random
 
 from tinyscale.data import synthstories
-from tinyscale.data.synth_text import detokenize, split_sentences, tokenize
+from tinyscale.data.synthstories.text import detokenize, split_sentences, tokenize
 from tinyscale.errors import TinyscaleError
 
 

@@ -130,7 +130,7 @@ def _judge(c, prompt_set, completions, rows, say) -> int:
     """Add the judge's grades to `rows`; the number of completions left ungraded."""
     from tinyscale.evals.judge import CRITERIA, Judge
     judge = Judge(c.eval.judge_url, c.eval.judge_model, c.eval.judge_key_env,
-                  c.eval.judge_concurrency)
+                  c.eval.judge_concurrency, retries=c.eval.judge_retries)
     say(f"judge: grading {len(rows)} completions with {c.eval.judge_model} at "
         f"{c.eval.judge_url}")
     grades = judge.grade_all([(p.text, text) for p, (text, _) in

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tinyscale import counting
 from tinyscale import config as config_lib
+from tinyscale import counting
 from tinyscale.launch.plan import RELEASED, Run
 from tinyscale.model import ModelSpec
 
@@ -62,10 +62,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes"
 
 
-def estimate(total_flops: float, launch, backend: str = "local") -> str:
+def estimate(total_flops: float, launch, backend: str = "local",
+             launch_peak: float = 0.0) -> str:
     """One line: how long the sweep's compute takes at ASSUMED_MFU on the machine it
-    targets (TPU slots for a TPU config, else this machine's devices), with a warning
-    when that is more than a month."""
+    targets (TPU slots for a TPU config, else this machine's devices: `launch_peak`, i.e.
+    config.output.peak_flops, or measured), with a warning when that is over a month."""
     family, _, count = str(launch.tpu_accelerator).rpartition("-")
     if backend == "tpu" and family in _TPU and count.isdigit():
         peak, per = _TPU[family]
@@ -73,7 +74,7 @@ def estimate(total_flops: float, launch, backend: str = "local") -> str:
         where = f"{launch.tpu_slots} x {launch.tpu_accelerator}"
     else:
         from tinyscale import metrics
-        peak, where = metrics.peak_flops(), "this machine"
+        peak, where = metrics.peak_flops(launch_peak), "this machine"
     seconds = total_flops / (ASSUMED_MFU * peak)
     line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({_si(peak)}FLOP/s peak): about "
             f"{_duration(seconds)} of training")
@@ -84,7 +85,7 @@ def estimate(total_flops: float, launch, backend: str = "local") -> str:
     return line
 
 
-def render(runs: list[Run], launch=None, backend: str = "local") -> str:
+def render(runs: list[Run], base=None, backend: str = "local") -> str:
     table = rows(runs)
     head = (f"{'run':<22} {'family':<8} {'width':>5} {'depth':>5} {'heads':>5} {'params':>8} "
             f"{'embed':>8} {'non-emb':>8} {'FLOPs/tok':>9} {'tokens':>8} {'compute':>8}")
@@ -101,6 +102,7 @@ def render(runs: list[Run], launch=None, backend: str = "local") -> str:
     lines.append("-" * len(head))
     lines.append(f"{len(table)} runs; {_si(sum(r['tokens'] for r in table))} tokens, "
                  f"{_si(sum(r['compute'] for r in table))} training FLOPs in all")
-    if launch is not None:
-        lines.append(estimate(sum(r["compute"] for r in table), launch, backend))
+    if base is not None:
+        lines.append(estimate(sum(r["compute"] for r in table), base.launch, backend,
+                              base.output.peak_flops))
     return "\n".join(lines)

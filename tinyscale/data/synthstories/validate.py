@@ -1,7 +1,7 @@
 """Validate any text against the SynthStories grammar and its consistency rules.
 
 Grammar: a sentence is accepted when it is exactly one of the patterns of
-`synth_grammar.py` with its slots filled from the lexicon; the parser also reports the
+`grammar.py` with its slots filled from the lexicon; the parser also reports the
 longest prefix of the sentence that some pattern can still complete.
 
 Consistency (the rules the generator follows, checked sentence by sentence):
@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from tinyscale.data import synth_grammar as grammar
-from tinyscale.data import synth_lexicon as lex
-from tinyscale.data.synth_text import (
+from tinyscale.data.synthstories import grammar
+from tinyscale.data.synthstories import lexicon as lex
+from tinyscale.data.synthstories.text import (
     PRONOUN_GENDER,
     TERMINAL,
     quote_mask,

@@ -3,7 +3,7 @@
 Lists are ordered roughly from most to least common, so that the `richness` knob
 (a fraction of each list, see `lexicon(richness)`) keeps the everyday words first.
 Every word belongs to the categories it is listed in and nothing else; the grammar
-(`synth_grammar.py`) refers to these categories by name.
+(`grammar.py`) refers to these categories by name.
 """
 
 from __future__ import annotations

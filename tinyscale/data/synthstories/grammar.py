@@ -4,7 +4,7 @@ A pattern is text with slots. Roles are story entities:
   A  the hero, B  a friend (a second child), F  a family member, O  the main object,
   Q  a second object (often an animal), P  the place.
 Slots:
-  {A}        subject: the name, or he/she when A is the focus (see synthstories.py)
+  {A}        subject: the name, or he/she when A is the focus (see generate.py)
   {A.name}   always the name          {A.new}   the name, introduced here
   {A.him}    object: name or him/her  {A.his}   possessive: name's or his/her
   {A.a_kind} "a little girl" (article + optional adjective + gendered noun)

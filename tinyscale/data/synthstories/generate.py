@@ -3,7 +3,7 @@
 A story introduces a hero (and maybe a friend, an animal), an object and a place, then
 follows a plot arc: setting -> event -> problem -> dialogue -> resolution -> ending.
 Story `i` of split `s` under seed `k` depends on nothing but (k, s, i), so a corpus is
-reproducible byte for byte and effectively unlimited. `synth_validate.validate` checks
+reproducible byte for byte and effectively unlimited. `validate.validate` checks
 any text against the same grammar and consistency rules.
 """
 
@@ -14,9 +14,9 @@ import random
 import re
 from collections.abc import Iterator
 
-from tinyscale.data import synth_grammar as grammar
-from tinyscale.data import synth_lexicon as lex
-from tinyscale.data.synth_text import capitalize, detokenize, tokenize_pattern
+from tinyscale.data.synthstories import grammar
+from tinyscale.data.synthstories import lexicon as lex
+from tinyscale.data.synthstories.text import capitalize, detokenize, tokenize_pattern
 
 SPLITS = ("train", "eval", "prompt")  # disjoint streams of stories
 _SLOT = re.compile(r"\{([A-Z])(?:\.(\w+))?\}")
