@@ -5,7 +5,8 @@
 SynthStories: true continuations of held-out prompts against each corruption of them
 (tests/controls.py). Real English: the 240 shipped sentences of Python's docstrings and
 Debian package descriptions (tests/data/english_sentences.txt) against their
-word-shuffled versions, scored by Link Grammar and by the reference LM (AUC: 1 = perfect separation).
+word-shuffled versions, scored by Link Grammar and by the reference LM (AUC: 1 = perfect
+separation).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def main():
     real = english_sentences()
     rng = random.Random(0)
     shuffled = [shuffle(s, rng) for s in real]
-    print(f"\nReal English: {len(real)} docstring and Debian description sentences vs word-shuffled")
+    print(f"\nReal English: {len(real)} docstring and Debian description sentences "
+          "vs word-shuffled")
     try:
         from tinyscale.evals.linkgrammar import LinkGrammar
         lg = LinkGrammar()

@@ -54,7 +54,8 @@ def test_vectorised_newton_matches_scipy_on_resamples():
         for start, w, value in zip(starts, weights, np.asarray(values)):
             value_and_grad = jax.jit(jax.value_and_grad(
                 lambda t, w=w: fit._objective_nd(t, *data, jnp.asarray(w))))
-            ref = minimize(lambda t: tuple(map(np.asarray, value_and_grad(jnp.asarray(t)))),
+            ref = minimize(lambda t, vg=value_and_grad: tuple(map(np.asarray,
+                                                                  vg(jnp.asarray(t)))),
                            start, jac=True, method="L-BFGS-B")
             assert value <= ref.fun + 1e-9, (start, value, ref.fun)
 

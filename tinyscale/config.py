@@ -240,9 +240,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "train.grad_accum", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",
               "eval.prompts", "eval.max_new_tokens", "eval.beams", "eval.judge_concurrency",
-              "eval.fluency_prompts", "eval.judge_retries", "launch.max_attempts", "launch.parallel",
-              "launch.slurm_cpus", "launch.slurm_max_parallel", "launch.tpu_slots",
-              "launch.stale_after_s", "launch.slurm_gpus",
+              "eval.fluency_prompts", "eval.judge_retries", "launch.max_attempts",
+              "launch.parallel", "launch.slurm_cpus", "launch.slurm_max_parallel",
+              "launch.tpu_slots", "launch.stale_after_s", "launch.slurm_gpus",
               allow_zero=("train.steps", "train.warmup_steps", "launch.slurm_gpus",
                           "eval.judge_retries"))
     if c.train.seq_len > c.model.max_seq_len:
