@@ -9,8 +9,8 @@ from bootstrap resamples of the points, each started from the full-data optimum.
 Where those papers run L-BFGS from each start in turn, every start (and every bootstrap
 resample) here is solved at once: a damped Newton method (Levenberg-Marquardt on the exact
 5x5 Hessian) under `jax.vmap`, in float64. On the Chinchilla data it reaches the same
-optimum as scipy's L-BFGS-B and objectives no higher on resamples (measured: lower by up
-to 4e-5), and fits 4,000 resamples in a few seconds (`bench/fit.py`).
+optimum as scipy's L-BFGS-B and objectives no higher on resamples (tests/test_analysis.py);
+`bench/fit.py` times it.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
     final = rundir.read_json(rundir.eval)
     if final and base["state"] == "done":
         rows[-1]["final"] = True
-        rows[-1].update({k: v for k, v in final.items()
-                         if isinstance(v, (int, float)) and k not in ("step", "loss")})
+        rows[-1].update({k: v for k, v in final.items() if k not in ("step", "loss") and (
+            isinstance(v, (int, float)) or k == "judge_age_group")})
     return rows
 
 

@@ -26,9 +26,8 @@ def get_config(arg: str = ""):
     c.train.update(seq_len=256, batch_size=8, tokens=1_000_000, lr=3e-3, warmup_steps=30,
                    log_every=10, checkpoint_every=100)
     c.eval.update(every=100, batches=4, prompts=48, fluency_prompts=8, max_new_tokens=160)
-    # two runs at once, each on half the cores: small models cannot use two cores, so on
-    # a 2-core machine the sweep took 771 s instead of 1009 s (losses agree to ~1e-4;
-    # bitwise equality needs the same core count)
+    # two runs at once, each on half the cores: small models cannot use two cores (the
+    # README has the times; losses agree to ~1e-4, bitwise equality needs the same cores)
     c.launch.parallel = 2
     if arg == "smoke":  # for tests: a tiny corpus and a few steps
         c.data.update(train_stories=1500, eval_stories=100, vocab_size=512)

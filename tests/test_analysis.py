@@ -113,7 +113,8 @@ def make_sweep(root, states=("done", "done", "done", "done", "failed", "running"
         (run / "eval.json").write_text(json.dumps({
             "loss": lines[-1]["eval_loss"], "grammar": min(1, coherence * 1.3),
             "consistency": coherence, "completion": 0.9, "coherence": coherence,
-            "coherence_se": 0.02, "grammar_se": 0.02}))
+            "coherence_se": 0.02, "grammar_se": 0.02, "judge_grammar": coherence,
+            "judge_plot": coherence / 2, "judge_age_group": "BCD"[i % 3]}))
         (run / "samples.jsonl").write_text(json.dumps(
             {"prompt": "Once upon a", "continuation": f" time {name}."}) + "\n")
     (root / "sweep.json").write_text(json.dumps(record))
@@ -151,6 +152,8 @@ def test_report_names_every_figure_and_says_what_is_missing(tmp_path):
     assert pngs and all(f"id='{p[:-4]}'" in page for p in pngs)
     assert "Not finished (2)" in page and "d64-L2" in page
     assert (sweep / "runs.csv").exists()
+    judge = page[page.index("<h2>LLM judge"):page.index("<h2>One block")]
+    assert "age_group" in judge and "plot" in judge and "grammar" in judge
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("Chromium is not installed (scripts/setup.sh installs it)")
@@ -161,7 +164,8 @@ def test_report_names_every_figure_and_says_what_is_missing(tmp_path):
          f"file://{path}"], capture_output=True, text=True, timeout=120).stdout
     for p in pngs:
         assert f'id="{p[:-4]}"' in dom and "data:image/png;base64," in dom
-    for heading in ("Runs", "Scaling law", "Emergence", "One block vs deep", "Sample"):
+    for heading in ("Runs", "Scaling law", "Emergence", "LLM judge", "One block vs deep",
+                    "Sample"):
         assert heading in dom
     assert dom.count("<table") >= 3
 

@@ -283,3 +283,27 @@ def test_eval_of_an_earlier_step_keeps_the_final_result(reference, tmp_path):
     earlier = json.loads((run / "eval-step20.json").read_text())
     assert earlier["step"] == 20 and earlier["judge_failed"] == 4
     assert len((run / "samples-step20.jsonl").read_text().splitlines()) == 4
+
+
+def test_weights_and_biases_offline(cache, tmp_path):
+    """output.wandb logs every metrics line to a W&B run named after the run directory
+    (wandb's offline mode: no network); the run's id is stable, so a resume continues it."""
+    pytest.importorskip("wandb")
+    workdir = tmp_path / "runs" / "d32-wb"
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = run_cli(*train_args(workdir, cache, "--config.train.steps=10",
+                                 "--config.output.wandb=True", "--config.eval.at_end=False"),
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    offline = [d for d in os.listdir(workdir / "wandb") if d.startswith("offline-run-")]
+    assert len(offline) == 1
+    run_id = offline[0].rsplit("-", 1)[-1]
+    log = (workdir / "wandb" / offline[0] / f"run-{run_id}.wandb").read_bytes()
+    for key in (b"train_loss", b"eval_loss", b"tokens_per_s"):
+        assert key in log, key
+    assert log.count(b"train_loss") >= 2  # one history record per metrics line (5, 10)
+    import hashlib
+    assert run_id == hashlib.sha256(str(workdir).encode()).hexdigest()[:16]  # stable id
+    off = run_cli(*train_args(tmp_path / "plain", cache, "--config.train.steps=5",
+                              "--config.eval.at_end=False"), env=env)
+    assert off.returncode == 0 and not (tmp_path / "plain" / "wandb").exists()  # default off

@@ -1,12 +1,15 @@
-"""Process 0's metric writers: metrics.jsonl, TensorBoard events, the progress line."""
+"""Process 0's metric writers: metrics.jsonl, TensorBoard events, Weights & Biases (when
+config.output.wandb is on), and the progress line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
 import time
 
+from tinyscale.errors import TinyscaleError
 from tinyscale.rundir import RunDir
 
 
@@ -18,15 +21,33 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def wandb_run(run: RunDir, output, config: dict):
+    """A Weights & Biases run for this run directory: named after it, grouped by its sweep,
+    with an id derived from its path, so a resumed run continues the same W&B run."""
+    try:
+        import wandb
+    except ImportError:
+        raise TinyscaleError("config.output.wandb=True needs wandb: pip install "
+                             "'tinyscale[wandb]' (or set --config.output.wandb=False).") \
+            from None
+    sweep = run.path.parent.parent.name if run.path.parent.name == "runs" else None
+    return wandb.init(
+        project=output.wandb_project, entity=output.wandb_entity or None, name=run.path.name,
+        group=sweep, config=config, dir=str(run.path), resume="allow",
+        id=hashlib.sha256(str(run.path).encode()).hexdigest()[:16],
+        settings=wandb.Settings(silent=True))
+
+
 class MetricsWriter:
     """Writes on process 0 only; every other process gets a writer that does nothing."""
 
     def __init__(self, run: RunDir, total_steps: int, enabled: bool, tensorboard: bool,
-                 progress: bool):
+                 progress: bool, wandb=None):
+        """`wandb`: a started W&B run (`wandb_run`) to log to as well, or None."""
         self.run, self.total_steps, self.enabled = run, total_steps, enabled
         self.progress = progress and enabled
         self.tty = sys.stderr.isatty()
-        self._tb = None
+        self._tb, self._wandb = None, wandb if enabled else None
         if enabled and tensorboard:
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
             self._tb = EventFileWriter(str(run.tensorboard))
@@ -42,6 +63,9 @@ class MetricsWriter:
                       for k, v in record.items() if k != "step" and isinstance(v, (int, float))]
             self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=record["step"],
                                                summary=summary_pb2.Summary(value=values)))
+        if self._wandb:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"},
+                            step=record["step"])
         if self.progress and "train_loss" in record:
             self._progress(record)
 
@@ -63,6 +87,9 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb:
             self._tb.close()
+        if self._wandb:
+            self._wandb.finish()
+            self._wandb = None
         if self.progress and self.tty:
             print(file=sys.stderr)
 

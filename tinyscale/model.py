@@ -95,6 +95,22 @@ def rope(x_BTHE: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
     return out.astype(x_BTHE.dtype)
 
 
+def visible(queries, keys, window: int | None):
+    """Which keys each query may attend to: not later, and inside the local window."""
+    allowed = keys <= queries
+    return allowed & (queries - keys < window) if window else allowed
+
+
+def masked_attention(q_BKGTE, k_BKSE, v_BKSE, allowed, scale: float) -> jax.Array:
+    """softmax(q k^T * scale, where allowed) v, with heads grouped by KV head (K x G);
+    `allowed` broadcasts against [B, K, G, T, S]. Scores are computed in float32."""
+    logits = jnp.einsum("bkgte,bkse->bkgts", q_BKGTE, k_BKSE,
+                        preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_BKSE.dtype)
+    return jnp.einsum("bkgts,bkse->bkgte", probs, v_BKSE)
+
+
 def causal_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = None,
                      block: int = ATTENTION_BLOCK) -> jax.Array:
     """Causal self-attention (local when `window` is set: i - j < window), by query blocks.
@@ -102,10 +118,8 @@ def causal_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = 
     Query block [s0, s1) reads only keys [s0 - window + 1 or 0, s1): the scores it could
     never see are not computed: 3/4 of the score matrix at T = 2 * block, tending to 1/2
     as T grows. Heads are moved ahead of time first, so every product is a plain
-    batched matmul. Against `jax.nn.dot_product_attention` (its XLA implementation),
-    attention's forward + backward at batch 32, T 256 ran 2.1x faster with 8 heads of
-    64 and 2.4x with 4 heads of 16 on the 2-core CPU; the values are the same up to
-    float rounding (tests/test_model.py).
+    batched matmul. The values equal `jax.nn.dot_product_attention`'s up to float
+    rounding (tests/test_model.py); the speed against it is in the README (Benchmarks).
     """
     b, t, h, e = q_BTHE.shape
     kv = k_BTKE.shape[2]
@@ -115,15 +129,9 @@ def causal_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = 
     for s0 in range(0, t, block):
         s1 = min(s0 + block, t)
         k0 = max(0, s0 - window + 1) if window else 0
-        logits = jnp.einsum("bkgte,bkse->bkgts", q_BKGTE[:, :, :, s0:s1],
-                            k_BKSE[:, :, k0:s1], preferred_element_type=jnp.float32) * scale
-        queries, keys = jnp.arange(s0, s1)[:, None], jnp.arange(k0, s1)[None, :]
-        allowed_TS = keys <= queries
-        if window:
-            allowed_TS &= queries - keys < window
-        logits = jnp.where(allowed_TS, logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1).astype(v_BKSE.dtype)
-        outs.append(jnp.einsum("bkgts,bkse->bkgte", probs, v_BKSE[:, :, k0:s1]))
+        allowed_TS = visible(jnp.arange(s0, s1)[:, None], jnp.arange(k0, s1)[None, :], window)
+        outs.append(masked_attention(q_BKGTE[:, :, :, s0:s1], k_BKSE[:, :, k0:s1],
+                                     v_BKSE[:, :, k0:s1], allowed_TS, scale))
     out_BKGTE = jnp.concatenate(outs, axis=3) if len(outs) > 1 else outs[0]
     return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
@@ -167,16 +175,14 @@ class Attention(nnx.Module):
         v_BSKE = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BTKE, cache["index"], 1)
         b, t, h, e = q_BTHE.shape
         kv = k_BSKE.shape[2]
-        keys_BS = jnp.arange(k_BSKE.shape[1])[None, :] - cache["pad"][:, None]
-        allowed_BTS = (keys_BS[:, None, :] >= 0) & (
-            keys_BS[:, None, :] <= positions_BT[:, :, None])
-        if self.local:
-            allowed_BTS &= positions_BT[:, :, None] - keys_BS[:, None, :] < self.spec.window_size
-        q_BTKGE = q_BTHE.reshape(b, t, kv, h // kv, e)
-        logits = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_BSKE).astype(jnp.float32) * scale
-        logits = jnp.where(allowed_BTS[:, None, None], logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1).astype(v_BSKE.dtype)
-        out = jnp.einsum("bkgts,bske->btkge", probs, v_BSKE).reshape(b, t, h, e)
+        keys_B1S = (jnp.arange(k_BSKE.shape[1])[None, :] - cache["pad"][:, None])[:, None, :]
+        allowed_BTS = (keys_B1S >= 0) & visible(
+            positions_BT[:, :, None], keys_B1S, self.spec.window_size if self.local else None)
+        q_BKGTE = q_BTHE.reshape(b, t, kv, h // kv, e).transpose(0, 2, 3, 1, 4)
+        out_BKGTE = masked_attention(q_BKGTE, k_BSKE.transpose(0, 2, 1, 3),
+                                     v_BSKE.transpose(0, 2, 1, 3), allowed_BTS[:, None, None],
+                                     scale)
+        out = out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
         return out, {**cache, "k": k_BSKE, "v": v_BSKE, "index": cache["index"] + t}
 
 

@@ -151,8 +151,10 @@ class Trainer:
         self.eval_step = steps.make_eval_step(self.params)
         self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len)
         self.peak = metrics.peak_flops(c.output.peak_flops)
+        wandb = metrics.wandb_run(run, c.output, c.to_dict()) \
+            if self.lead and c.output.wandb else None
         self.writer = metrics.MetricsWriter(run, self.total, self.lead, c.output.tensorboard,
-                                            c.output.progress)
+                                            c.output.progress, wandb)
         self.ckpt = checkpoint.Checkpoints(run.checkpoints if is_remote(run.path)
                                            else run.checkpoints.resolve(), t.keep_checkpoints)
 

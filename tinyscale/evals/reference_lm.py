@@ -50,7 +50,8 @@ def _tokenizer(reader):
 
 
 def _cached_weights(reader, dequantize, path: str, cache_dir: str) -> dict:
-    """Dequantised float32 weights, cached next to tinyscale's other caches (~13 s saved)."""
+    """Dequantised float32 weights, cached next to tinyscale's other caches (dequantising
+    is the slow part of loading)."""
     cache = os.path.join(os.path.expanduser(cache_dir), "reference_lm",
                          f"{os.path.basename(path)}-{os.path.getsize(path)}.npz")
     if os.path.exists(cache):

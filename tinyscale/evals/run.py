@@ -95,8 +95,9 @@ def add_fluency(rows, prompt_set, completions, limit: int, cache_dir: str,
     The reference LM reads the last 128 characters of the prompt and the first 256 of
     the completion's distinct sentences: enough context for a story's next sentences, and
     bounded cost. A sentence that repeats an earlier one is dropped first: any LM finds a
-    loop easy to predict (measured on a quickstart sweep: a d16 model's loops scored 0.16,
-    above a d64 model's varied stories at 0.07); `completion` penalises the loop itself.
+    loop easy to predict (a small model's loops would outscore a larger model's varied
+    stories; the README's Evaluation section has the numbers); `completion` penalises
+    the loop itself.
     """
     try:
         from tinyscale.evals.reference_lm import ReferenceLM, fluency

@@ -7,8 +7,7 @@ run with a checkpoint: relaunching resumes them. If the launcher is killed outri
 its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and checkpoint too.
 
 With K > 1 the runs start largest first (by training FLOPs), so that the long ones
-overlap and the short ones fill the gaps at the end. On 2 CPU cores the quickstart
-sweep took 1009 s one at a time and 771 s two at a time (in ascending order).
+overlap and the short ones fill the gaps at the end.
 """
 
 from __future__ import annotations

@@ -1,0 +1,90 @@
+"""The HTML of report.html: tables and the page, filled from `report.Results`."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import pandas as pd
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
+figure{display:inline-block;margin:.5em;width:520px} img{width:100%}
+table.t{border-collapse:collapse;font-size:13px;margin:.5em 0}
+table.t td,table.t th{border-bottom:1px solid #ddd;padding:2px 6px;text-align:right;
+white-space:nowrap} div.scroll{overflow-x:auto}
+table.samples td{vertical-align:top;width:33%;font-size:13px;padding:0 8px}"""
+
+EMERGENCE = """<p>Where each metric crosses the threshold, by depth family (logistic fit in
+log N, bootstrap interval). Continuous metrics (loss, fluency) are scaled to [0, 1] and
+shown beside the thresholded ones: a sharp jump in one but a smooth trend in the other
+means the sharpness comes from the metric.</p>"""
+
+FLUENCY_ON_SYNTHSTORIES = """<p><b>Fluency on SynthStories.</b> The reference LM
+(SmolLM2-135M) does not rank models on this corpus: its random word pairings ('a
+striped village') are improbable English, so true continuations score about as low as
+the weakest models (the README's Evaluation section has the numbers). Read eval loss
+and grammar_prefix as the continuous metrics here; fluency is meant for real English
+(TinyStories).</p>"""
+
+JUDGE = """<p>Grades out of 10 from the LLM judge (the paper's rubric,
+<code>config.eval.judge_*</code>), means over each run's completions; the age group is the
+most common one it gave.</p>"""
+
+
+def table(frame: pd.DataFrame, floats: int = 3) -> str:
+    """An HTML table: integers with thousands separators, floats to `floats` significant
+    digits, cells on one line, scrolling sideways when wider than the page."""
+    if frame is None or frame.empty:
+        return "<p>–</p>"
+    ints = {c: "{:,}".format for c in frame.columns if frame[c].dtype.kind in "iu"}
+    body = frame.to_html(index=False, float_format=lambda v: f"{v:.{floats}g}",
+                         formatters=ints, na_rep="–", border=0, classes="t")
+    return f"<div class='scroll'>{body}</div>"
+
+
+def figure(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return (f"<figure id='{name}'><img alt='{name}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{name}</figcaption></figure>")
+
+
+def tail(prompt: str, size: int = 160) -> str:
+    """The prompt's last `size` characters, starting at a word: '…' marks the cut."""
+    if len(prompt) <= size:
+        return prompt
+    return "…" + prompt[-size:].split(" ", 1)[-1]
+
+
+def samples(columns: list[tuple[str, list[dict]]]) -> str:
+    """Side by side: each run's first completions (prompt in italics)."""
+    if not columns:
+        return "<p>No finished run yet.</p>"
+    cells = []
+    for name, items in columns:
+        body = "".join(f"<p><i>{html.escape(tail(s['prompt']))}</i><b>"
+                       f"{html.escape(s.get('continuation', ''))}</b></p>" for s in items)
+        cells.append(f"<td><h4>{html.escape(name)}</h4>{body}</td>")
+    return f"<table class='samples'><tr>{''.join(cells)}</tr></table>"
+
+
+def page(r, images: list[str], sample_columns) -> str:
+    """The whole report for results `r` (analysis.report.Results)."""
+    unfinished = "" if r.missing.empty else (
+        f"<b>Not finished ({len(r.missing)})</b>: the report covers the finished runs only."
+        + table(r.missing))
+    judge = f"<h2>LLM judge</h2>{JUDGE}{table(r.judge)}" if r.judge is not None else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>tinyscale report</title>
+<style>{STYLE}</style></head>
+<body><h1>tinyscale report: {html.escape(str(r.sweep_dir))}</h1>
+<p>{r.n_runs} runs, {r.n_final} finished and evaluated.</p>{unfinished}
+<h2>Runs</h2>{table(r.runs)}
+<h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
+{table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
+<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{table(r.emergence)}
+{FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
+{judge}
+<h2>One block vs deep</h2><p>{html.escape(r.one_vs_deep_statement)}</p>
+{table(r.pairs) if not r.pairs.empty else ""}
+<h2>Figures</h2>{''.join(images)}
+<h2>Sample completions (prompt in italics)</h2>{samples(sample_columns)}
+</body></html>"""
