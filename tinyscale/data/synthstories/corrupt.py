@@ -42,9 +42,11 @@ class _Text:
     def editable(self, i: int, j: int) -> bool:
         return sum(len(s) for s in self.sentences[:i]) + j >= self.first
 
-    def whole_sentences(self) -> list[int]:
-        """Sentences entirely inside `text`."""
-        return [i for i in range(len(self.sentences)) if self.editable(i, 0)]
+    def whole_sentences(self, min_tokens: int = 1, ended: bool = False) -> list[int]:
+        """Sentences entirely inside `text` with at least `min_tokens` tokens (and, with
+        `ended`, a final . ! or ?)."""
+        return [i for i, s in enumerate(self.sentences) if self.editable(i, 0) and
+                len(s) >= min_tokens and (not ended or s[-1] in TERMINAL)]
 
     def bindings(self, what: str) -> list[tuple[int, str, int]]:
         """(sentence, value, token) of every binding of one kind inside `text`."""
@@ -71,8 +73,7 @@ def _pick(rng: random.Random, choices: list, sites: int | None) -> list:
 def shuffle_words(text, rng, context="", sites=1):
     """Shuffle the words of a sentence (its final punctuation stays last)."""
     t = _Text(text, context)
-    choices = [i for i in t.whole_sentences()
-               if len(t.sentences[i]) >= 5 and t.sentences[i][-1] in TERMINAL]
+    choices = t.whole_sentences(5, ended=True)
     if not choices:
         return None
     for i in _pick(rng, choices, sites):
@@ -87,7 +88,7 @@ def shuffle_words(text, rng, context="", sites=1):
 def random_words(text, rng, context="", sites=1):
     """Replace the words of a sentence by random words of the lexicon."""
     t = _Text(text, context)
-    choices = [i for i in t.whole_sentences() if len(t.sentences[i]) >= 3]
+    choices = t.whole_sentences(3)
     if not choices:
         return None
     words = lex.lexicon(1.0)
@@ -144,7 +145,7 @@ def swap_object(text, rng, context="", sites=1):
 def truncate_sentence(text, rng, context="", sites=1):
     """Cut a sentence mid-way and end it there with a full stop."""
     t = _Text(text, context)
-    choices = [i for i in t.whole_sentences() if len(t.sentences[i]) >= 4]
+    choices = t.whole_sentences(4)
     if not choices:
         return None
     for i in _pick(rng, choices, sites):
