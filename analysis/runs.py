@@ -15,11 +15,10 @@ import json
 
 import numpy as np
 import pandas as pd
-from etils import epath
 
 from tinyscale import config as config_lib
 from tinyscale import counting
-from tinyscale.rundir import RunDir
+from tinyscale.rundir import RunDir, resolve
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
                   "model.d_ff", "train.lr", "train.batch_size", "train.seq_len", "seed",
@@ -63,7 +62,7 @@ def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
 
 def load(sweep_dir: str) -> pd.DataFrame:
     """The sweep (or a single run directory) as one DataFrame."""
-    path = epath.Path(sweep_dir)
+    path = resolve(sweep_dir)  # gs:// without gcsfs is one line, not a traceback
     if (path / "sweep.json").exists():
         sweep = json.loads((path / "sweep.json").read_text())
         runs = [(r["name"], r["config"], RunDir(path / "runs" / r["name"]))

@@ -37,6 +37,7 @@ def _check_same_run(run: RunDir, config) -> None:
     old = run.read_json(run.config)
     if old is None:
         return
+    old = config_lib.from_saved(old).to_dict()  # knobs added since get their defaults
     new = config.to_dict()
     for section in sorted(set(old) | set(new)):
         if section in ("output", "distributed"):
