@@ -43,8 +43,9 @@ class SweepDir:
                             "config": r.values.to_dict()} for r in runs]}
         if self.file.exists():
             old = self.load()
+            then = [run_config(r).to_dict() for r in old["runs"]]  # knobs added since:
             if [r["name"] for r in old["runs"]] != [r["name"] for r in record["runs"]] or \
-                    [r["config"] for r in old["runs"]] != [r["config"] for r in record["runs"]]:
+                    then != [r["config"] for r in record["runs"]]:  # their defaults
                 raise TinyscaleError(
                     f"{self.path} holds a different sweep ({old['spec']}): use a new "
                     "--sweep-dir, or the same sweep file to continue it.")
