@@ -14,10 +14,9 @@ User errors print one line and exit 2; preempted training (SIGTERM) exits 75, re
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from tinyscale import config_file
+from tinyscale import config_file, process
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
 
 
@@ -256,50 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _compilation_cache() -> None:
-    """A persistent JAX compilation cache: a relaunch or a repeated shape skips compiling.
-
-    config.COMPILATION_CACHE_ENV names the folder (the sweep launchers point it into the
-    sweep directory); the default is CACHE_ROOT/jax; an empty value turns it off.
-    """
-    import os
-
-    from tinyscale import config as config_lib
-    path = os.environ.get(config_lib.COMPILATION_CACHE_ENV,
-                          os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax"))
-    if path:
-        import jax
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-class _OrbaxEchoes(logging.Filter):
-    """Drops orbax's ERROR logs from its background threads, and asyncio's notes on the
-    futures a failed save abandoned: each failure they describe reaches the main thread
-    as an exception, which tinyscale reports in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and (
-            "orbax" in record.pathname or "never retrieved" in str(record.msg)))
-
-
-def _quiet_closed_loops(hook):
-    """Wrap sys.unraisablehook: a failed async save leaves tensorstore callbacks aimed at
-    orbax's closed event loop; the failure itself is reported, its echoes are not."""
-    def quiet(unraisable):
-        if not (isinstance(unraisable.exc_value, RuntimeError | ImportError) and (
-                "Event loop is closed" in str(unraisable.exc_value)
-                or "shutting down" in str(unraisable.exc_value))):
-            hook(unraisable)
-    return quiet
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    for logger in ("absl", "asyncio"):
-        logging.getLogger(logger).addFilter(_OrbaxEchoes())
-    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
-    _compilation_cache()
+    process.setup()
     try:
         rest, overrides = config_file.split_overrides(argv)
         args = build_parser().parse_args(rest)

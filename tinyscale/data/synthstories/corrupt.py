@@ -70,32 +70,45 @@ def _pick(rng: random.Random, choices: list, sites: int | None) -> list:
     return list(choices) if sites is None else rng.sample(choices, min(sites, len(choices)))
 
 
-def shuffle_words(text, rng, context="", sites=1):
+def _each_sentence(min_tokens: int, ended: bool = False):
+    """A corruption that changes whole sentences of `text` (at least `min_tokens` long),
+    made from `change(sentence, rng) -> sentence`."""
+    def wrap(change):
+        def corruption(text, rng, context="", sites=1):
+            t = _Text(text, context)
+            choices = t.whole_sentences(min_tokens, ended)
+            if not choices:
+                return None
+            for i in _pick(rng, choices, sites):
+                t.sentences[i] = change(t.sentences[i], rng)
+            return t.result()
+        corruption.__name__, corruption.__doc__ = change.__name__, change.__doc__
+        return corruption
+    return wrap
+
+
+@_each_sentence(5, ended=True)
+def shuffle_words(sentence, rng):
     """Shuffle the words of a sentence (its final punctuation stays last)."""
-    t = _Text(text, context)
-    choices = t.whole_sentences(5, ended=True)
-    if not choices:
-        return None
-    for i in _pick(rng, choices, sites):
-        body = t.sentences[i][:-1]
-        shuffled = body[:]
-        while shuffled == body:
-            rng.shuffle(shuffled)
-        t.sentences[i] = shuffled + t.sentences[i][-1:]
-    return t.result()
+    body = sentence[:-1]
+    shuffled = body[:]
+    while shuffled == body:
+        rng.shuffle(shuffled)
+    return shuffled + sentence[-1:]
 
 
-def random_words(text, rng, context="", sites=1):
+@_each_sentence(3)
+def random_words(sentence, rng):
     """Replace the words of a sentence by random words of the lexicon."""
-    t = _Text(text, context)
-    choices = t.whole_sentences(3)
-    if not choices:
-        return None
     words = lex.lexicon(1.0)
     pool = [w for cat in ("object", "adj", "place", "act_past", "feel") for w in words[cat]]
-    for i in _pick(rng, choices, sites):
-        t.sentences[i] = [rng.choice(pool) for _ in t.sentences[i][:-1]] + ["."]
-    return t.result()
+    return [rng.choice(pool) for _ in sentence[:-1]] + ["."]
+
+
+@_each_sentence(4)
+def truncate_sentence(sentence, rng):
+    """Cut a sentence mid-way and end it there with a full stop."""
+    return sentence[:rng.randint(1, len(sentence) - 2)] + ["."]
 
 
 def wrong_pronoun(text, rng, context="", sites=1):
@@ -139,18 +152,6 @@ def swap_object(text, rng, context="", sites=1):
     fresh = [o for o in lex.OBJECTS if o not in words]
     for i, _, pos in _pick(rng, refs, sites):
         t.sentences[i][pos] = rng.choice(fresh)
-    return t.result()
-
-
-def truncate_sentence(text, rng, context="", sites=1):
-    """Cut a sentence mid-way and end it there with a full stop."""
-    t = _Text(text, context)
-    choices = t.whole_sentences(4)
-    if not choices:
-        return None
-    for i in _pick(rng, choices, sites):
-        cut = rng.randint(1, len(t.sentences[i]) - 2)
-        t.sentences[i] = t.sentences[i][:cut] + ["."]
     return t.result()
 
 

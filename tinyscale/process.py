@@ -1,0 +1,51 @@
+"""Process-wide set-up for the `tinyscale` command: the compilation cache, and no echoes
+of failures that tinyscale reports itself."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def setup() -> None:
+    for logger in ("absl", "asyncio"):
+        logging.getLogger(logger).addFilter(_OrbaxEchoes())
+    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
+    compilation_cache()
+
+
+def compilation_cache() -> None:
+    """A persistent JAX compilation cache: a relaunch or a repeated shape skips compiling.
+
+    config.COMPILATION_CACHE_ENV names the folder (the sweep launchers point it into the
+    sweep directory); the default is CACHE_ROOT/jax; an empty value turns it off.
+    """
+    from tinyscale import config as config_lib
+    path = os.environ.get(config_lib.COMPILATION_CACHE_ENV,
+                          os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax"))
+    if path:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+class _OrbaxEchoes(logging.Filter):
+    """Drops orbax's ERROR logs from its background threads, and asyncio's notes on the
+    futures a failed save abandoned: each failure they describe reaches the main thread
+    as an exception, which tinyscale reports in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and (
+            "orbax" in record.pathname or "never retrieved" in str(record.msg)))
+
+
+def _quiet_closed_loops(hook):
+    """Wrap sys.unraisablehook: a failed async save leaves tensorstore callbacks aimed at
+    orbax's closed event loop; the failure itself is reported, its echoes are not."""
+    def quiet(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError | ImportError) and (
+                "Event loop is closed" in str(unraisable.exc_value)
+                or "shutting down" in str(unraisable.exc_value))):
+            hook(unraisable)
+    return quiet
