@@ -89,7 +89,7 @@ def test_a_second_manual_dir_gives_its_own_stories(tmp_path):
     """The cache is keyed by the manual dir's files: another folder is another corpus."""
     from tinyscale import config as config_lib
     from tinyscale.data import pipeline
-    other = "Once there was a red fox named Rex.\r\n<|endoftext|>\r\n"
+    other = RAW.replace("Lily", "Rex")
     shown = []
     for name, text in (("first", RAW), ("second", other)):
         write_files(tmp_path / name, "original", (text + "<|endoftext|>\r\n") * 40)
