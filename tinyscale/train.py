@@ -192,51 +192,53 @@ class Trainer:
         if self.lead:
             self.rundir.set_state("running", attempts=attempts, step=step, total_steps=self.total,
                                   cores=sorted(os.sched_getaffinity(0)))
-        signals, start, pending = _Signals(), time.perf_counter(), None
+        signals = _Signals()  # caught until the final checkpoint is safe
+        try:
+            try:
+                step = self._loop(arrays, opt_state, step, wall_before, signals)
+            except FloatingPointError as error:
+                self.ckpt.wait()
+                if self.lead:
+                    self.rundir.set_state("failed", step=error.args[1],
+                                          last_error=error.args[0])
+                self.writer.message(f"{self.rundir.path}: {error.args[0]}")
+                return 1
+            finally:
+                self.writer.close()
+            return self._finish(*step, signals)
+        finally:
+            signals.restore()
+
+    def _loop(self, arrays, opt_state, step, wall_before, signals):
+        """Train until the last step or a signal; (step, arrays, opt_state) at the end."""
+        start, pending = time.perf_counter(), None
         tokens_per_step = self.c.train.batch_size * self.c.train.seq_len
         last_time, last_step = start, step
-        try:
-            while step < self.total and signals.received is None:
-                batch = self._batch(self.train_data.batch(step))
-                arrays, opt_state, out = self.train_step(arrays, opt_state, batch)
-                step += 1
-                if pending is not None:
-                    self._check_finite(*pending)
-                pending = (step, out)
-                if step % self.c.train.log_every and step % self.c.eval.every \
-                        and step % self.c.train.checkpoint_every and step != self.total:
-                    continue
+        while step < self.total and signals.received is None:
+            batch = self._batch(self.train_data.batch(step))
+            arrays, opt_state, out = self.train_step(arrays, opt_state, batch)
+            step += 1
+            if pending is not None:
                 self._check_finite(*pending)
-                now = time.perf_counter()
-                rate = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
-                record = {"step": step, "tokens": step * tokens_per_step,
-                          "train_loss": float(out["loss"]),
-                          "grad_norm": float(out["grad_norm"]),
-                          "lr": float(self.schedule(step - 1)), "tokens_per_s": rate,
-                          "mfu": rate * self.flops_per_token / self.peak,
-                          "wall_s": wall_before + now - start}
-                if step % self.c.eval.every == 0 or step == self.total:
-                    record.update(self.evaluate(arrays))
-                self.writer.write(record)
-                if step % self.c.train.checkpoint_every == 0 or step == self.total:
-                    self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
-        except FloatingPointError as error:
-            self.ckpt.wait()
-            signals.restore()
-            if self.lead:
-                self.rundir.set_state("failed", step=error.args[1], last_error=error.args[0])
-            self.writer.message(f"{self.rundir.path}: {error.args[0]}")
-            return 1
-        except BaseException:
-            signals.restore()
-            raise
-        finally:
-            self.writer.close()
-        try:  # signals stay caught until the final checkpoint is safe
-            return self._finish(step, arrays, opt_state, signals)
-        finally:
-            signals.restore()
+            pending = (step, out)
+            if step % self.c.train.log_every and step % self.c.eval.every \
+                    and step % self.c.train.checkpoint_every and step != self.total:
+                continue
+            self._check_finite(*pending)
+            now = time.perf_counter()
+            rate = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
+            last_time, last_step = now, step
+            record = {"step": step, "tokens": step * tokens_per_step,
+                      "train_loss": float(out["loss"]), "grad_norm": float(out["grad_norm"]),
+                      "lr": float(self.schedule(step - 1)), "tokens_per_s": rate,
+                      "mfu": rate * self.flops_per_token / self.peak,
+                      "wall_s": wall_before + now - start}
+            if step % self.c.eval.every == 0 or step == self.total:
+                record.update(self.evaluate(arrays))
+            self.writer.write(record)
+            if step % self.c.train.checkpoint_every == 0 or step == self.total:
+                self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
+        return step, arrays, opt_state
 
     def _check_finite(self, step: int, out) -> None:
         loss = float(out["loss"])
