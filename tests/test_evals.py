@@ -185,7 +185,9 @@ def test_coherence_increases_across_training(tmp_path):
     for step in (500, 1000, 1954):  # 1M, 2M and 4M tokens
         r = evals.evaluate(str(workdir), step)
         scores.append((step, r["grammar"], r["coherence"], r["coherence_se"]))
-        sample = json.loads((workdir / "samples.jsonl").read_text().splitlines()[0])
+        from tinyscale.rundir import RunDir
+        samples = RunDir(workdir).samples_file(None if step == 1954 else step)  # 1954: final
+        sample = json.loads(samples.read_text().splitlines()[0])
         print(f"\nstep {step}: grammar {r['grammar']:.3f} consistency {r['consistency']:.3f} "
               f"coherence {r['coherence']:.3f}\n"
               f"  ...{sample['prompt'][-80:]}|{sample['continuation'][:200]}")
