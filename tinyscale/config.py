@@ -107,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.launch = la = ml_collections.ConfigDict()
     la.max_attempts = 3                  # a failed run is retried until this many attempts
     la.parallel = 1                      # local backend: runs at once, on disjoint devices
-    la.stale_after_s = 600               # a lock whose heartbeat is older is taken over
+    la.stale_after_s = 600               # gs:// lease: free this long after its last renewal
     la.slurm_partition = ""              # sbatch --partition ("" = the cluster default)
     la.slurm_cpus = 2                    # sbatch --cpus-per-task
     la.slurm_gpus = 0                    # sbatch --gpus-per-task
