@@ -301,3 +301,17 @@ def test_plan_warns_when_the_compute_is_far_beyond_the_machine(tmp_path):
         result.stdout
     small = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", "quickstart.py"))
     assert "warning" not in small.stdout and "of training" in small.stdout
+
+
+def test_status_shows_the_live_step_from_the_metrics(tmp_path):
+    from tinyscale.launch import plan, status
+    from tinyscale.launch.sweepdir import SweepDir
+    sweep = SweepDir(str(tmp_path / "sweep"))
+    sweep.create(TINY + ":1", *plan.expand(TINY + ":1", {}))
+    run = sweep.rundir("d16-L1-h2")
+    run.set_state("running", step=0, total_steps=30, attempts=1)
+    run.metrics.write_text(json.dumps({"step": 12, "tokens": 6144, "train_loss": 4.5,
+                                       "tokens_per_s": 900.0}) + "\n")
+    line = next(x for x in status.render(str(tmp_path / "sweep")).splitlines()
+                if x.startswith("d16-L1-h2"))
+    assert "12/30" in line and "6.14K" in line and "4.500" in line

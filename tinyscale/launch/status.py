@@ -1,14 +1,18 @@
-"""`tinyscale sweep status DIR`: one line per run, from the run directories."""
+"""`tinyscale sweep status DIR`: one line per run, from the run directories.
+
+The step, tokens and loss are the live ones, from the run's last metrics line (state.json
+changes only when a run starts or ends)."""
 
 from __future__ import annotations
 
 from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.launch.table import si
 from tinyscale.rundir import is_remote
 
 
 def render(sweep_dir: str) -> str:
     sweep = SweepDir(sweep_dir)
-    lines = [f"{'run':<22} {'state':<8} {'step':>13} {'loss':>7} {'tok/s':>8} "
+    lines = [f"{'run':<22} {'state':<8} {'step':>13} {'tokens':>7} {'loss':>7} {'tok/s':>8} "
              f"{'attempts':>8}  error"]
     counts = {}
     queued = {}
@@ -27,8 +31,10 @@ def render(sweep_dir: str) -> str:
         if str(run["index"]) in queued and state["state"] != "done":
             state["state"] = queued[str(run["index"])].lower()[:8]
         total = state.get("total_steps", "?")
+        step = max(state.get("step") or 0, last.get("step", 0))
         lines.append(
-            f"{run['name']:<22} {state['state']:<8} {state.get('step', 0):>6}/{total:<6} "
+            f"{run['name']:<22} {state['state']:<8} {step:>6}/{total:<6} "
+            f"{si(last.get('tokens', 0)):>7} "
             f"{last.get('train_loss', float('nan')):>7.3f} {last.get('tokens_per_s', 0):>8.0f} "
             f"{state.get('attempts', 0):>8}  {(state.get('last_error') or '')[:60]}")
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))

@@ -8,7 +8,8 @@ from tinyscale.launch.plan import RELEASED, Run
 from tinyscale.model import ModelSpec
 
 
-def _si(x: float) -> str:
+def si(x: float) -> str:
+    """A number with an SI suffix: 1.5M, 3.2G."""
     for unit, size in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6),
                        ("K", 1e3)):
         if abs(x) >= size:
@@ -76,7 +77,7 @@ def estimate(total_flops: float, launch, backend: str = "local",
         from tinyscale import metrics
         peak, where = metrics.peak_flops(launch_peak), "this machine"
     seconds = total_flops / (ASSUMED_MFU * peak)
-    line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({_si(peak)}FLOP/s peak): about "
+    line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({si(peak)}FLOP/s peak): about "
             f"{_duration(seconds)} of training")
     if seconds > TOO_LONG_S:
         line += ("\nwarning: that is far beyond this machine: shrink the grid (fewer runs, "
@@ -92,16 +93,16 @@ def render(runs: list[Run], base=None, backend: str = "local") -> str:
     lines = [head, "-" * len(head)]
     for r in table:
         line = (f"{r['name']:<22} {r['family']:<8} {r['width']:>5} {r['depth']:>5} "
-                f"{r['heads']:>5} {_si(r['total']):>8} {_si(r['embedding']):>8} "
-                f"{_si(r['non_embedding']):>8} {_si(r['flops_per_token']):>9} "
-                f"{_si(r['tokens']):>8} {_si(r['compute']):>8}")
+                f"{r['heads']:>5} {si(r['total']):>8} {si(r['embedding']):>8} "
+                f"{si(r['non_embedding']):>8} {si(r['flops_per_token']):>9} "
+                f"{si(r['tokens']):>8} {si(r['compute']):>8}")
         if r["released"]:
             name, total = r["released"]
             line += f"  <- {name} shape ({total:,} params at vocab 50257, 2048 positions)"
         lines.append(line)
     lines.append("-" * len(head))
-    lines.append(f"{len(table)} runs; {_si(sum(r['tokens'] for r in table))} tokens, "
-                 f"{_si(sum(r['compute'] for r in table))} training FLOPs in all")
+    lines.append(f"{len(table)} runs; {si(sum(r['tokens'] for r in table))} tokens, "
+                 f"{si(sum(r['compute'] for r in table))} training FLOPs in all")
     if base is not None:
         lines.append(estimate(sum(r["compute"] for r in table), base.launch, backend,
                               base.output.peak_flops))
