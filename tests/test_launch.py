@@ -148,12 +148,25 @@ def test_local_parallel_runs_at_once_on_disjoint_cores(env, tmp_path):
     assert all(cores) and not cores[0] & cores[1], cores  # each on its own cores
 
 
-def test_different_sweep_in_the_same_dir_is_refused(env, tmp_path):
+def test_new_grid_points_are_added_and_changed_runs_refused(env, tmp_path):
+    """Relaunching with more grid points trains only the new ones; the finished run is
+    untouched. A run whose config changed is refused with the knob, exit 2."""
     sweep_dir = tmp_path / "sweep"
     first = run_cli("sweep", "run", TINY + ":1", "--sweep-dir", str(sweep_dir), env=env)
     assert first.returncode == 0, first.stderr
+    done = (sweep_dir / "runs" / "d16-L1-h2" / "state.json").read_text()
     second = run_cli("sweep", "run", TINY + ":2", "--sweep-dir", str(sweep_dir), env=env)
-    assert second.returncode == 2 and "different sweep" in second.stderr
+    assert second.returncode == 0, second.stderr
+    assert "d24-L1-h2: training" in second.stderr and "d16-L1-h2: training" not in \
+        second.stderr
+    assert (sweep_dir / "runs" / "d16-L1-h2" / "state.json").read_text() == done
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [(r["index"], r["name"]) for r in record["runs"]] == [(0, "d16-L1-h2"),
+                                                                (1, "d24-L1-h2")]
+    changed = run_cli("sweep", "run", TINY + ":2", "--sweep-dir", str(sweep_dir),
+                      "--config.train.lr=0.001", env=env)
+    assert changed.returncode == 2 and "config.train.lr=0.003, not 0.001" in changed.stderr
+    assert changed.stderr.strip().count("\n") == 0
 
 
 @pytest.mark.slow

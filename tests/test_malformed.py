@@ -224,8 +224,9 @@ CASES = [
         w, "def sweep():\n    return 3\n")], "not a list"),
     ("sweep override of the wrong type", lambda w: ["sweep", "plan", sweep_file(
         w, "def sweep():\n    return [{'model.n_layers': 1.5}]\n")], "model.n_layers"),
-    ("a different sweep in a sweep dir", lambda w: [
-        "sweep", "run", TINY + ":2", "--sweep-dir", str(started_sweep(w))], "different sweep"),
+    ("a changed run in a sweep dir", lambda w: [
+        "sweep", "run", TINY + ":1", "--sweep-dir", str(started_sweep(w)),
+        "--config.train.lr=0.001"], "holds run d16-L1-h2 with config."),
     ("sweep status of a run dir", lambda w: ["sweep", "status", str(w / "done")],
      "no sweep.json"),
     ("worker index out of range", lambda w: ["sweep", "worker", str(started_sweep(w)),

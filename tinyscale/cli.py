@@ -127,7 +127,7 @@ def _sweep_run(args, overrides):
     base, runs = plan.expand(args.file, overrides)
     sweep = SweepDir(args.sweep_dir)
     if not args.dry_run:
-        sweep.create(args.file, base, runs)
+        runs = sweep.create(args.file, base, runs)  # with the runs already in the sweep
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.backend == "local":
         if args.dry_run:

@@ -5,8 +5,9 @@
     <sweep_dir>/runs/<name>/      a run directory (tinyscale/rundir.py) + `lock`
     <sweep_dir>/jax_cache/        the persistent compilation cache all its runs share
 
-A run's lock is the run directory's own (`RunDir.acquire`): every trainer takes it, the
-sweep workers as well as a plain `tinyscale train`.
+Relaunching a sweep with new grid points adds them (the old runs keep their indices);
+changing an existing run's config is refused. A run's lock is the run directory's own
+(`RunDir.acquire`): every trainer takes it, the sweep workers as well as `tinyscale train`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from tinyscale.launch.plan import Run
 from tinyscale.rundir import RunDir, resolve, write_atomic
 
 
+def _refuse_change(path, name: str, was: dict, now: dict, prefix: str = "") -> None:
+    """One line naming the first knob of run `name` whose value changed."""
+    for key in sorted(set(was) | set(now)):
+        a, b = was.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            _refuse_change(path, name, a, b, f"{prefix}{key}.")
+        elif a != b:
+            raise TinyscaleError(
+                f"{path} holds run {name} with config.{prefix}{key}={a!r}, not {b!r}: use a "
+                "new --sweep-dir, or keep that run's settings (new grid points are added).")
+
+
 def run_config(run: dict) -> ml_collections.ConfigDict:
     """The config of one run record of sweep.json (no re-reading of the file), over
     today's defaults (a sweep started by an older tinyscale lacks newer knobs)."""
@@ -34,23 +47,35 @@ class SweepDir:
         self.file = self.path / "sweep.json"
         self.compilation_cache = self.path / "jax_cache"
 
-    def create(self, spec: str, base, runs: list[Run]) -> None:
-        """Write sweep.json; a directory holding a different sweep is refused."""
+    def create(self, spec: str, base, runs: list[Run]) -> list[Run]:
+        """Write sweep.json; the sweep's runs, in its order.
+
+        Relaunching into an existing sweep adds the grid points that are new (after the
+        old ones, which keep their indices) and leaves the existing runs untouched; a run
+        whose config changed is refused with the knob that differs."""
         path, _, arg = spec.partition(":")
         record = {"spec": spec, "arg": arg, "source": epath.Path(path).read_text(),
                   "base": base.to_dict(),
                   "runs": [{"index": r.index, "name": r.name, "overrides": r.overrides,
                             "config": r.values.to_dict()} for r in runs]}
-        if self.file.exists():
-            old = self.load()
-            then = [run_config(r).to_dict() for r in old["runs"]]  # knobs added since:
-            if [r["name"] for r in old["runs"]] != [r["name"] for r in record["runs"]] or \
-                    then != [r["config"] for r in record["runs"]]:  # their defaults
-                raise TinyscaleError(
-                    f"{self.path} holds a different sweep ({old['spec']}): use a new "
-                    "--sweep-dir, or the same sweep file to continue it.")
-            return
-        write_atomic(self.file, json.dumps(record, indent=1, default=str) + "\n")
+        if not self.file.exists():
+            write_atomic(self.file, json.dumps(record, indent=1, default=str) + "\n")
+            return runs
+        old = self.load()
+        new = {r.name: r for r in runs}
+        for run in old["runs"]:
+            if run["name"] in new:  # a run's config over today's defaults (newer knobs)
+                _refuse_change(self.path, run["name"], run_config(run).to_dict(),
+                               new[run["name"]].values.to_dict())
+        known = {r["name"] for r in old["runs"]}
+        added = [{"index": len(old["runs"]) + k, "name": r.name, "overrides": r.overrides,
+                  "config": r.values.to_dict()}
+                 for k, r in enumerate(r for r in runs if r.name not in known)]
+        if added:
+            old.update(spec=spec, source=record["source"], runs=old["runs"] + added)
+            write_atomic(self.file, json.dumps(old, indent=1, default=str) + "\n")
+        return [Run(r["index"], r["name"], r["overrides"], config_lib.Values.of(
+            run_config(r))) for r in old["runs"]]
 
     def load(self) -> dict:
         if not self.file.exists():
