@@ -328,3 +328,27 @@ def test_status_shows_the_live_step_from_the_metrics(tmp_path):
     line = next(x for x in status.render(str(tmp_path / "sweep")).splitlines()
                 if x.startswith("d16-L1-h2"))
     assert "12/30" in line and "6.14K" in line and "4.500" in line
+
+
+def test_slurm_resubmit_skips_a_run_whose_lock_is_held(env, tmp_path, monkeypatch):
+    """A run being trained (its lock held by a live process) is never submitted again."""
+    from tinyscale.launch import plan
+    from tinyscale.launch.sweepdir import SweepDir
+    monkeypatch.setenv("TINYSCALE_TEST_CACHE", env["TINYSCALE_TEST_CACHE"])
+    sweep_dir = tmp_path / "sweep"
+    SweepDir(str(sweep_dir)).create(TINY + ":1", *plan.expand(TINY + ":1", {}))
+    run = sweep_dir / "runs" / "d16-L1-h2"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tinyscale.rundir import RunDir; "
+         f"assert RunDir({str(run)!r}).acquire(600); print('held', flush=True); "
+         "sys.stdin.read()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_cli("sweep", "run", TINY + ":1", "--sweep-dir", str(sweep_dir),
+                         "--backend", "slurm", env={**env, "PATH": "/nonexistent"})
+        assert result.returncode == 0, result.stderr  # sbatch was never needed
+        assert "1 run(s) being trained now" in result.stderr
+        assert not (sweep_dir / "slurm").exists()
+    finally:
+        holder.communicate("")

@@ -56,10 +56,16 @@ def submit(sweep_dir: str, base, runs, dry_run: bool, say=print) -> int:
         raise TinyscaleError("the slurm backend needs a shared filesystem path for "
                              "--sweep-dir, not gs://.")
     sweep = SweepDir(sweep_dir)
-    todo = [r.index for r in runs if dry_run or sweep.runnable(
-        {"name": r.name}, r.values.launch.max_attempts)]
+    todo, held = [], []
+    for r in runs:
+        launch = r.values.launch
+        if dry_run or sweep.runnable({"name": r.name}, launch.max_attempts):
+            live = not dry_run and sweep.lock_owner(r.name, launch.stale_after_s)
+            (held if live else todo).append(r.index)
+    if held:  # a resubmit never starts a second trainer of a run
+        say(f"not submitted: {len(held)} run(s) being trained now (their lock is held)")
     if not todo:
-        say(f"{sweep_dir}: every run is done; nothing to submit.")
+        say(f"{sweep_dir}: every run is done or running; nothing to submit.")
         return 0
     script = render_script(sweep_dir, base.launch, todo)
     if dry_run:
