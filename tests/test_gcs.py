@@ -191,3 +191,33 @@ def test_a_trainer_that_loses_its_lease_stops_without_saving(gcs, cache):
     assert record["owner"] == thief.owner  # the trainer did not write over the new holder
     state = json.loads(epath.Path(f"{url}/state.json").read_text())
     assert state["state"] == "running" and state["host"] == "host-a"  # left to the new holder
+
+
+def test_a_sweep_on_gs_runs_end_to_end_and_its_report_lands_in_the_bucket(gcs, cache,
+                                                                           tmp_path):
+    """Two runs through the local launcher with --sweep-dir gs://…: data prepared once
+    under the sweep, every run done and evaluated, then `analyze` writes into the bucket."""
+    from etils import epath
+    sweep = f"{gcs.bucket('sweeps')}/tiny"
+    env = {**gcs.env, "TINYSCALE_TEST_CACHE": cache}
+    tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":2"
+    run = subprocess.run([sys.executable, "-m", "tinyscale.cli", "sweep", "run", tiny,
+                          "--sweep-dir", sweep], cwd=tmp_path, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = epath.Path(sweep)
+    assert len(list((root / "data").iterdir())) == 1  # prepared once for both runs
+    for name in ("d16-L1-h2", "d24-L1-h2"):
+        state = json.loads((root / "runs" / name / "state.json").read_text())
+        assert state["state"] == "done" and state["attempts"] == 1
+        steps = [json.loads(x)["step"] for x in
+                 (root / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [5, 10, 15, 20, 25, 30]
+        assert json.loads((root / "runs" / name / "eval.json").read_text())["step"] == 30
+    report = subprocess.run([sys.executable, "-m", "tinyscale.cli", "analyze", sweep,
+                             "--bootstrap", "20"], cwd=tmp_path, env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "d24-L1-h2" in (root / "report.html").read_text()
+    assert (root / "figures" / "loss_vs_params.png").exists() and (root / "runs.csv").exists()
+    assert not (tmp_path / "gs:").exists()  # nothing written to a local "gs:" folder

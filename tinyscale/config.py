@@ -303,8 +303,11 @@ def data_key(c: ml_collections.ConfigDict) -> str:
     return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def data_dir(c: ml_collections.ConfigDict) -> str:
-    """Where the prepared data for this config lives."""
+def data_dir(c: ml_collections.ConfigDict, sweep_dir: str | None = None) -> str:
+    """Where the prepared data for this config lives: config.data.dir; else, for a run of
+    a sweep, <sweep_dir>/data/<key> (prepared once, read by every worker); else the cache."""
     if c.data.dir:
         return os.path.expanduser(c.data.dir)
+    if sweep_dir:
+        return f"{str(sweep_dir).rstrip('/')}/data/{data_key(c)}"
     return os.path.join(os.path.expanduser(c.data.cache_dir), "data", data_key(c))

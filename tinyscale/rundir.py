@@ -56,6 +56,14 @@ class RunDir:
     tensorboard = property(lambda self: self.path / "tb")
     lock_file = property(lambda self: self.path / "lock")
 
+    @property
+    def sweep_dir(self) -> epath.Path | None:
+        """The sweep directory this run belongs to (<sweep>/runs/<name>), or None."""
+        parent = self.path.parent
+        if parent.name == "runs" and (parent.parent / "sweep.json").exists():
+            return parent.parent
+        return None
+
     def eval_file(self, step: int | None = None) -> epath.Path:
         """eval.json (the final evaluation), or eval-step<N>.json for an earlier step."""
         return self.path / ("eval.json" if step is None else f"eval-step{step}.json")

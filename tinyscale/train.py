@@ -92,7 +92,7 @@ def main(config, workdir: str) -> int:
                              "second trainer would write the same checkpoints.")
     try:
         mesh = parallel.make_mesh(config)
-        data_dir = pipeline.prepare(config, progress=lead)
+        data_dir = pipeline.prepare(config, progress=lead, sweep_dir=run.sweep_dir)
         return Trainer(config, run, mesh, data_dir).run()
     except Exception as error:
         full = _disk_full(error)

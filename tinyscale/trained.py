@@ -72,7 +72,7 @@ def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None
             p.name.isdigit() for p in run.checkpoints.iterdir()):
         raise TinyscaleError(f"{workdir} has no checkpoint yet: train it first "
                              "(tinyscale train --workdir ...).")
-    data_dir = pipeline.prepare(config, progress=False)
+    data_dir = pipeline.prepare(config, progress=False, sweep_dir=run.sweep_dir)
     meta = pipeline.load_meta(data_dir)
     mesh = mesh or parallel.make_mesh(config)
     params = steps.Params(ModelSpec.from_config(config.model, meta["vocab_size"]), mesh,

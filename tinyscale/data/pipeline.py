@@ -31,6 +31,7 @@ import numpy as np
 from tinyscale import config as config_lib
 from tinyscale.data import synthstories, tokenizer
 from tinyscale.errors import TinyscaleError
+from tinyscale.rundir import is_remote
 
 FORMAT_VERSION = 1
 
@@ -75,12 +76,43 @@ def _write_split(sp, texts, path, total, desc, progress) -> dict:
             "bytes_per_token": n_bytes / n_tokens, "dtype": np.dtype(dtype).name}
 
 
-def prepare(c: ml_collections.ConfigDict, progress: bool = True) -> str:
-    """Tokenise and pack the corpus of config `c` unless already done; its directory.
+def prepare(c: ml_collections.ConfigDict, progress: bool = True,
+            sweep_dir: str | None = None) -> str:
+    """Tokenise and pack the corpus of config `c` unless already done; its local directory.
 
     An existing folder without meta.json is prepared into (its other files are left
-    alone); one with meta.json is checked, never overwritten."""
-    out = config_lib.data_dir(c)
+    alone); one with meta.json is checked, never overwritten. For a run of a sweep the
+    data lives under the sweep (`config.data_dir`); on gs:// it is prepared (or found)
+    there and read through a local copy in the cache, checked against its meta.json."""
+    out = config_lib.data_dir(c, sweep_dir)
+    if is_remote(out):
+        return _through_local_copy(c, out, progress)
+    return _prepare_local(c, out, progress)
+
+
+def _through_local_copy(c, remote: str, progress: bool) -> str:
+    from etils import epath
+    local = os.path.join(os.path.expanduser(c.data.cache_dir), "data", config_lib.data_key(c))
+    source = epath.Path(remote)
+    if (source / "meta.json").exists():
+        if not os.path.exists(os.path.join(local, "meta.json")):
+            tmp = f"{local}.tmp-{os.getpid()}"
+            os.makedirs(tmp, exist_ok=True)
+            for path in source.iterdir():
+                (epath.Path(tmp) / path.name).write_bytes(path.read_bytes())
+            _move_in(tmp, local)
+            shutil.rmtree(tmp, ignore_errors=True)
+        _check_settings(local, c)
+        verify(local)
+        return local
+    _prepare_local(c, local, progress)
+    names = sorted(os.listdir(local), key=lambda n: n == "meta.json")  # meta.json last
+    for name in names:
+        (source / name).write_bytes(open(os.path.join(local, name), "rb").read())
+    return local
+
+
+def _prepare_local(c, out: str, progress: bool) -> str:
     if os.path.exists(out) and not os.path.isdir(out):
         raise TinyscaleError(f"--data-dir {out} (config.data.dir) is a file, not a folder: "
                              "give a folder to prepare the data in.")
