@@ -221,3 +221,83 @@ def test_a_sweep_on_gs_runs_end_to_end_and_its_report_lands_in_the_bucket(gcs, c
     assert "d24-L1-h2" in (root / "report.html").read_text()
     assert (root / "figures" / "loss_vs_params.png").exists() and (root / "runs.csv").exists()
     assert not (tmp_path / "gs:").exists()  # nothing written to a local "gs:" folder
+
+
+def _metrics(root, name):
+    path = root / "runs" / name / "metrics.jsonl"
+    try:
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    except ValueError:  # a line being written
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["local", "gs"])
+def test_chaos_workers_killed_and_restarted_train_every_run_once(where, gcs, cache, tmp_path):
+    """Four slot workers with distinct host identities on one sweep dir (local: the flock;
+    gs://: leases of 3 s, shorter than a run). Each time a worker has logged a step of a
+    run, it is SIGKILLed and started again; at the end every run is done and evaluated,
+    and every step of every run was logged once, by one worker."""
+    from etils import epath
+
+    from tinyscale.launch import plan
+    from tinyscale.launch.sweepdir import SweepDir
+    sweep = str(tmp_path / "sweep") if where == "local" else f"{gcs.bucket('chaos')}/sweep"
+    env = {**os.environ, **gcs.env, "TINYSCALE_TEST_CACHE": cache}
+    tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":4"
+    os.environ["TINYSCALE_TEST_CACHE"] = cache
+    try:
+        SweepDir(sweep).create(tiny, *plan.expand(tiny, {"launch.stale_after_s": "3"}))
+    finally:
+        del os.environ["TINYSCALE_TEST_CACHE"]
+    root = epath.Path(sweep)
+    names = [r["name"] for r in SweepDir(sweep).runs()]
+
+    def worker(slot):
+        return subprocess.Popen([sys.executable, "-m", "tinyscale.cli", "sweep", "worker", sweep,
+                                 "--slot", str(slot), "--slots", "4"], cwd=ROOT,
+                                env={**env, "TINYSCALE_HOST": f"host-{slot}"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = {slot: worker(slot) for slot in range(4)}
+    kills, started = 0, 4
+    deadline = time.time() + 900
+    while kills < 3 and time.time() < deadline:  # kill a worker right after it logs a step
+        for slot, proc in list(workers.items()):
+            mine = f"host-{slot}:{proc.pid}"
+            if proc.poll() is None and any(m.get("worker") == mine for n in names
+                                           for m in _metrics(root, n)):
+                proc.kill()
+                proc.wait()
+                kills += 1
+                workers[slot] = worker(slot)
+                started += 1
+                break
+        time.sleep(0.2)
+    assert kills == 3
+    rounds = 0
+    while True:  # let them finish; start them again while runs are left
+        for proc in workers.values():
+            proc.wait(timeout=900)
+        states = [json.loads((root / "runs" / n / "state.json").read_text())["state"]
+                  for n in names]
+        if all(s == "done" for s in states):
+            break
+        rounds += 1
+        assert rounds <= 5, states
+        workers = {slot: worker(slot) for slot in range(4)}
+        started += 4
+    twice = 0
+    for name in names:
+        lines = _metrics(root, name)
+        steps = [m["step"] for m in lines]
+        assert steps == [5, 10, 15, 20, 25, 30], (name, steps)
+        order = [m["worker"] for m in lines]  # a worker replaced never writes again
+        runs_of = [w for i, w in enumerate(order) if i == 0 or order[i - 1] != w]
+        assert len(runs_of) == len(set(runs_of)), (name, order)
+        twice += len(steps) - len(set(steps))
+        assert json.loads((root / "runs" / name / "eval.json").read_text())["step"] == 30
+    attempts = [json.loads((root / "runs" / n / "state.json").read_text())["attempts"]
+                for n in names]
+    print(f"\n{where}: workers started {started}, kills {kills}, runs {len(names)}, "
+          f"done {len(names)}, done at the first attempt {attempts.count(1)}, "
+          f"steps logged twice {twice}")

@@ -72,8 +72,8 @@ class MetricsWriter:
             self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=record["step"],
                                                summary=summary_pb2.Summary(value=values)))
         if self._wandb:
-            self._wandb.log({k: v for k, v in record.items() if k != "step"},
-                            step=record["step"])
+            self._wandb.log({k: v for k, v in record.items()
+                             if k != "step" and isinstance(v, (int, float))}, step=record["step"])
         if self.progress and "train_loss" in record:
             self._progress(record)
 

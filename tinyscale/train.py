@@ -27,6 +27,7 @@ from tinyscale import config as config_lib
 from tinyscale.data import pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
 from tinyscale.model import ModelSpec
+from tinyscale.lease import host_id
 from tinyscale.rundir import RunDir, is_remote
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -141,6 +142,7 @@ class Trainer:
         self.spec = ModelSpec.from_config(c.model, self.meta["vocab_size"])
         self.total = config_lib.total_steps(c)
         self.lead = jax.process_index() == 0
+        self.worker = f"{host_id()}:{os.getpid()}"  # who trained each logged step
         t = c.train
         args = (t.seq_len, t.batch_size, c.seed, jax.process_index(), jax.process_count())
         self.train_data = pipeline.Batches(data_dir, "train", *args)
@@ -236,7 +238,7 @@ class Trainer:
                       "train_loss": float(out["loss"]), "grad_norm": float(out["grad_norm"]),
                       "lr": float(self.schedule(step - 1)), "tokens_per_s": rate,
                       "mfu": rate * self.flops_per_token / self.peak,
-                      "wall_s": wall_before + now - start}
+                      "wall_s": wall_before + now - start, "worker": self.worker}
             if step % self.c.eval.every == 0 or step == self.total:
                 record.update(self.evaluate(arrays))
             self.writer.write(record)
