@@ -14,6 +14,7 @@ process of this host. Local and shared filesystems use an flock instead (rundir.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -30,7 +31,9 @@ def host_id() -> str:
     return os.environ.get("TINYSCALE_HOST") or socket.gethostname()
 
 
+@functools.cache
 def _client():
+    """One storage client per process (making one costs a credentials look-up)."""
     try:
         from google.api_core import exceptions
         from google.cloud import storage

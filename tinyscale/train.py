@@ -26,8 +26,8 @@ from tinyscale import checkpoint, counting, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
-from tinyscale.model import ModelSpec
 from tinyscale.lease import host_id
+from tinyscale.model import ModelSpec
 from tinyscale.rundir import RunDir, is_remote
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
