@@ -7,10 +7,7 @@ config before anything reads it and names the knob and the fix when a value is w
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import os
 
 import ml_collections
 
@@ -269,45 +266,3 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("mesh", {a: c.mesh[a] for a in ("data", "fsdp", "tensor")},
               "at most one mesh axis may be -1")
     return c
-
-
-# The data.* knobs that determine a dataset's prepared data (and so its cache key).
-_TOKENIZER_KEYS = ("vocab_size", "tokenizer", "tokenizer_sample_mb")
-DATA_KEYS = {
-    "synthstories": _TOKENIZER_KEYS + ("synth_seed", "synth_richness", "train_stories",
-                                       "eval_stories"),
-    "tinystories": _TOKENIZER_KEYS + ("tinystories_version",),
-}
-
-
-def source_fingerprint(manual_dir: str) -> str:
-    """Names, sizes and modification times of the files in a manual dir ("" for none):
-    different files are a different corpus, however the folder is named."""
-    if not manual_dir:
-        return ""
-    folder = os.path.expanduser(manual_dir)
-    entries = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        stat = os.stat(os.path.join(folder, name))
-        entries.append((name, stat.st_size, stat.st_mtime_ns))
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]
-
-
-def data_key(c: ml_collections.ConfigDict) -> str:
-    """A short hash of the settings (and the manual dir's files) that determine the data."""
-    d = c.data
-    values = {k: d[k] for k in ("dataset",) + DATA_KEYS[d.dataset]}
-    if d.dataset == "tinystories":
-        values["source"] = source_fingerprint(d.manual_dir)
-    blob = json.dumps(values, sort_keys=True)
-    return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-
-def data_dir(c: ml_collections.ConfigDict, sweep_dir: str | None = None) -> str:
-    """Where the prepared data for this config lives: config.data.dir; else, for a run of
-    a sweep, <sweep_dir>/data/<key> (prepared once, read by every worker); else the cache."""
-    if c.data.dir:
-        return os.path.expanduser(c.data.dir)
-    if sweep_dir:
-        return f"{str(sweep_dir).rstrip('/')}/data/{data_key(c)}"
-    return os.path.join(os.path.expanduser(c.data.cache_dir), "data", data_key(c))

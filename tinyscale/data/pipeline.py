@@ -28,8 +28,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from tinyscale import config as config_lib
-from tinyscale.data import synthstories, tokenizer
+from tinyscale.data import location, synthstories, tokenizer
 from tinyscale.errors import TinyscaleError
 from tinyscale.rundir import is_remote
 
@@ -82,9 +81,9 @@ def prepare(c: ml_collections.ConfigDict, progress: bool = True,
 
     An existing folder without meta.json is prepared into (its other files are left
     alone); one with meta.json is checked, never overwritten. For a run of a sweep the
-    data lives under the sweep (`config.data_dir`); on gs:// it is prepared (or found)
+    data lives under the sweep (`location.data_dir`); on gs:// it is prepared (or found)
     there and read through a local copy in the cache, checked against its meta.json."""
-    out = config_lib.data_dir(c, sweep_dir)
+    out = location.data_dir(c, sweep_dir)
     if is_remote(out):
         return _through_local_copy(c, out, progress)
     return _prepare_local(c, out, progress)
@@ -92,7 +91,7 @@ def prepare(c: ml_collections.ConfigDict, progress: bool = True,
 
 def _through_local_copy(c, remote: str, progress: bool) -> str:
     from etils import epath
-    local = os.path.join(os.path.expanduser(c.data.cache_dir), "data", config_lib.data_key(c))
+    local = os.path.join(os.path.expanduser(c.data.cache_dir), "data", location.data_key(c))
     source = epath.Path(remote)
     if (source / "meta.json").exists():
         if not os.path.exists(os.path.join(local, "meta.json")):
@@ -128,7 +127,7 @@ def _prepare_local(c, out: str, progress: bool) -> str:
         if progress:
             print(f"training a {c.data.vocab_size}-piece {c.data.tokenizer} tokenizer...",
                   file=sys.stderr)
-        model = tokenizer.cached(train_texts(), config_lib.data_key(c), c.data.vocab_size,
+        model = tokenizer.cached(train_texts(), location.data_key(c), c.data.vocab_size,
                                  c.data.tokenizer, c.data.tokenizer_sample_mb,
                                  c.data.cache_dir)
         shutil.copy(model, os.path.join(tmp, "tokenizer.model"))
@@ -170,7 +169,7 @@ def _sha256(path: str) -> str:
 def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
     """A prepared folder must hold the data these settings ask for."""
     saved = load_meta(data_dir)["data"]
-    for key in config_lib.DATA_KEYS[c.data.dataset] + ("dataset",):
+    for key in location.DATA_KEYS[c.data.dataset] + ("dataset",):
         if key in saved and saved[key] != c.data[key]:
             raise TinyscaleError(
                 f"{data_dir} holds data prepared with config.data.{key}={saved[key]!r}, not "

@@ -139,8 +139,8 @@ def build(version: str, data_dir: str, manual_dir: str = "") -> TinyStories:
 def from_config(d) -> TinyStories:
     """The builder for config.data `d`: TFDS's folder under the cache is keyed by the
     manual dir's files, so stories from another folder are never served from the cache."""
-    from tinyscale import config as config_lib
-    source = config_lib.source_fingerprint(d.manual_dir) or "download"
+    from tinyscale.data import location
+    source = location.source_fingerprint(d.manual_dir) or "download"
     return build(d.tinystories_version,
                  os.path.join(os.path.expanduser(d.cache_dir), "tfds", source), d.manual_dir)
 
