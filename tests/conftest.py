@@ -34,3 +34,15 @@ def run_cli(*args, env=None, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "tinyscale.cli", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd or ROOT,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment for launcher subprocesses (tests of sweeps): a shared data cache
+    with the smoke corpus prepared (tests/data/tiny_sweep.py reads it)."""
+    cache = str(tmp_path_factory.mktemp("cache"))
+    env = {"TINYSCALE_TEST_CACHE": cache}
+    result = run_cli("data", "prepare", "--config", os.path.join(ROOT, "sweeps",
+                     "quickstart.py") + ":smoke", f"--config.data.cache_dir={cache}")
+    assert result.returncode == 0, result.stderr
+    return env
