@@ -188,7 +188,7 @@ def test_a_trainer_that_loses_its_lease_stops_without_saving(gcs, cache):
             break
     else:
         pytest.fail("the lease could not be taken over")
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 75, err[-3000:]
     assert "lost the run's lease" in err
     record = json.loads(epath.Path(f"{url}/lock").read_text())

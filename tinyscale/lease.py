@@ -96,8 +96,11 @@ class GcsLease:
     def _write(self, expires: float, generation: int) -> bool:
         blob = self._blob_of()
         try:
+            # No client-side retries, and a short timeout: a renewal that cannot get
+            # through is tried again by the next period, long before the lease expires.
             blob.upload_from_string(self._record(expires), content_type="application/json",
-                                    if_generation_match=generation)
+                                    if_generation_match=generation, retry=None,
+                                    timeout=max(2.0, self.ttl / 4))
         except (self._errors.PreconditionFailed, self._errors.NotFound):
             return False
         self.generation = blob.generation
