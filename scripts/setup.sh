@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: Link Grammar (the real-English grammar metric) and SLURM (the tests
-# start a real single-node cluster for the SLURM backend) and Chromium (the report test).
-APT_PACKAGES=(python3-link-grammar link-grammar-dictionaries-en slurm-wlm chromium)
+# start a real single-node cluster for the SLURM backend) and Chromium (the report test);
+# python3-link-grammar only for the test that checks our ctypes binding against it.
+APT_PACKAGES=(liblink-grammar5 link-grammar-dictionaries-en python3-link-grammar slurm-wlm chromium)
 
 if ((${#APT_PACKAGES[@]})) && command -v apt-get >/dev/null; then
   missing=()

@@ -75,6 +75,32 @@ def test_link_grammar_separates_real_from_shuffled(english):
     assert strict >= 0.9 and linked >= 0.9
 
 
+def test_link_grammar_through_ctypes_equals_debians_python_bindings(english):
+    """The ctypes binding (any Python) answers as the SWIG bindings built for the
+    system Python do, sentence by sentence."""
+    import sys
+    try:
+        from tinyscale.evals.linkgrammar import LinkGrammar
+        ours = LinkGrammar()
+        sys.path.append("/usr/lib/python3/dist-packages")
+        import linkgrammar as lg
+    except (MissingOptional, ImportError) as missing:
+        pytest.skip(f"needs Link Grammar and python3-link-grammar: {missing}")
+    finally:
+        sys.path.remove("/usr/lib/python3/dist-packages")
+    en = lg.Dictionary("en")
+    strict = lg.ParseOptions(linkage_limit=100, min_null_count=0, max_null_count=0)
+    lenient = lg.ParseOptions(linkage_limit=100, min_null_count=0, max_null_count=250)
+    real, shuffled = english
+    for sentence in real[:80] + shuffled[:80]:
+        parses = next(iter(lg.Sentence(sentence, en, strict).parse()), None) is not None
+        assert ours.parses(sentence) == parses, sentence
+        s = lg.Sentence(sentence, en, lenient)
+        s.parse()
+        assert ours.linked_share(sentence) == 1.0 - s.null_count() / max(
+            1, len(sentence.split())), sentence
+
+
 def test_reference_lm_separates_real_from_shuffled(english):
     try:
         from tinyscale.evals.reference_lm import ReferenceLM

@@ -1,4 +1,5 @@
-"""Two processes joined by jax.distributed on 127.0.0.1 train like one process."""
+"""Two processes joined by jax.distributed on 127.0.0.1 train like one process, and the
+run gets its full evaluation (completions and their scores) like a one-process run."""
 
 import json
 import os
@@ -46,3 +47,9 @@ def test_two_processes_match_one(tmp_path):
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) <= 1e-5
     state = json.loads((tmp_path / "multi" / "state.json").read_text())
     assert state["state"] == "done"
+    one, two = (json.loads((tmp_path / w / "eval.json").read_text())
+                for w in ("single", "multi"))
+    assert two["n_completions"] == one["n_completions"] == 8
+    for key in ("coherence", "grammar", "consistency", "completion"):
+        assert key in two, two  # scored, as a one-process run is
+    assert abs(two["loss"] - one["loss"]) <= 1e-4

@@ -30,20 +30,39 @@ RULES = (
 
 
 def initialize_distributed(coordinator: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> None:
-    """Join a multi-process job: explicit coordinator, or SLURM / Cloud TPU auto-detect.
+                           process_id: int = -1, tpu: bool = False) -> None:
+    """Join a multi-process job: an explicit coordinator, SLURM, or a Cloud TPU slice.
 
-    A single process on one machine needs nothing and does nothing here.
+    A slice's hosts are named by `TPU_WORKER_HOSTNAMES` and `TPU_WORKER_ID` where the
+    environment sets them (GKE; the tests' stand-in VMs, with `JAX_COORDINATOR_PORT`);
+    on a Cloud TPU VM (`tpu`, which the TPU launcher passes) JAX reads them from the
+    metadata server. A single process on one machine needs nothing and does nothing here.
     """
     if jax.distributed.is_initialized():
         return
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
     if coordinator:
         jax.distributed.initialize(coordinator, num_processes=num_processes,
                                    process_id=process_id)
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in os.environ:
         jax.distributed.initialize()  # inside `srun`: JAX reads the SLURM environment
-    elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
-        jax.distributed.initialize()  # a multi-worker Cloud TPU VM slice
+    elif "," in hosts:
+        names = hosts.split(",")
+        port = os.environ.get("JAX_COORDINATOR_PORT", "8476")
+        jax.distributed.initialize(f"{names[0]}:{port}", num_processes=len(names),
+                                   process_id=int(os.environ.get("TPU_WORKER_ID", "0")))
+    elif tpu:
+        jax.distributed.initialize()  # a Cloud TPU VM: its slice from the metadata server
+
+
+def barrier(name: str, timeout_s: float = 6 * 3600) -> None:
+    """Wait until every process reaches `name`: through the coordination service, not a
+    device collective, so one process may work alone for long (e.g. evaluating) while
+    the others wait. Nothing to wait for in a single process."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+    distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
 
 
 def mesh_shape(mesh_config, n_devices: int) -> tuple[int, int, int]:

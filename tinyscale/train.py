@@ -21,6 +21,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tinyscale import checkpoint, counting, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
@@ -137,7 +138,7 @@ def _set_state_quietly(run: RunDir, state: str, **fields) -> None:
 
 class Trainer:
     def __init__(self, c, run: RunDir, mesh, data_dir: str):
-        self.c, self.rundir, self.mesh = c, run, mesh
+        self.c, self.rundir, self.mesh, self.data_dir = c, run, mesh, data_dir
         self.meta = pipeline.load_meta(data_dir)
         self.spec = ModelSpec.from_config(c.model, self.meta["vocab_size"])
         self.total = config_lib.total_steps(c)
@@ -251,12 +252,18 @@ class Trainer:
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss}) at step {step}", step)
 
-    def _evaluate(self, step: int) -> bool:
-        """The full evaluation; a failure is kept on the run, not lost with it."""
+    def _evaluate(self, step: int, host_arrays: dict | None = None) -> bool:
+        """The full evaluation; a failure is kept on the run, not lost with it.
+        `host_arrays`: the final parameters in host memory (multi-host: evaluated on
+        this process's own devices, not read back from the checkpoint)."""
+        from tinyscale import trained
         from tinyscale.evals import run as evals
         self.writer.message("evaluating story completions...")
         try:
-            result = evals.evaluate(str(self.rundir.path), step, say=self.writer.message)
+            workdir = str(self.rundir.path)
+            loaded = None if host_arrays is None else trained.on_local_devices(
+                workdir, step, host_arrays, self.data_dir)
+            result = evals.evaluate(workdir, step, say=self.writer.message, loaded=loaded)
         except Exception as error:  # the model is trained: keep it done, say why no eval
             self.rundir.write_json(self.rundir.eval, {"step": step, "error": repr(error)})
             self.writer.message(f"evaluation failed: {error}; the model is trained and kept: "
@@ -278,11 +285,15 @@ class Trainer:
                 self.rundir.set_state("pending", step=step, last_error=f"{name} at step {step}")
             self.writer.message(f"{name}: checkpoint saved at step {step}; run again to resume.")
             return EXIT_PREEMPTED if signum == signal.SIGTERM else EXIT_INTERRUPTED
-        evaluated = True
+        evaluated, many = True, jax.process_count() > 1
+        # Several hosts: every one hands process 0 the final parameters, which it then
+        # evaluates alone on its own devices while the others wait at a barrier.
+        host_arrays = multihost_utils.process_allgather(arrays, tiled=True) \
+            if many and self.c.eval.at_end else None
         if self.lead:
             final = self.rundir.read_metrics()[-1]
-            if self.c.eval.at_end and jax.process_count() == 1:
-                evaluated = self._evaluate(step)
+            if self.c.eval.at_end:
+                evaluated = self._evaluate(step, host_arrays)
             else:
                 self.rundir.write_json(self.rundir.eval, {
                     "step": step, "loss": final.get("eval_loss"),
@@ -290,4 +301,5 @@ class Trainer:
             self.rundir.set_state("done", step=step, last_error=None)
             self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
                                 f"{final.get('eval_loss'):.4f}")
+        parallel.barrier(f"evaluated-{self.rundir.path}-{step}")
         return 0 if evaluated else 1

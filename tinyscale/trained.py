@@ -90,3 +90,22 @@ def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None
         raise TinyscaleError(f"no checkpoint of {workdir} restores (each was set aside as "
                              "damaged-*): train the run again in a new --workdir.")
     return Trained(config, meta, params, state["params"], found, data_dir, newest)
+
+
+def on_local_devices(workdir: str, step: int, host_arrays: dict, data_dir: str) -> Trained:
+    """The run at `step` from parameters already in host memory, placed on this process's
+    own devices (data-parallel over as many as split the batch): how process 0 of a
+    multi-host slice evaluates alone after every host has saved the final checkpoint."""
+    local = jax.local_devices()
+    config = saved_config(workdir)
+    per_step = config.train.batch_size // config.train.grad_accum
+    n = next(k for k in range(len(local), 0, -1) if per_step % k == 0)
+    config = saved_config(workdir, {"mesh.data": str(n), "mesh.fsdp": "1",
+                                    "mesh.tensor": "1"})
+    mesh = parallel.make_mesh(config, local[:n])
+    meta = pipeline.load_meta(data_dir)
+    params = steps.Params(ModelSpec.from_config(config.model, meta["vocab_size"]), mesh,
+                          config.seed, materialize=False)
+    shapes = _on(mesh, params.initial)
+    arrays = {k: jax.device_put(host_arrays[k], v.sharding) for k, v in shapes.items()}
+    return Trained(config, meta, params, arrays, step, data_dir, newest=True)

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from tinyscale import parallel, sample, steps, trained
+from tinyscale import sample, steps, trained
 from tinyscale.data import pipeline, tokenizer
 from tinyscale.evals import MissingOptional, coherence, prompts
 from tinyscale.rundir import RunDir, write_atomic
@@ -149,14 +149,18 @@ def _judge(c, prompt_set, completions, rows, say) -> int:
 
 
 def evaluate(workdir: str, step: int | None = None, say=print,
-             overrides: dict[str, str] | None = None) -> dict:
+             overrides: dict[str, str] | None = None,
+             loaded: trained.Trained | None = None) -> dict:
     """Evaluate the run at `step` (default: newest); eval.json for the newest checkpoint,
     eval-step<N>.json (and samples-step<N>.jsonl) for an earlier one, so an evaluation of
-    the past never replaces the run's final result. `overrides` may set eval.* knobs."""
-    config = trained.saved_config(workdir, overrides)
-    t = trained.load(workdir, step, config=config, say=say)
+    the past never replaces the run's final result. `overrides` may set eval.* knobs;
+    `loaded` is the run already in memory (its checkpoint is not read again)."""
+    if loaded is None:
+        config = trained.saved_config(workdir, overrides)
+        loaded = trained.load(workdir, step, config=config, say=say)
+    t = loaded
     c, run = t.config, RunDir(workdir)
-    mesh = parallel.make_mesh(c)
+    mesh = next(iter(t.arrays.values())).sharding.mesh  # where the parameters live
     result = {"step": t.step, **held_out_loss(t, mesh)}
     prompt_set = _prompt_set(t)
     completions = complete(t, prompt_set)
