@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,3 +47,12 @@ def env(tmp_path_factory):
                      "quickstart.py") + ":smoke", f"--config.data.cache_dir={cache}")
     assert result.returncode == 0, result.stderr
     return env
+
+
+def wait_for(condition, proc, what, timeout=300, every=0.001):
+    """Poll `condition` until it holds; fail if `proc` ends first or `timeout` passes."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, f"no {what} within {timeout} s"
+        time.sleep(every)

@@ -1,9 +1,6 @@
-"""The SLURM and Cloud TPU backends: a real single-node SLURM cluster, the TPU launcher's
-gcloud commands and preemption recovery, the hosts of one slice, resubmits."""
+"""The SLURM backend on a real single-node cluster: submits, resubmits, and a job
+cancelled mid-run then submitted again (the Cloud TPU backend: tests/test_tpu.py)."""
 
-import json
-import os
-import stat
 import subprocess
 import sys
 import time
@@ -48,104 +45,6 @@ def test_slurm_backend_against_real_daemons(env, tmp_path):
         assert again.returncode == 0 and "nothing to submit" in again.stderr
     finally:
         cluster.stop()
-
-
-FAKE_GCLOUD = """#!/usr/bin/env python3
-import json, os, sys
-log = os.environ["GCLOUD_LOG"]
-with open(log, "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-args = sys.argv[1:]
-if args[:4] == ["compute", "tpus", "queued-resources", "describe"]:
-    name = args[4]
-    states = json.load(open(os.environ["GCLOUD_STATES"]))
-    queue = states.get(name, ["ACTIVE"])
-    print(queue.pop(0) if len(queue) > 1 else queue[0])
-    json.dump(states, open(os.environ["GCLOUD_STATES"], "w"))
-"""
-
-
-def test_tpu_backend_commands_and_preemption_recovery(env, tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    gcloud = bin_dir / "gcloud"
-    gcloud.write_text(FAKE_GCLOUD)
-    gcloud.chmod(gcloud.stat().st_mode | stat.S_IEXEC)
-    log, state_file = tmp_path / "gcloud.log", tmp_path / "states.json"
-    sweep_dir = tmp_path / "tpu-sweep"
-    # slot 0: provisioning, active; then preempted once (SUSPENDED), then active again
-    state_file.write_text(json.dumps({
-        "tinyscale-tpu-sweep-0": ["PROVISIONING", "ACTIVE", "SUSPENDED", "ACTIVE"],
-        "tinyscale-tpu-sweep-1": ["ACTIVE"]}))
-    tpu_env = {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GCLOUD_LOG": str(log),
-               "GCLOUD_STATES": str(state_file)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY + ":2", "--sweep-dir",
-         str(sweep_dir), "--backend", "tpu", "--config.launch.tpu_slots=2",
-         "--config.launch.tpu_zone=us-west4-a", "--config.launch.tpu_project=my-proj",
-         "--config.launch.tpu_poll_s=0.05"],
-        cwd=ROOT, env={**os.environ, **tpu_env}, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not log.exists() or log.read_text().count(
-            '"delete"') < 1):
-        time.sleep(0.1)
-    for name in ("d16-L1-h2", "d24-L1-h2"):  # the workers finish the runs
-        run = sweep_dir / "runs" / name
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "state.json").write_text(json.dumps({"state": "done"}))
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    calls = [json.loads(x) for x in log.read_text().splitlines()]
-    where = ["--zone=us-west4-a", "--project=my-proj"]
-    name = "tinyscale-tpu-sweep-0"
-    create = ["compute", "tpus", "queued-resources", "create", name, f"--node-id={name}",
-              "--accelerator-type=v5litepod-8", "--runtime-version=v2-alpha-tpuv5-lite",
-              *where, "--spot"]
-    assert calls[0] == create
-    assert ["compute", "tpus", "tpu-vm", "scp"] == calls[3][:4]
-    assert calls[3][5:] == [f"{name}:tinyscale.tar.gz", "--worker=all", *where]
-    ssh = [c for c in calls if c[3] == "ssh" and c[4] == name]
-    assert "pip install" in ssh[0][-1]
-    assert ssh[1][-1].startswith("--command=cd tinyscale && nohup python3 -m tinyscale.cli "
-                                 f"sweep worker {sweep_dir} --slot 0 --slots 2")
-    deletes = [c for c in calls if c[3] == "delete"]
-    assert deletes == [["compute", "tpus", "queued-resources", "delete", name, *where,
-                        "--force", "--quiet"]]
-    assert calls.count(create) == 2  # re-created after the preemption
-    assert sum(1 for c in ssh if "--slot 0" in c[-1]) == 2  # and its worker restarted
-    assert "preempted" in err
-    dry = run_cli("sweep", "teardown", str(sweep_dir), "--dry-run", env=tpu_env)
-    assert dry.stdout.count("queued-resources delete") == 2
-
-
-@pytest.mark.slow
-def test_hosts_of_one_slice_train_each_run_together(env, tmp_path, monkeypatch):
-    """A TPU slice's hosts all run `sweep worker --slot 0`: process 0 picks each run and
-    broadcasts it, so both processes train the same runs, and each run once."""
-    from tests.test_multiprocess import free_port
-    from tinyscale.launch import plan
-    from tinyscale.launch.sweepdir import SweepDir
-    sweep_dir = tmp_path / "slice"
-    monkeypatch.setenv("TINYSCALE_TEST_CACHE", env["TINYSCALE_TEST_CACHE"])
-    SweepDir(str(sweep_dir)).create(TINY + ":3", *plan.expand(TINY + ":3", {}))
-    port = free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "tinyscale.cli", "sweep", "worker", str(sweep_dir),
-         "--slot", "0", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-         "--process-id", str(i)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, **env,
-                        "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-        for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    final = states(sweep_dir)
-    assert {s["state"] for s in final.values()} == {"done"} and len(final) == 3
-    assert all(s["attempts"] == 1 for s in final.values())
-    assert outs[0][1].count("slot 0: training") == 3
-    for name in final:  # one writer per run: metrics continuous, each step once
-        lines = (sweep_dir / "runs" / name / "metrics.jsonl").read_text().splitlines()
-        steps = [json.loads(x)["step"] for x in lines]
-        assert steps == sorted(set(steps)) and steps[-1] == 30
 
 
 def test_slurm_resubmit_skips_a_run_whose_lock_is_held(env, tmp_path, monkeypatch):

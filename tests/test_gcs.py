@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import gcs_emulator
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +121,6 @@ def gs_losses(url):
     return [(m["step"], m["train_loss"]) for m in map(json.loads, path.read_text().splitlines())]
 
 
-def wait_for(condition, proc, what, timeout=300):
-    deadline = time.time() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cache"))
@@ -151,7 +143,8 @@ def test_a_run_on_gs_is_preempted_and_resumes_like_a_local_run(gcs, cache, tmp_p
     proc = subprocess.Popen(train_cmd(url, cache, "--config.train.steps=40",
                                       "--config.eval.prompts=4"), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(s >= 25 for s, _ in gs_losses(url)), proc, "step 25 on gs://")
+    wait_for(lambda: any(s >= 25 for s, _ in gs_losses(url)), proc, "step 25 on gs://",
+             every=0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 75, err[-3000:]
@@ -181,7 +174,7 @@ def test_a_trainer_that_loses_its_lease_stops_without_saving(gcs, cache):
                                       "--config.train.checkpoint_every=5"),
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(s >= 5 for s, _ in gs_losses(url)), proc, "step 5 on gs://")
+    wait_for(lambda: any(s >= 5 for s, _ in gs_losses(url)), proc, "step 5 on gs://", every=0.05)
     thief = lease.GcsLease(f"{url}/lock", 60)
     for _ in range(50):  # conditional on what it read: a renewal in between refuses it
         if thief._write(time.time() + 60, thief.read()[1]):

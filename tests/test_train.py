@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, wait_for
 
 SMOKE = os.path.join(ROOT, "sweeps", "quickstart.py") + ":smoke"
 
@@ -100,15 +99,6 @@ def start(workdir, cache, *extra, ulimit_f=None):
         cmd = ["bash", "-c", f"ulimit -f {ulimit_f} && exec {shlex.join(cmd)}"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-
-
-def wait_for(condition, proc, what, timeout=300):
-    """Poll `condition` every millisecond until it holds; fail if `proc` ends first."""
-    deadline = time.time() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.001)
 
 
 def logged_step(workdir) -> int:

@@ -152,7 +152,7 @@ def _sweep_worker(args, overrides):
     if args.index is not None:
         return worker.train_index(args.sweep_dir, args.index)
     return worker.work_slot(args.sweep_dir, args.slot, args.slots, args.coordinator,
-                            args.num_processes, args.process_id)
+                            args.num_processes, args.process_id, args.tpu)
 
 
 def _sweep_teardown(args, overrides):
@@ -196,6 +196,8 @@ def _add_sweep(sub):
                         "auto-detected (SLURM and TPU slices are)")
     w.add_argument("--num-processes", type=int, default=0)
     w.add_argument("--process-id", type=int, default=-1)
+    w.add_argument("--tpu", action="store_true",
+                   help="on a Cloud TPU VM: join the slice's hosts (from its metadata)")
     w.set_defaults(func=_sweep_worker)
     t = ss.add_parser("teardown", help="delete a TPU sweep's queued resources")
     t.add_argument("sweep_dir")

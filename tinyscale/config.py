@@ -104,7 +104,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.launch = la = ml_collections.ConfigDict()
     la.max_attempts = 3                  # a failed run is retried until this many attempts
     la.parallel = 1                      # local backend: runs at once, on disjoint devices
-    la.stale_after_s = 600               # gs:// lease: free this long after its last renewal
+    la.stale_after_s = 600               # gs:// leases, TPU worker heartbeats: void this
+                                         # long after their last renewal
     la.slurm_partition = ""              # sbatch --partition ("" = the cluster default)
     la.slurm_cpus = 2                    # sbatch --cpus-per-task
     la.slurm_gpus = 0                    # sbatch --gpus-per-task
@@ -119,6 +120,8 @@ def get_config() -> ml_collections.ConfigDict:
     la.tpu_spot = True                   # --spot (preemptible; preempted slots are re-created)
     la.tpu_prefix = "tinyscale"          # queued-resource names: PREFIX-SWEEP-SLOT
     la.tpu_poll_s = 30.0                 # seconds between checks of the queued resources
+    la.tpu_python = ""                   # a Python on the VM image with tinyscale installed
+                                         # ("" = set up ~/tinyscale-venv from this checkout)
 
     c.output = o = ml_collections.ConfigDict()
     o.workdir = ""                       # the run directory (set by --workdir or the launcher)

@@ -46,8 +46,10 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
                                    process_id=process_id)
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in os.environ:
         jax.distributed.initialize()  # inside `srun`: JAX reads the SLURM environment
-    elif "," in hosts:
+    elif hosts:  # one name: a single host, nothing to join
         names = hosts.split(",")
+        if len(names) == 1:
+            return
         port = os.environ.get("JAX_COORDINATOR_PORT", "8476")
         jax.distributed.initialize(f"{names[0]}:{port}", num_processes=len(names),
                                    process_id=int(os.environ.get("TPU_WORKER_ID", "0")))

@@ -1,4 +1,4 @@
-"""Four tiny runs for launcher tests (the quickstart smoke config, 30 steps each)."""
+"""Up to six tiny runs (four by default) for launcher tests: quickstart smoke, 30 steps."""
 
 import importlib.util
 import os
@@ -20,5 +20,5 @@ def get_config(arg: str = ""):
 
 def sweep(arg: str = ""):
     count = int(arg or 4)
-    widths = [16, 24, 32, 40][:count]
+    widths = [16, 24, 32, 40, 48, 56][:count]
     return [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2} for w in widths]

@@ -14,10 +14,26 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import sys
 
 from tinyscale.evals import MissingOptional
 
 INSTALL = "apt-get install liblink-grammar5 link-grammar-dictionaries-en"
+_WARN = 3  # lg_error_severity: lg_Fatal=1, lg_Error, lg_Warn, lg_Info, lg_Debug, ...
+
+
+class _ErrInfo(ctypes.Structure):  # lg_errinfo of link-includes.h (5.x)
+    _fields_ = [("severity", ctypes.c_int),
+                ("severity_label", ctypes.c_char_p), ("text", ctypes.c_char_p)]
+
+
+@ctypes.CFUNCTYPE(None, ctypes.POINTER(_ErrInfo), ctypes.c_void_p)
+def _on_message(info, _):
+    """Warnings and errors to stderr; the library's info and debug chatter (e.g. about
+    the locale on every dictionary it opens) nowhere."""
+    if info.contents.severity <= _WARN:
+        print(f"link-grammar: {(info.contents.text or b'').decode(errors='replace').strip()}",
+              file=sys.stderr)
 
 
 @functools.cache
@@ -43,6 +59,9 @@ def _library() -> ctypes.CDLL:
             ("parse_options_set_debug", [p, ctypes.c_char_p], None),
             ("parse_options_set_dialect", [p, ctypes.c_char_p], None)):
         getattr(lib, fn).argtypes, getattr(lib, fn).restype = args, res
+    lib.lg_error_set_handler.argtypes = [type(_on_message), ctypes.c_void_p]
+    lib.lg_error_set_handler.restype = ctypes.c_void_p
+    lib.lg_error_set_handler(_on_message, None)
     return lib
 
 

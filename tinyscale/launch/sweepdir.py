@@ -4,6 +4,7 @@
                                   the base config, and each run's name, overrides, config
     <sweep_dir>/runs/<name>/      a run directory (tinyscale/rundir.py) + `lock`
     <sweep_dir>/jax_cache/        the persistent compilation cache all its runs share
+    <sweep_dir>/workers/          the heartbeats of slot workers (launch/worker.py)
 
 Relaunching a sweep with new grid points adds them (the old runs keep their indices);
 changing an existing run's config is refused. A run's lock is the run directory's own
@@ -88,6 +89,20 @@ class SweepDir:
 
     def config(self, index: int) -> ml_collections.ConfigDict:
         return run_config(self.runs()[index])
+
+    def heartbeat(self, slot: int, host: str) -> epath.Path:
+        return self.path / "workers" / f"slot{slot}-{host}.json"
+
+    def heartbeats(self, slot: int) -> list[dict]:
+        """The heartbeat records of slot `slot`'s worker processes (unreadable ones left
+        out: one being replaced reads again at the next poll)."""
+        out = []
+        for path in (self.path / "workers").glob(f"slot{slot}-*.json"):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                pass
+        return out
 
     def rundir(self, name: str) -> RunDir:
         return RunDir(self.path / "runs" / name)

@@ -7,15 +7,25 @@ Cloud TPU VM runs `--slot S` (claim the next unfinished run until none is left).
 On a multi-host slice (a v5e-16 has 4 hosts, each running `--slot S`), the hosts must
 train the same run together: process 0 alone picks and locks the next run, broadcasts
 its index to every process, and all of them train it as one jax.distributed program.
+
+A slot's processes each keep a heartbeat, `<sweep>/workers/slot<S>-<HOST>.json` = {host,
+pid, started, expires, process, processes, exited}, renewed every `launch.stale_after_s / 4` s
+from a thread; the TPU launcher restarts a slot whose heartbeats expired (its workers
+died) or ended while runs were left.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import threading
+import time
 import traceback
 
 from tinyscale.errors import RESUMABLE, TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.lease import host_id
 
 EXIT_LOCKED = 0  # another process trains this run: nothing to do here
 
@@ -73,17 +83,65 @@ def _next_run(sweep: SweepDir, slot: int, slots: int, tried: set[int]) -> int:
     return -1
 
 
+class Heartbeat:
+    """This worker process's heartbeat file, renewed from a daemon thread."""
+
+    def __init__(self, sweep: SweepDir, slot: int, ttl: float):
+        self.path = sweep.heartbeat(slot, host_id())
+        self.ttl, self._stop = ttl, threading.Event()
+        self.record = {"host": host_id(), "pid": os.getpid(), "slot": slot,
+                       "started": time.time()}
+        self._write()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+        self._thread.start()
+
+    def _write(self, **fields) -> None:
+        self.record.update(fields, time=time.time(), expires=time.time() + self.ttl)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(self.record))
+            tmp.replace(self.path)
+        except Exception:  # a blip: the next beat comes long before the heartbeat expires
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            self._write()
+
+    def update(self, **fields) -> None:
+        self._write(**fields)
+
+    def exit(self, code: int) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write(exited=code)
+
+
 def work_slot(sweep_dir: str, slot: int, slots: int, coordinator: str = "",
-              num_processes: int = 0, process_id: int = -1) -> int:
+              num_processes: int = 0, process_id: int = -1, tpu: bool = False) -> int:
     """Claim and train unfinished runs until none is left. Several processes of one slot
     (the hosts of a TPU slice, or an explicit coordinator) train each run together."""
+    sweep = SweepDir(sweep_dir)
+    beat = Heartbeat(sweep, slot, sweep.config(0).launch.stale_after_s)
+    code = 1
+    try:
+        import jax
+
+        from tinyscale import parallel
+        parallel.initialize_distributed(coordinator, num_processes, process_id, tpu)
+        beat.update(process=jax.process_index(), processes=jax.process_count())
+        code = _work(sweep, slot, slots)
+        return code
+    finally:
+        beat.exit(code)
+
+
+def _work(sweep: SweepDir, slot: int, slots: int) -> int:
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
-
-    from tinyscale import parallel
-    parallel.initialize_distributed(coordinator, num_processes, process_id)
-    sweep, lead, tried = SweepDir(sweep_dir), jax.process_index() == 0, set()
+    lead, tried = jax.process_index() == 0, set()
     while True:
         index = _next_run(sweep, slot, slots, tried) if lead else -1
         if jax.process_count() > 1:
