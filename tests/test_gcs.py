@@ -228,6 +228,46 @@ def _metrics(root, name):
         return []
 
 
+def test_sweep_status_shows_the_live_step_the_holder_and_its_lease_age(gcs, cache):
+    """A run whose lease another host holds and renews: `sweep status` shows it running,
+    by whom, the seconds since the last renewal, and the step of its metrics (not the
+    state.json written at the start)."""
+    from etils import epath
+
+    from tinyscale.launch import plan
+    from tinyscale.launch.sweepdir import SweepDir
+    sweep = f"{gcs.bucket('status')}/sweep"
+    tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":2"
+    env = {**os.environ, **gcs.env, "TINYSCALE_TEST_CACHE": cache}
+    os.environ["TINYSCALE_TEST_CACHE"] = cache
+    try:
+        SweepDir(sweep).create(tiny, *plan.expand(tiny, {"launch.stale_after_s": "8"}))
+    finally:
+        del os.environ["TINYSCALE_TEST_CACHE"]
+    run = f"{sweep}/runs/d16-L1-h2"
+    epath.Path(f"{run}/state.json").write_text(json.dumps({"state": "running", "step": 0,
+                                                            "total_steps": 30}))
+    epath.Path(f"{run}/metrics.jsonl").write_text(json.dumps(
+        {"step": 17, "tokens": 8704, "train_loss": 3.25, "tokens_per_s": 900.0}) + "\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tinyscale.rundir import RunDir; "
+         f"assert RunDir({run!r}).acquire(8); print('held', flush=True); sys.stdin.read()"],
+        cwd=ROOT, env={**env, "TINYSCALE_HOST": "host-x"}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(2.5)  # past one renewal (every 2 s)
+        status = subprocess.run([sys.executable, "-m", "tinyscale.cli", "sweep", "status",
+                                 sweep], cwd=ROOT, env=env, capture_output=True, text=True)
+        rows = {x.split()[0]: x.split() for x in status.stdout.splitlines()[1:-1]}
+        row = rows["d16-L1-h2"]
+        assert row[1] == "running" and row[2] == "17/30" and row[-1].startswith("host-x:")
+        assert row[-2].endswith("s") and 0 <= int(row[-2][:-1]) <= 2, row  # renewed
+        assert rows["d24-L1-h2"][1] == "pending" and rows["d24-L1-h2"][-1] == "0", rows
+    finally:
+        holder.communicate("")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["local", "gs"])
 def test_chaos_workers_killed_and_restarted_train_every_run_once(where, gcs, cache, tmp_path):

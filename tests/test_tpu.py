@@ -75,6 +75,11 @@ def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, tmp_path)
     hit = []
     wait_for(past_a_checkpoint(0), launcher, "a slot-0 run past a checkpoint", 600, 0.02)
     subprocess.run(["gcloud", "preempt", slots[0]], env=tpu_env, check=True)
+    status = run_cli("sweep", "status", str(sweep_dir), env=env).stdout.splitlines()
+    row = next(x.split() for x in status if x.startswith(hit[0]))
+    assert row[1] == "stopped" and int(row[2].split("/")[0]) > 10, row  # the live step
+    live = [x.split() for x in status if " running " in x]  # slot 1's, if training now
+    assert all(r[-2] == "flock" and r[-1].startswith(slots[1]) for r in live), status
     wait_for(past_a_checkpoint(1), launcher, "a slot-1 run past a checkpoint", 600, 0.02)
     subprocess.run(["gcloud", "kill-workers", slots[1]], env=tpu_env, check=True)
     _, err = launcher.communicate(timeout=900)
