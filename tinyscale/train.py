@@ -201,6 +201,7 @@ class Trainer:
                 step = self._loop(arrays, opt_state, step, wall_before, signals)
             except FloatingPointError as error:
                 self.ckpt.wait()
+                self.ckpt.close()
                 if self.lead:
                     self.rundir.set_state("failed", step=error.args[1],
                                           last_error=error.args[0])
@@ -211,6 +212,11 @@ class Trainer:
             if self.rundir.lock_lost():  # another host holds the run now: write nothing more
                 self.writer.message(f"{self.rundir.path}: lost the run's lease (it expired and "
                                     "another worker took over); stopping without a save")
+                # a save begun while the lease was ours completes (an orbax save is
+                # atomic, and deterministic: the new holder may use it); an unclosed
+                # manager would hold the process at exit for minutes
+                self.ckpt.wait()
+                self.ckpt.close()
                 return EXIT_PREEMPTED
             return self._finish(*step, signals)
         finally:
