@@ -57,6 +57,9 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
         g = g.sort_values("params")
         ax.errorbar(g["params"], g[metric], yerr=g.get(f"{metric}_se"), marker="o",
                     color=colors[depth], label=f"depth {depth}", capsize=2)
+        if f"{metric}_chance" in g and g[f"{metric}_chance"].notna().any():
+            ax.plot(g["params"], g[f"{metric}_chance"], ls="--", lw=1, color=colors[depth],
+                    label=f"depth {depth}: chance (other prompts' completions)")
     for c in crossings:
         if c.metric == metric and c.status == "crossed" and c.family.startswith("depth"):
             depth = int(c.family.split()[1])
@@ -65,7 +68,8 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
                 ax.axvspan(*c.interval, color=colors.get(depth, "k"), alpha=0.08)
     ax.axhline(threshold, color="grey", lw=0.8, ls="--")
     _log_x(ax)
-    ax.set(ylim=(-0.03, 1.03), xlabel="parameters N (total)",
+    ax.set(ylim=(min(-0.03, float(np.nanmin(f[metric])) - 0.03), 1.03),
+           xlabel="parameters N (total)",
            ylabel=f"{metric} (share, 0-1)", title=f"{metric.replace('_', ' ')} vs parameters")
     ax.legend(fontsize=8)
     fig.tight_layout()

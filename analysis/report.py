@@ -17,7 +17,8 @@ from etils import epath
 
 from analysis import compare, emergence, fit, plots, runs, template
 
-METRICS = ("grammar", "grammar_prefix", "consistency", "completion", "coherence")
+METRICS = ("grammar", "grammar_prefix", "consistency", "consistency_above_chance", "completion",
+           "coherence")
 JUDGE = ("judge_grammar", "judge_creativity", "judge_consistency", "judge_plot")
 
 
@@ -59,7 +60,8 @@ def _runs_table(df, final, present) -> pd.DataFrame:
     table = df.sort_values("step").drop_duplicates("run", keep="last")
     table = table[[c for c in shown if c in table]].sort_values(["depth", "width"])
     return table.rename(columns={"params_non_embedding": "non-emb params",
-                                 "grammar_prefix": "gram. prefix", "coherence_se": "coh. SE"})
+                                 "grammar_prefix": "gram. prefix", "coherence_se": "coh. SE",
+                                 "consistency_above_chance": "cons. above chance"})
 
 
 def _judge_table(final) -> pd.DataFrame | None:

@@ -17,7 +17,12 @@ table.samples td{vertical-align:top;width:33%;font-size:13px;padding:0 8px}"""
 EMERGENCE = """<p>Where each metric crosses the threshold, by depth family (logistic fit in
 log N, bootstrap interval). Continuous metrics (loss, fluency) are scaled to [0, 1] and
 shown beside the thresholded ones: a sharp jump in one but a smooth trend in the other
-means the sharpness comes from the metric.</p>"""
+means the sharpness comes from the metric. Consistency is read against its chance
+baseline, measured on each run: the same completions read after other prompts (the
+dashed lines of its figure). A completion that mentions no one breaks no rule, so raw
+consistency is high even for a model that ignores its prompt; consistency_above_chance
+= (consistency − chance) / (1 − chance) is 0 for such a model and 1 when every mention
+fits the story, and its threshold is the midpoint between chance and ceiling.</p>"""
 
 FLUENCY_ON_SYNTHSTORIES = """<p><b>Fluency on SynthStories.</b> The reference LM
 (SmolLM2-135M) does not rank models on this corpus: its random word pairings ('a

@@ -50,6 +50,7 @@ def test_two_processes_match_one(tmp_path):
     one, two = (json.loads((tmp_path / w / "eval.json").read_text())
                 for w in ("single", "multi"))
     assert two["n_completions"] == one["n_completions"] == 8
-    for key in ("coherence", "grammar", "consistency", "completion"):
+    for key in ("coherence", "grammar", "consistency", "completion", "consistency_chance",
+                "consistency_above_chance"):
         assert key in two, two  # scored, as a one-process run is
     assert abs(two["loss"] - one["loss"]) <= 1e-4

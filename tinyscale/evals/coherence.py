@@ -17,6 +17,14 @@
 * coherence       grammar x consistency x completion: the headline metric. A product,
                   not a mean, so that a failure of any one kind lowers it by its full
                   size (a wrong pronoun in one mention of seven costs 1/7, not 1/21).
+
+Chance: every metric is also measured on each prompt read with the model's completion of
+*another* prompt (`chance_pairs`): what the same completions score when they ignore the
+context. `consistency` is high by chance (a completion that mentions no one, or only
+pronouns, breaks no rule): a model that tracks who and what its story is about is one
+whose consistency is above its chance, so emergence of consistency is read on
+`consistency_above_chance` = (consistency - chance) / (1 - chance): 0 for a model that
+ignores its prompt, 1 for one whose every mention fits it.
 """
 
 from __future__ import annotations
@@ -105,3 +113,16 @@ def english_scores(prompt: str, completion: str, ended: bool, grammar, linked=No
     ended = ended and bool(sentences) and _finished(sentences[-1])
     return _combine(scores, ended, completion)
 
+
+
+def chance_pairs(count: int) -> list[int]:
+    """For prompt i, the index of the completion it is read with for the chance
+    baseline: the one half the prompt set away (never its own when count > 1)."""
+    shift = max(1, count // 2)
+    return [(i + shift) % count for i in range(count)]
+
+
+def above_chance(value: float, chance: float) -> float:
+    """(value - chance) / (1 - chance): 0 at chance, 1 at the ceiling (nan when chance
+    is already the ceiling)."""
+    return (value - chance) / (1.0 - chance) if chance < 1.0 else float("nan")

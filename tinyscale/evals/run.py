@@ -127,6 +127,26 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def add_chance(result: dict, rows: list[dict], chance_rows: list[dict]) -> None:
+    """Each metric's chance baseline (prompts read with other prompts' completions) into
+    `result` as <metric>_chance, into each row as <metric>_chance, and consistency
+    above chance with its standard error (of the paired per-prompt differences)."""
+    for row, other in zip(rows, chance_rows, strict=True):
+        row.update({f"{m}_chance": other[m] for m in coherence.METRICS if m in other})
+    for m in coherence.METRICS:
+        values = np.array([r[f"{m}_chance"] for r in rows if f"{m}_chance" in r], float)
+        if len(values) and np.isfinite(values).all():
+            result[f"{m}_chance"] = float(values.mean())
+    chance = result.get("consistency_chance")
+    if chance is None or "consistency" not in result:
+        return
+    result["consistency_above_chance"] = coherence.above_chance(result["consistency"], chance)
+    diffs = np.array([r["consistency"] - r["consistency_chance"] for r in rows], float)
+    result["consistency_above_chance_se"] = float(
+        diffs.std(ddof=1) / math.sqrt(len(diffs)) / (1.0 - chance)) \
+        if len(diffs) > 1 and chance < 1.0 else 0.0
+
+
 def _judge(c, prompt_set, completions, rows, say) -> int:
     """Add the judge's grades to `rows`; the number of completions left ungraded."""
     from tinyscale.evals.judge import CRITERIA, Judge
@@ -171,6 +191,8 @@ def evaluate(workdir: str, step: int | None = None, say=print,
     if c.eval.judge_url:
         result["judge_failed"] = _judge(c, prompt_set, completions, rows, say)
     result.update(summarize(rows))
+    add_chance(result, rows, score(c.data.dataset, prompt_set, [
+        completions[j] for j in coherence.chance_pairs(len(completions))], say))
     ages = [r["judge_age_group"] for r in rows if "judge_age_group" in r]
     if ages:
         result["judge_age_group"] = max(set(ages), key=ages.count)
@@ -188,10 +210,11 @@ def evaluate(workdir: str, step: int | None = None, say=print,
 
 
 def print_summary(result: dict, file=sys.stdout) -> None:
-    keys = ["loss", "bits_per_byte", *coherence.METRICS, "fluency"]
+    keys = ["loss", "bits_per_byte", *coherence.METRICS, "consistency_above_chance",
+            "fluency"]
     for key in keys + [k for k in result if k.startswith("judge_") and not k.endswith("_se")
                        and k != "judge_failed"]:
         if key in result:
-            se = result.get(f"{key}_se")
-            print(f"{key:<15} {result[key]:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
-                  file=file)
+            se, chance = result.get(f"{key}_se"), result.get(f"{key}_chance")
+            print(f"{key:<24} {result[key]:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+                  + (f"   (chance {chance:.4f})" if chance is not None else ""), file=file)
