@@ -76,6 +76,21 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
     return fig
 
 
+def judge_vs_params(final, grades):
+    """The LLM judge's grades (out of 10) against parameters, one line per grade."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    f = final.sort_values("params")
+    for grade in grades:
+        if grade in f and f[grade].notna().any():
+            ax.plot(f["params"], f[grade] * 10, marker="o", label=grade.replace("judge_", ""))
+    _log_x(ax)
+    ax.set(ylim=(0, 10.3), xlabel="parameters N (total)", ylabel="grade (out of 10)",
+           title="LLM judge's grades vs parameters")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def training_curves(df):
     """Held-out loss against tokens for every run."""
     fig, ax = plt.subplots(figsize=(6, 4.2))

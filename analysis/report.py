@@ -37,6 +37,7 @@ class Results:
     pairs: pd.DataFrame             # one block vs deep at matched parameters
     one_vs_deep_statement: str
     judge: pd.DataFrame | None      # the LLM judge's grades, when one was used
+    judge_agreement: pd.DataFrame | None  # offline metric vs the judge's matching grade
     fluency_on_synthstories: bool
     present: list                   # coherence metrics present in the results
 
@@ -75,6 +76,29 @@ def _judge_table(final) -> pd.DataFrame | None:
     return table.sort_values("params").rename(columns=lambda c: c.replace("judge_", ""))
 
 
+# Each offline metric beside the judge's grade that asks the same question.
+MATCHING = (("grammar", "judge_grammar"), ("consistency", "judge_consistency"),
+            ("consistency_above_chance", "judge_consistency"), ("coherence", "judge_plot"))
+
+
+def _judge_agreement(final) -> pd.DataFrame | None:
+    """Across runs: Spearman and Pearson correlation of each offline metric with the
+    judge's matching grade, with the number of runs graded."""
+    from scipy import stats
+    rows = []
+    for metric, grade in MATCHING:
+        if metric not in final or grade not in final:
+            continue
+        both = final[[metric, grade]].dropna()
+        if len(both) < 3 or both[metric].nunique() < 2 or both[grade].nunique() < 2:
+            continue
+        rows.append({"offline metric": metric, "judge grade": grade.replace("judge_", ""),
+                     "runs": len(both),
+                     "spearman": stats.spearmanr(both[metric], both[grade]).statistic,
+                     "pearson": stats.pearsonr(both[metric], both[grade]).statistic})
+    return pd.DataFrame(rows) if rows else None
+
+
 def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Results:
     """Every number of the report, from the run directories."""
     df = runs.load(sweep_dir)
@@ -98,7 +122,7 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
     return Results(str(sweep_dir), threshold, df, final, missing,
                    _runs_table(df, final, present), fits, pd.DataFrame(fit_rows), crossings,
                    pd.DataFrame(emergence_rows), pairs, compare.statement(pairs),
-                   _judge_table(final), synth, present)
+                   _judge_table(final), _judge_agreement(final), synth, present)
 
 
 def draw(r: Results) -> dict:
@@ -114,6 +138,8 @@ def draw(r: Results) -> dict:
             figures["heatmap_coherence"] = plots.heatmap(r.df, "coherence")
         if not r.pairs.empty:
             figures["one_vs_deep"] = plots.one_vs_deep(r.pairs)
+        if r.judge is not None:
+            figures["judge_vs_params"] = plots.judge_vs_params(r.final, JUDGE)
     if r.df["eval_loss"].notna().any():
         figures["training_curves"] = plots.training_curves(r.df)
     return figures

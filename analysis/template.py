@@ -35,6 +35,10 @@ JUDGE = """<p>Grades out of 10 from the LLM judge (the paper's rubric,
 <code>config.eval.judge_*</code>), means over each run's completions; the age group is the
 most common one it gave.</p>"""
 
+AGREEMENT = """<p>Do the offline metrics agree with the judge? Across runs, each offline
+metric against the judge's grade that asks the same question (rank and linear
+correlation; runs = runs graded).</p>"""
+
 
 def table(frame: pd.DataFrame, floats: int = 3) -> str:
     """An HTML table: integers with thousands separators, floats to `floats` significant
@@ -78,6 +82,8 @@ def page(r, images: list[str], sample_columns) -> str:
         f"<b>Not finished ({len(r.missing)})</b>: the report covers the finished runs only."
         + table(r.missing))
     judge = f"<h2>LLM judge</h2>{JUDGE}{table(r.judge)}" if r.judge is not None else ""
+    if r.judge_agreement is not None:
+        judge += f"{AGREEMENT}{table(r.judge_agreement)}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tinyscale report</title>
 <style>{STYLE}</style></head>
 <body><h1>tinyscale report: {html.escape(str(r.sweep_dir))}</h1>
