@@ -2,7 +2,10 @@
 
 For each depth family, a logistic curve m(x) = sigmoid(k (x - x0)) in x = log10 N is
 fitted to a metric in [0, 1] (least squares); the crossing of `threshold` is
-x0 + logit(threshold) / k, with a bootstrap interval over runs. A family whose runs all
+x0 + logit(threshold) / k. Its 95% interval is a hierarchical bootstrap: the shapes
+(cells) are resampled, within each cell its runs (seeds), and within each run its
+prompts (from samples.jsonl), so the interval holds the seed-to-seed spread as well as
+the prompt-to-prompt one. A family whose runs all
 lie below (or all above) the threshold is reported as censored — "not reached below N"
 or "already above at N" — never as an extrapolated number. Continuous metrics (loss,
 fluency) get the same treatment after a min-max scaling, so a reader can compare a
@@ -48,8 +51,11 @@ def _logistic_fit(x, y):
 
 
 def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
-             metric: str = "", bootstrap: int = 500, seed: int = 0) -> Crossing:
-    """Where `values` (in [0, 1], rising with N) crosses `threshold`."""
+             metric: str = "", bootstrap: int = 500, seed: int = 0,
+             resample=None) -> Crossing:
+    """Where `values` (in [0, 1], rising with N; one per cell) crosses `threshold`.
+    `resample(rng)` draws the cells' values again from their runs and prompts (the
+    hierarchical levels); without it only the cells are resampled."""
     n, y = np.asarray(params_n, float), np.asarray(values, float)
     keep = np.isfinite(n) & np.isfinite(y)
     n, y = n[keep], y[keep]
@@ -73,8 +79,9 @@ def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
     samples = []
     for _ in range(bootstrap):
         idx = rng.integers(0, len(x), len(x))
-        if np.any(y[idx] < threshold) and np.any(y[idx] >= threshold):
-            samples.append(cross(x[idx], y[idx]))
+        ys = y if resample is None else np.asarray(resample(rng), float)[keep]
+        if np.any(ys[idx] < threshold) and np.any(ys[idx] >= threshold):
+            samples.append(cross(x[idx], ys[idx]))
     samples = [v for v in samples if x.min() - 1 <= v <= x.max() + 1]
     interval = tuple(10 ** np.percentile(samples, [2.5, 97.5])) if samples else None
     return Crossing(family, metric, "crossed", float(10 ** point), interval, None)
@@ -91,10 +98,65 @@ def scaled(values, higher_is_better: bool = True) -> np.ndarray:
     return out if higher_is_better else 1 - out
 
 
-def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500) -> list[Crossing]:
+SHAPE = ("depth", "width", "heads", "params")  # runs that differ only in seed share a cell
+
+
+def run_value(metric: str, rows: list[dict]) -> float:
+    """A run's value of `metric` from its per-prompt rows (samples.jsonl)."""
+    if metric == "consistency_above_chance":
+        from tinyscale.evals.coherence import above_chance
+        return above_chance(np.mean([r["consistency"] for r in rows]),
+                            np.mean([r["consistency_chance"] for r in rows]))
+    return float(np.mean([r[metric] for r in rows]))
+
+
+def _has_rows(metric: str, rows) -> bool:
+    need = ("consistency", "consistency_chance") if metric == "consistency_above_chance" \
+        else (metric,)
+    return bool(rows) and all(k in rows[0] for k in need)
+
+
+def cells(g, metric: str, values, samples: dict | None):
+    """(params per cell, value per cell, resampler): a cell's value is the mean over its
+    runs; the resampler draws runs within each cell and prompts within each run."""
+    g = g.assign(_value=np.asarray(values, float))
+    if "run" not in g:
+        g = g.assign(run=g.index.astype(str))
+    groups = [c for _, c in g.groupby([k for k in SHAPE if k in g], sort=True)]
+    params = np.array([c["params"].iloc[0] for c in groups], float)
+    value = np.array([c["_value"].mean() for c in groups], float)
+    per_run = [[(v, (samples or {}).get(r)) for r, v in zip(c["run"], c["_value"])]
+               for c in groups]
+
+    def resample(rng):
+        out = []
+        for runs in per_run:
+            picked = [runs[i] for i in rng.integers(0, len(runs), len(runs))]
+            draws = []
+            for v, rows in picked:
+                if _has_rows(metric, rows):
+                    rows = [rows[i] for i in rng.integers(0, len(rows), len(rows))]
+                    v = run_value(metric, rows)
+                draws.append(v)
+            out.append(np.mean(draws))
+        return out
+    return params, value, resample
+
+
+def seeds_per_cell(final) -> dict:
+    """{runs per cell: number of cells}: how many seeds each point of the report has."""
+    if final.empty:
+        return {}
+    sizes = final.groupby([k for k in SHAPE if k in final]).size()
+    return {int(k): int(v) for k, v in sizes.value_counts().sort_index().items()}
+
+
+def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500,
+          samples: dict | None = None) -> list[Crossing]:
     """Crossings of each metric for each depth family and for all runs together.
 
     `final` is `runs.final(df)`; continuous metrics (eval_loss, fluency) are scaled.
+    `samples`: {run: its per-prompt rows}, for the prompt level of the bootstrap.
     """
     out = []
     groups = [("all depths", final)] + [(f"depth {d}", g) for d, g in final.groupby("depth")]
@@ -105,5 +167,9 @@ def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500) -> list[
             values = g[metric]
             if metric in CONTINUOUS:
                 values = scaled(final[metric], CONTINUOUS[metric])[g.index]
-            out.append(crossing(g["params"], values, threshold, family, metric, bootstrap))
+                params, value, resample = cells(g, metric, values, None)
+            else:
+                params, value, resample = cells(g, metric, values, samples)
+            out.append(crossing(params, value, threshold, family, metric, bootstrap,
+                                resample=resample))
     return out

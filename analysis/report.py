@@ -40,6 +40,8 @@ class Results:
     judge_agreement: pd.DataFrame | None  # offline metric vs the judge's matching grade
     fluency_on_synthstories: bool
     present: list                   # coherence metrics present in the results
+    seeds: dict                     # {runs per shape: number of shapes}
+    spread: pd.DataFrame            # seed-to-seed spread of each metric (shapes with >1 run)
 
     n_runs = property(lambda self: self.df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -99,6 +101,20 @@ def _judge_agreement(final) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+def _spread(final, metrics) -> pd.DataFrame:
+    """Per metric: the mean over shapes with several runs (seeds) of the standard
+    deviation between them, and how many shapes that is."""
+    if final.empty:
+        return pd.DataFrame()
+    keys = [k for k in emergence.SHAPE if k in final]
+    multi = final.groupby(keys).filter(lambda g: len(g) > 1)
+    if multi.empty:
+        return pd.DataFrame()
+    rows = [{"metric": m, "seed-to-seed SD": multi.groupby(keys)[m].std(ddof=1).mean(),
+             "shapes": multi.groupby(keys).ngroups} for m in metrics if m in multi]
+    return pd.DataFrame(rows)
+
+
 def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Results:
     """Every number of the report, from the run directories."""
     df = runs.load(sweep_dir)
@@ -108,7 +124,8 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
     fits = _fits(final, bootstrap) if len(final) >= 3 else {}
     present = [m for m in METRICS if m in final]
     continuous = [m for m in ("eval_loss", "fluency") if m in final]
-    crossings = emergence.table(final, present + continuous, threshold, bootstrap) \
+    crossings = emergence.table(final, present + continuous, threshold, bootstrap,
+                                runs.samples(sweep_dir, final["run"])) \
         if len(final) >= 2 else []
     pairs = compare.matched_pairs(final) if len(final) else pd.DataFrame()
     fit_rows = [{"family": k, **{p: v.params[p] for p in ("E", "A", "alpha")},
@@ -122,7 +139,8 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
     return Results(str(sweep_dir), threshold, df, final, missing,
                    _runs_table(df, final, present), fits, pd.DataFrame(fit_rows), crossings,
                    pd.DataFrame(emergence_rows), pairs, compare.statement(pairs),
-                   _judge_table(final), _judge_agreement(final), synth, present)
+                   _judge_table(final), _judge_agreement(final), synth, present,
+                   emergence.seeds_per_cell(final), _spread(final, present + continuous))
 
 
 def draw(r: Results) -> dict:

@@ -82,3 +82,17 @@ def load(sweep_dir: str) -> pd.DataFrame:
 def final(df: pd.DataFrame) -> pd.DataFrame:
     """One row per finished run: its final evaluation."""
     return df[df["final"]].reset_index(drop=True)
+
+
+def samples(sweep_dir: str, names) -> dict[str, list[dict]]:
+    """{run: its per-prompt rows (samples.jsonl of its final evaluation)} for `names`;
+    runs without one are left out."""
+    path = resolve(sweep_dir)
+    out = {}
+    for name in names:
+        file = path / "runs" / name / "samples.jsonl"
+        if not file.exists() and path.name == name:
+            file = path / "samples.jsonl"  # a single run directory
+        if file.exists():
+            out[name] = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
+    return out

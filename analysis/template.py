@@ -76,6 +76,20 @@ def samples(columns: list[tuple[str, list[dict]]]) -> str:
     return f"<table class='samples'><tr>{''.join(cells)}</tr></table>"
 
 
+def seeds(r) -> str:
+    """How many seeds each point has, and how far seeds of one shape disagree."""
+    if not r.seeds:
+        return ""
+    counts = ", ".join(f"{cells} shape{'s' * (cells > 1)} with {k} run{'s' * (k > 1)}"
+                       for k, cells in r.seeds.items())
+    text = (f"<p><b>Seeds.</b> {counts}. Intervals resample shapes, the runs (seeds) of "
+            "each shape, and the prompts of each run.")
+    if r.spread.empty:
+        return text + " No shape has more than one run, so the seed-to-seed spread is " \
+            "unknown here and the intervals hold the prompts' spread only.</p>"
+    return text + " Seed-to-seed standard deviation, mean over shapes:</p>" + table(r.spread)
+
+
 def page(r, images: list[str], sample_columns) -> str:
     """The whole report for results `r` (analysis.report.Results)."""
     unfinished = "" if r.missing.empty else (
@@ -91,7 +105,7 @@ def page(r, images: list[str], sample_columns) -> str:
 <h2>Runs</h2>{table(r.runs)}
 <h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
-<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{table(r.emergence)}
+<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{seeds(r)}{table(r.emergence)}
 {FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
 {judge}
 <h2>One block vs deep</h2><p>{html.escape(r.one_vs_deep_statement)}</p>
