@@ -1,4 +1,6 @@
-"""One block against deep stacks at matched parameter counts."""
+"""One block against deep stacks: at matched parameter counts (nearest neighbours), and
+from fitted curves (the difference between the depth families' emergence points, with a
+hierarchical bootstrap interval over shapes, seeds and prompts)."""
 
 from __future__ import annotations
 
@@ -59,3 +61,95 @@ def statement(pairs: pd.DataFrame) -> str:
     return ("At matched non-embedding parameters (deeper run vs the closest depth-1 run): "
             + "; ".join(parts) + ". The TinyStories paper found depth matters more for "
             "consistency and width more for knowledge.")
+
+
+def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,
+                      bootstrap: int = 300, samples: dict | None = None,
+                      seed: int = 0) -> pd.DataFrame:
+    """For each metric and each depth k > 1: the ratio N_k / N_1 of the parameters at
+    which depth k and depth 1 cross `threshold` (below 1: the deeper family gets there
+    with fewer parameters), its 95% bootstrap interval and a verdict."""
+    from analysis import emergence
+    families = dict(tuple(final.groupby("depth")))
+    if 1 not in families:
+        return pd.DataFrame()
+    rows = []
+    for metric in metrics:
+        if metric not in final:
+            continue
+        prepared = {}
+        for depth, g in families.items():
+            values = g[metric] if metric not in emergence.CONTINUOUS else emergence.scaled(
+                final[metric], emergence.CONTINUOUS[metric])[g.index]
+            params, value, resample = emergence.cells(g, metric, values, samples)
+            prepared[depth] = (np.log10(params), value, resample)
+        x1, y1, r1 = prepared[1]
+        for depth, (xk, yk, rk) in sorted(prepared.items()):
+            if depth == 1:
+                continue
+            a, b = emergence.log_crossing(x1, y1, threshold), \
+                emergence.log_crossing(xk, yk, threshold)
+            row = {"metric": metric, "depth": depth, "N_k / N_1": np.nan,
+                   "95% interval": "", "verdict": "cannot tell: a family does not cross"}
+            if a is not None and b is not None:
+                rng, diffs = np.random.default_rng(seed), []
+                for _ in range(bootstrap):
+                    i1 = rng.integers(0, len(x1), len(x1))
+                    ik = rng.integers(0, len(xk), len(xk))
+                    c1 = emergence.log_crossing(x1[i1], np.asarray(r1(rng))[i1], threshold)
+                    ck = emergence.log_crossing(xk[ik], np.asarray(rk(rng))[ik], threshold)
+                    if c1 is not None and ck is not None:
+                        diffs.append(ck - c1)
+                lo, hi = np.percentile(diffs, [2.5, 97.5]) if len(diffs) >= 20 else (np.nan,
+                                                                                     np.nan)
+                row["N_k / N_1"] = 10 ** (b - a)
+                row["95% interval"] = f"{10 ** lo:.2f}–{10 ** hi:.2f}" if np.isfinite(lo) \
+                    else "too few resamples cross"
+                row["verdict"] = (f"depth {depth} needs fewer parameters" if hi < 0 else
+                                  f"depth {depth} needs more parameters" if lo > 0 else
+                                  "cannot tell apart") if np.isfinite(lo) else "cannot tell"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def loss_differences(final: pd.DataFrame, bootstrap: int = 300, seed: int = 0) -> pd.DataFrame:
+    """For each depth k > 1: held-out loss of depth k minus depth 1 at equal N (the
+    geometric middle of the N range both families cover), from a line fitted to
+    log loss against log N per family, with a bootstrap interval (shapes, then seeds)."""
+    from analysis import emergence
+    families = {d: g.dropna(subset=["eval_loss"]) for d, g in final.groupby("depth")}
+    if 1 not in families or "eval_loss" not in final:
+        return pd.DataFrame()
+
+    def prepared(g):
+        params, value, resample = emergence.cells(g, "eval_loss", g["eval_loss"], None)
+        return np.log10(params), value, resample
+
+    def at(x, y, point):
+        slope, intercept = np.polyfit(x, np.log(y), 1)
+        return float(np.exp(intercept + slope * point))
+
+    x1, y1, r1 = prepared(families[1])
+    rows = []
+    for depth, g in sorted(families.items()):
+        if depth == 1 or len(g) < 2 or len(x1) < 2:
+            continue
+        xk, yk, rk = prepared(g)
+        lo_x, hi_x = max(x1.min(), xk.min()), min(x1.max(), xk.max())
+        if len(xk) < 2 or lo_x > hi_x:
+            continue
+        point = (lo_x + hi_x) / 2
+        rng, diffs = np.random.default_rng(seed), []
+        for _ in range(bootstrap):
+            i1, ik = rng.integers(0, len(x1), len(x1)), rng.integers(0, len(xk), len(xk))
+            if len(set(x1[i1])) > 1 and len(set(xk[ik])) > 1:
+                diffs.append(at(xk[ik], np.asarray(rk(rng))[ik], point)
+                             - at(x1[i1], np.asarray(r1(rng))[i1], point))
+        diff = at(xk, yk, point) - at(x1, y1, point)
+        lo, hi = np.percentile(diffs, [2.5, 97.5]) if len(diffs) >= 20 else (np.nan, np.nan)
+        rows.append({"depth": depth, "at N": 10 ** point, "loss_k − loss_1": diff,
+                     "95% interval": f"{lo:+.3f} to {hi:+.3f}" if np.isfinite(lo) else "",
+                     "verdict": ("deeper is lower" if hi < 0 else "deeper is higher"
+                                 if lo > 0 else "cannot tell apart") if np.isfinite(lo)
+                     else "cannot tell"})
+    return pd.DataFrame(rows)

@@ -50,6 +50,16 @@ def _logistic_fit(x, y):
     return result.x
 
 
+def log_crossing(x, y, threshold: float) -> float | None:
+    """log10 N where the logistic fit to (x = log10 N, y) crosses `threshold`; None when
+    the values do not straddle it or the fit crosses outside the range (+-1 decade)."""
+    if not (np.any(y < threshold) and np.any(y >= threshold)):
+        return None
+    k, x0 = _logistic_fit(x, y)
+    point = x0 + np.log(threshold / (1 - threshold)) / k
+    return float(point) if x.min() - 1 <= point <= x.max() + 1 else None
+
+
 def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
              metric: str = "", bootstrap: int = 500, seed: int = 0,
              resample=None) -> Crossing:

@@ -36,6 +36,8 @@ class Results:
     emergence: pd.DataFrame         # its table
     pairs: pd.DataFrame             # one block vs deep at matched parameters
     one_vs_deep_statement: str
+    curves: pd.DataFrame            # depth k vs 1 from fitted curves: emergence N ratios
+    loss_curves: pd.DataFrame       # depth k vs 1: loss difference at equal N
     judge: pd.DataFrame | None      # the LLM judge's grades, when one was used
     judge_agreement: pd.DataFrame | None  # offline metric vs the judge's matching grade
     fluency_on_synthstories: bool
@@ -124,10 +126,14 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
     fits = _fits(final, bootstrap) if len(final) >= 3 else {}
     present = [m for m in METRICS if m in final]
     continuous = [m for m in ("eval_loss", "fluency") if m in final]
-    crossings = emergence.table(final, present + continuous, threshold, bootstrap,
-                                runs.samples(sweep_dir, final["run"])) \
+    samples = runs.samples(sweep_dir, final["run"]) if len(final) else {}
+    crossings = emergence.table(final, present + continuous, threshold, bootstrap, samples) \
         if len(final) >= 2 else []
     pairs = compare.matched_pairs(final) if len(final) else pd.DataFrame()
+    curves = compare.curve_differences(final, present, threshold, bootstrap, samples) \
+        if len(final) >= 4 else pd.DataFrame()
+    loss_curves = compare.loss_differences(final, bootstrap) if len(final) >= 4 \
+        else pd.DataFrame()
     fit_rows = [{"family": k, **{p: v.params[p] for p in ("E", "A", "alpha")},
                  **{f"{p} 95%": "{:.3g}–{:.3g}".format(*v.intervals[p])
                     for p in ("E", "alpha") if p in v.intervals}, "runs": v.n_points}
@@ -138,7 +144,8 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
         set(final["data.dataset"]) == {"synthstories"}
     return Results(str(sweep_dir), threshold, df, final, missing,
                    _runs_table(df, final, present), fits, pd.DataFrame(fit_rows), crossings,
-                   pd.DataFrame(emergence_rows), pairs, compare.statement(pairs),
+                   pd.DataFrame(emergence_rows), pairs, compare.statement(pairs), curves,
+                   loss_curves,
                    _judge_table(final), _judge_agreement(final), synth, present,
                    emergence.seeds_per_cell(final), _spread(final, present + continuous))
 

@@ -35,6 +35,16 @@ JUDGE = """<p>Grades out of 10 from the LLM judge (the paper's rubric,
 <code>config.eval.judge_*</code>), means over each run's completions; the age group is the
 most common one it gave.</p>"""
 
+CURVES = """<p><b>From the fitted curves.</b> For each metric, the parameters at which
+depth k crosses the threshold over those at which depth 1 does (below 1: the deeper
+stack gets there with fewer parameters), with a 95% interval from resampling shapes,
+seeds and prompts of both families; the verdict says which way it points, or that
+the sweep cannot tell.</p>"""
+
+LOSS_CURVES = """<p>Held-out loss of depth k minus depth 1 at equal N (the middle of the
+range both cover, from a line in log loss against log N per family), with a 95%
+interval.</p>"""
+
 AGREEMENT = """<p>Do the offline metrics agree with the judge? Across runs, each offline
 metric against the judge's grade that asks the same question (rank and linear
 correlation; runs = runs graded).</p>"""
@@ -110,6 +120,8 @@ def page(r, images: list[str], sample_columns) -> str:
 {judge}
 <h2>One block vs deep</h2><p>{html.escape(r.one_vs_deep_statement)}</p>
 {table(r.pairs) if not r.pairs.empty else ""}
+{CURVES + table(r.curves) if not r.curves.empty else ""}
+{LOSS_CURVES + table(r.loss_curves) if not r.loss_curves.empty else ""}
 <h2>Figures</h2>{''.join(images)}
 <h2>Sample completions (prompt in italics)</h2>{samples(sample_columns)}
 </body></html>"""
