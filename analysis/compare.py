@@ -26,7 +26,8 @@ def matched_pairs(final: pd.DataFrame, tolerance: float = 1.5) -> pd.DataFrame:
                "params_deep": d["params_non_embedding"], "params_one": o["params_non_embedding"]}
         for m in METRICS:
             if m in d and m in o:
-                # held-out loss has no standard error here: its interval stays unknown
+                # held-out loss: its standard error over held-out sequences (runs from
+                # before it was recorded have none: their interval stays unknown)
                 se = np.hypot(d.get(f"{m}_se", np.nan), o.get(f"{m}_se", np.nan))
                 row[f"{m}_diff"] = d[m] - o[m]
                 row[f"{m}_ci"] = 1.96 * se

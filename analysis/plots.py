@@ -28,7 +28,8 @@ def loss_vs_params(df, fits=None):
     fig, ax = plt.subplots(figsize=(6, 4.2))
     colors = _depth_colors(f["depth"])
     for depth, g in f.groupby("depth"):
-        ax.scatter(g["params"], g["eval_loss"], color=colors[depth], label=f"depth {depth}")
+        ax.errorbar(g["params"], g["eval_loss"], yerr=g.get("eval_loss_se"), fmt="o",
+                    color=colors[depth], label=f"depth {depth}", capsize=2)
         fit = (fits or {}).get(f"depth {depth}")
         if fit:
             n = np.geomspace(g["params"].min(), g["params"].max(), 50)

@@ -61,11 +61,13 @@ def _fits(final, bootstrap):
 
 def _runs_table(df, final, present) -> pd.DataFrame:
     shown = ["run", "state", "width", "depth", "heads", "params", "params_non_embedding",
-             "tokens", "eval_loss", *present, *[f"{m}_se" for m in ("coherence",) if m in final]]
+             "tokens", "eval_loss", "eval_loss_se", *present,
+             *[f"{m}_se" for m in ("coherence",) if m in final]]
     table = df.sort_values("step").drop_duplicates("run", keep="last")
     table = table[[c for c in shown if c in table]].sort_values(["depth", "width"])
     return table.rename(columns={"params_non_embedding": "non-emb params",
                                  "grammar_prefix": "gram. prefix", "coherence_se": "coh. SE",
+                                 "eval_loss_se": "loss SE",
                                  "consistency_above_chance": "cons. above chance"})
 
 

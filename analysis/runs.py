@@ -48,14 +48,16 @@ def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
             "params_non_embedding": counts["non_embedding"], "flops_per_token": per_token}
     evals = [m for m in rundir.read_metrics() if "eval_loss" in m]
     rows = [{**base, "step": m["step"], "tokens": m["tokens"], "flops": per_token * m["tokens"],
-             "eval_loss": m["eval_loss"], "eval_bpb": m.get("eval_bpb"),
+             "eval_loss": m["eval_loss"], "eval_loss_se": m.get("eval_loss_se", np.nan),
+             "eval_bpb": m.get("eval_bpb"),
              "train_loss": m.get("train_loss"), "wall_s": m.get("wall_s"), "final": False}
             for m in evals] or [{**base, "step": 0, "tokens": 0, "flops": 0.0,
                                  "eval_loss": np.nan, "final": False}]
     final = rundir.read_json(rundir.eval)
     if final and base["state"] == "done":
         rows[-1]["final"] = True
-        rows[-1].update({k: v for k, v in final.items() if k not in ("step", "loss") and (
+        rows[-1].update({k: v for k, v in final.items() if k not in (
+            "step", "loss", "loss_se") and (
             isinstance(v, (int, float)) or k == "judge_age_group")})
     return rows
 

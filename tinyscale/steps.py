@@ -80,14 +80,23 @@ def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum
 def make_eval_step(params: Params):
     @jax.jit
     def step(arrays, batch_BT):
-        return token_losses(params.model(arrays), batch_BT).mean()
+        return token_losses(params.model(arrays), batch_BT).mean(axis=1)  # per sequence
     return step
 
 
 def held_out(eval_step, arrays, batches, n_batches: int, mesh,
-             bytes_per_token: float) -> tuple[float, float]:
-    """(loss, bits per byte) on the first `n_batches` fixed held-out batches."""
-    losses = [eval_step(arrays, parallel.global_batch(batches.eval_batch(i), mesh))
-              for i in range(n_batches)]
-    loss = float(np.mean(jax.device_get(losses)))
-    return loss, loss / math.log(2) / bytes_per_token
+             bytes_per_token: float) -> tuple[float, float, float]:
+    """(loss, bits per byte, standard error of the loss over sequences) on the first
+    `n_batches` fixed held-out batches."""
+    from jax.experimental import multihost_utils
+
+    def gathered(x):  # a batch split over hosts: every process needs every sequence
+        return np.asarray(x) if x.is_fully_addressable else \
+            multihost_utils.process_allgather(x, tiled=True)
+    per_sequence = np.concatenate([
+        gathered(eval_step(arrays, parallel.global_batch(batches.eval_batch(i), mesh)))
+        for i in range(n_batches)])
+    loss = float(per_sequence.mean())
+    se = float(per_sequence.std(ddof=1) / math.sqrt(len(per_sequence))) \
+        if len(per_sequence) > 1 else 0.0
+    return loss, loss / math.log(2) / bytes_per_token, se

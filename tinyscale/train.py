@@ -166,9 +166,10 @@ class Trainer:
         return parallel.global_batch(rows, self.mesh)
 
     def evaluate(self, arrays) -> dict:
-        loss, bpb = steps.held_out(self.eval_step, arrays, self.eval_data, self.c.eval.batches,
-                                   self.mesh, self.meta["bytes_per_token"])
-        return {"eval_loss": loss, "eval_bpb": bpb}
+        loss, bpb, se = steps.held_out(self.eval_step, arrays, self.eval_data,
+                                       self.c.eval.batches, self.mesh,
+                                       self.meta["bytes_per_token"])
+        return {"eval_loss": loss, "eval_loss_se": se, "eval_bpb": bpb}
 
     def _start(self):
         """(arrays, opt_state, step, wall seconds so far), restored when possible."""
@@ -303,7 +304,7 @@ class Trainer:
             else:
                 self.rundir.write_json(self.rundir.eval, {
                     "step": step, "loss": final.get("eval_loss"),
-                    "bits_per_byte": final.get("eval_bpb")})
+                    "loss_se": final.get("eval_loss_se"), "bits_per_byte": final.get("eval_bpb")})
             self.rundir.set_state("done", step=step, last_error=None)
             self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
                                 f"{final.get('eval_loss'):.4f}")

@@ -33,9 +33,9 @@ def _prompt_set(t: trained.Trained):
 def held_out_loss(t: trained.Trained, mesh) -> dict:
     c = t.config
     data = pipeline.Batches(t.data_dir, "eval", c.train.seq_len, c.train.batch_size, c.seed)
-    loss, bpb = steps.held_out(steps.make_eval_step(t.params), t.arrays, data, c.eval.batches,
-                               mesh, t.meta["bytes_per_token"])
-    return {"loss": loss, "bits_per_byte": bpb}
+    loss, bpb, se = steps.held_out(steps.make_eval_step(t.params), t.arrays, data,
+                                   c.eval.batches, mesh, t.meta["bytes_per_token"])
+    return {"loss": loss, "loss_se": se, "bits_per_byte": bpb}
 
 
 def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
