@@ -126,7 +126,7 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
     missing = df.drop_duplicates("run")
     missing = missing[missing["state"] != "done"][["run", "state", "attempts", "error"]]
     fits = _fits(final, bootstrap) if len(final) >= 3 else {}
-    present = [m for m in METRICS if m in final]
+    present = [m for m in METRICS if m in final and final[m].notna().any()]
     continuous = [m for m in ("eval_loss", "fluency") if m in final]
     samples = runs.samples(sweep_dir, final["run"]) if len(final) else {}
     crossings = emergence.table(final, present + continuous, threshold, bootstrap, samples) \
