@@ -26,6 +26,7 @@ import traceback
 from tinyscale.errors import RESUMABLE, TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.lease import host_id
+from tinyscale.rundir import write_atomic
 
 EXIT_LOCKED = 0  # another process trains this run: nothing to do here
 
@@ -98,10 +99,7 @@ class Heartbeat:
     def _write(self, **fields) -> None:
         self.record.update(fields, time=time.time(), expires=time.time() + self.ttl)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
-            tmp.write_text(json.dumps(self.record))
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(self.record))
         except Exception:  # a blip: the next beat comes long before the heartbeat expires
             pass
 
