@@ -83,7 +83,8 @@ def _judge_table(final) -> pd.DataFrame | None:
 
 
 # Each offline metric beside the judge's grade that asks the same question.
-MATCHING = (("grammar", "judge_grammar"), ("consistency", "judge_consistency"),
+MATCHING = (("grammar", "judge_grammar"), ("grammar_prefix", "judge_grammar"),
+            ("consistency", "judge_consistency"),
             ("consistency_above_chance", "judge_consistency"), ("coherence", "judge_plot"))
 
 

@@ -2,8 +2,6 @@
 
 import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ import pytest
 from tests.controls import CONTROLS, auc, english_sentences, shuffle
 from tinyscale.evals import MissingOptional
 from tinyscale.evals.coherence import chance_pairs, english_scores, repetition, synth_scores
-from tinyscale.evals.judge import Judge, parse_grades
 from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
 
 
@@ -160,63 +157,6 @@ def test_paper_prompts_loader(tmp_path):
     path.write_text("- Once upon a time, there was a\n- 'Tom and Lily were '\n")
     assert [p.text for p in load_paper_prompts(str(path))] == [
         "Once upon a time, there was a", "Tom and Lily were "]
-
-
-GOOD = "Grammar: 8/10, Creativity: 6/10, Consistency: 7/10, Plot: 5/10, Age group: C."
-
-
-def test_parse_grades():
-    assert parse_grades(GOOD) == {"grammar": 8, "creativity": 6, "consistency": 7,
-                                  "plot": 5, "age_group": "C"}
-    assert parse_grades("Grammar: 8/10, the rest is unclear") is None
-    assert parse_grades("grammar - 9 out of 10; creativity: 4/10; consistency: 10/10; "
-                        "plot: 3/10. Age group (B)")["grammar"] == 9
-
-
-class FakeEndpoint(BaseHTTPRequestHandler):
-    """Answers like an OpenAI-compatible chat endpoint, with failures along the way."""
-    script: list = []
-    seen: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeEndpoint.seen.append((self.headers.get("Authorization"), body))
-        status, content = FakeEndpoint.script.pop(0) if FakeEndpoint.script else (200, GOOD)
-        self.send_response(status)
-        self.end_headers()
-        if status == 200:
-            answer = content if content.startswith("{") else json.dumps(
-                {"choices": [{"message": {"role": "assistant", "content": content}}]})
-            self.wfile.write(answer.encode())
-
-    def log_message(self, *args):
-        pass
-
-
-def test_judge_against_a_local_endpoint(monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEndpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-secret")
-    FakeEndpoint.script = [(429, ""), (500, ""), (200, "{not json"), (200, "Nice story."),
-                           (200, "I cannot grade this."),  # malformed grades: asked again
-                           (200, "It is fine."), (200, GOOD)]
-    judge = Judge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", "TEST_JUDGE_KEY",
-                  concurrency=2, retries=4, backoff=0.01)
-    try:
-        grades = judge.grade("Once upon a time", " there was a cat.")
-        assert grades == parse_grades(GOOD)
-        assert all(auth == "Bearer sk-secret" for auth, _ in FakeEndpoint.seen)
-        assert FakeEndpoint.seen[-1][1]["model"] == "judge-model"
-        assert "***" in FakeEndpoint.seen[-1][1]["messages"][0]["content"]
-        results = judge.grade_all([("A", " b."), ("C", " d."), ("E", " f.")])
-        assert results == [parse_grades(GOOD)] * 3
-    finally:
-        server.shutdown()
-
-
-def test_judge_missing_endpoint_says_how_to_configure():
-    with pytest.raises(MissingOptional, match="judge_url"):
-        Judge("", "m")
 
 
 @pytest.mark.slow
