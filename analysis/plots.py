@@ -77,6 +77,48 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
     return fig
 
 
+STAGES = ("grammar", "consistency_above_chance", "coherence")
+
+
+def _short(n: float) -> str:
+    return f"{n / 1e6:.2g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
+
+
+def stages(df, crossings=(), threshold=0.5, metrics=STAGES):
+    """The stages of coherence on one axis: each metric's runs (points; seeds of a shape
+    share an x), the mean over a shape's seeds (line), and where it emerges for all depths
+    together (dotted line, 95% band) -- in the order the sweep finds them."""
+    f = final_rows(df)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    cmap = plt.get_cmap("tab10")
+    low = 0.0
+    for i, metric in enumerate(m for m in metrics if m in f and f[m].notna().any()):
+        color = cmap(i)
+        means = f.groupby("params")[metric].mean()
+        low = min(low, float(np.nanmin(f[metric])))
+        label = metric.replace("_", " ")
+        for c in crossings:
+            if c.metric == metric and c.family == "all depths":
+                if c.status == "crossed":
+                    label += f": {_short(c.params)}" + (
+                        " ({}–{})".format(*map(_short, c.interval)) if c.interval else "")
+                    ax.axvline(c.params, color=color, ls=":", lw=1.2)
+                    if c.interval:
+                        ax.axvspan(*c.interval, color=color, alpha=0.1)
+                else:
+                    label += ": " + c.describe().replace(" parameters", "")
+        ax.plot(f["params"], f[metric], "o", color=color, alpha=0.45, ms=4)
+        ax.plot(means.index, means.values, "-", color=color, lw=1.5, label=label)
+    ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    _log_x(ax)
+    ax.set(ylim=(low - 0.05, 1.05), xlabel="parameters N (total)",
+           ylabel="share (0-1; consistency: 0 = chance)",
+           title="Where each stage of coherence emerges")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 def judge_vs_params(final, grades):
     """The LLM judge's grades (out of 10) against parameters, one line per grade."""
     fig, ax = plt.subplots(figsize=(6, 4.2))

@@ -157,6 +157,8 @@ def draw(r: Results) -> dict:
     """{name: matplotlib figure} of the results."""
     figures = {}
     if r.n_final:
+        if any(m in r.present for m in plots.STAGES):
+            figures["stages"] = plots.stages(r.df, r.crossings, r.threshold)
         figures["loss_vs_params"] = plots.loss_vs_params(r.df, r.fit_results)
         for m in r.present:
             figures[f"{m}_vs_params"] = plots.metric_vs_params(r.df, m, r.crossings,

@@ -100,6 +100,20 @@ def seeds(r) -> str:
     return text + " Seed-to-seed standard deviation, mean over shapes:</p>" + table(r.spread)
 
 
+def stages(r) -> str:
+    """The stages of coherence in the order the sweep finds them (all depths together)."""
+    from analysis.plots import STAGES
+    found = {c.metric: c for c in r.crossings if c.family == "all depths" and c.metric in STAGES}
+    if not found:
+        return ""
+    crossed = sorted((c for c in found.values() if c.status == "crossed"), key=lambda c: c.params)
+    parts = [f"{html.escape(c.metric)} at {c.describe()}" for c in crossed]
+    parts += [f"{html.escape(c.metric)}: {c.describe()}" for c in found.values()
+              if c.status != "crossed"]
+    return ("<p><b>Stages</b> (all depths together, in the order they emerge): "
+            + "; ".join(parts) + ".</p>")
+
+
 def page(r, images: list[str], sample_columns) -> str:
     """The whole report for results `r` (analysis.report.Results)."""
     unfinished = "" if r.missing.empty else (
@@ -115,7 +129,7 @@ def page(r, images: list[str], sample_columns) -> str:
 <h2>Runs</h2>{table(r.runs)}
 <h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
-<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{seeds(r)}{table(r.emergence)}
+<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{table(r.emergence)}
 {FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
 {judge}
 <h2>One block vs deep</h2><p>{html.escape(r.one_vs_deep_statement)}</p>

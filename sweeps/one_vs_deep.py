@@ -4,13 +4,15 @@
     tinyscale sweep run sweeps/one_vs_deep.py --sweep-dir runs/one-vs-deep
 
 For each target of non-embedding parameters, depths 1, 2 and 4 with the width that
-comes closest to the target (SynthStories, quickstart training settings).
+comes closest to the target (SynthStories, quickstart training settings), each shape
+with two seeds, so that the report's differences and intervals hold the seed-to-seed
+spread (`sweep plan` shows the 18 runs).
 """
 
 import importlib.util
 import os
 
-from tinyscale.launch.plan import width_for_parameters
+from tinyscale.launch.plan import width_for_parameters, with_seeds
 
 _spec = importlib.util.spec_from_file_location(
     "quickstart", os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py"))
@@ -19,6 +21,7 @@ _spec.loader.exec_module(quickstart)
 
 TARGETS = (25_000, 100_000, 400_000)  # non-embedding parameters
 DEPTHS = (1, 2, 4)
+SEEDS = (0, 1)
 
 
 def get_config(arg: str = ""):
@@ -27,8 +30,10 @@ def get_config(arg: str = ""):
 
 def sweep(arg: str = ""):
     base = get_config(arg)
+    shapes = []
     for target in TARGETS:
         for depth in DEPTHS:
             width = width_for_parameters(target, base, depth, head_size=16)
-            yield {"model.d_model": width, "model.n_layers": depth,
-                   "model.n_heads": max(1, width // 16)}
+            shapes.append({"model.d_model": width, "model.n_layers": depth,
+                           "model.n_heads": max(1, width // 16)})
+    return with_seeds(shapes, list(SEEDS))

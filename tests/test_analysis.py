@@ -134,8 +134,10 @@ def test_load_keeps_failed_and_running_runs(tmp_path):
 
 
 def test_every_plot_renders(tmp_path):
-    df = runs.load(str(make_sweep(tmp_path)))
+    sweep = str(make_sweep(tmp_path))
+    df = runs.load(sweep)
     figures = [plots.loss_vs_params(df), plots.metric_vs_params(df, "coherence"),
+               plots.stages(df, report.compute(sweep, bootstrap=50).crossings),
                plots.training_curves(df), plots.heatmap(df, "eval_loss")]
     from analysis import compare
     pairs = compare.matched_pairs(runs.final(df), tolerance=10)
@@ -150,6 +152,7 @@ def test_report_names_every_figure_and_says_what_is_missing(tmp_path):
     page = open(path).read()
     pngs = sorted(os.listdir(sweep / "figures"))
     assert pngs and all(f"id='{p[:-4]}'" in page for p in pngs)
+    assert "stages.png" in pngs and "<b>Stages</b>" in page
     assert "Not finished (2)" in page and "d64-L2" in page
     assert (sweep / "runs.csv").exists()
     judge = page[page.index("<h2>LLM judge"):page.index("<h2>One block")]
