@@ -52,7 +52,7 @@ class Results:
 def _fits(final, bootstrap):
     out = {}
     groups = [("all", final)] + [(f"depth {d}", g) for d, g in final.groupby("depth")]
-    for name, g in groups:
+    for name, g in groups[:1] if len(groups) == 2 else groups:  # one depth: fitted once
         g = g.dropna(subset=["eval_loss"])
         if len(g) >= 3:
             out[name] = fit.fit_power_law(g["params"], g["eval_loss"], bootstrap=bootstrap)

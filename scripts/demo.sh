@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up, then run the main job on the built-in SynthStories corpus: the quickstart
-# sweep (12 small models, each trained and evaluated), then its report.
+# sweep (8 small models, each trained and evaluated), then its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 OUT=${OUT:-runs/quickstart-sweep}
 echo "== the grid"
 .venv/bin/tinyscale sweep plan sweeps/quickstart.py

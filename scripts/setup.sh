@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Set up everything tinyscale needs on a fresh Debian/Ubuntu machine: system packages
-# (when root or with sudo), a virtual environment in .venv, and the package with its
-# test extras. Safe to run again: each step is skipped when already done.
+# Set up what tinyscale needs on a fresh Debian/Ubuntu machine: system packages (when
+# root or with sudo), a virtual environment in .venv, and the package with its extras.
+#   scripts/setup.sh        everything, for the tests (the default; what CI runs)
+#   scripts/setup.sh demo   what the demo sweep needs: the package and its eval extra,
+#                           installed with uv (12 s here, against pip's 70 s)
+# Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PROFILE=${1:-test}
+case "$PROFILE" in test|demo) ;; *) echo "setup: unknown profile '$PROFILE': use test or demo" >&2; exit 2;; esac
 
 # System packages: Link Grammar (the real-English grammar metric) and SLURM (the tests
 # start a real single-node cluster for the SLURM backend) and Chromium (the report test);
 # python3-link-grammar only for the test that checks our ctypes binding against it.
 APT_PACKAGES=(liblink-grammar5 link-grammar-dictionaries-en python3-link-grammar slurm-wlm chromium)
+[ "$PROFILE" = demo ] && APT_PACKAGES=(liblink-grammar5 link-grammar-dictionaries-en)
 
 if ((${#APT_PACKAGES[@]})) && command -v apt-get >/dev/null; then
   missing=()
@@ -34,8 +40,17 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $PYTHON"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.tinyscale-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+stamp=.venv/.tinyscale-installed  # the full (test) install; it covers the demo's too
+demo_stamp=.venv/.tinyscale-installed-demo
+fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ] && [ ! scripts/setup.sh -nt "$1" ]; }
+if [ "$PROFILE" = demo ]; then
+  if ! fresh "$stamp" && ! fresh "$demo_stamp"; then
+    echo "setup: installing tinyscale and what the demo needs into .venv (uv, seconds)"
+    .venv/bin/python -m pip install -q uv
+    .venv/bin/uv pip install -q --python .venv/bin/python -e ".[eval]"
+    touch "$demo_stamp"
+  fi
+elif ! fresh "$stamp"; then
   echo "setup: installing tinyscale and its dependencies into .venv (about a minute)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test,hf,eval,wandb,gcs]"

@@ -21,7 +21,7 @@ from tinyscale.config_file import variant
 from tinyscale.launch.plan import product, with_seeds
 
 WIDTHS = (16, 32, 64, 96)
-TOKENS = {16: 500_000, 32: 1_000_000, 64: 2_000_000, 96: 2_000_000}  # by width
+TOKENS = {16: 500_000, 32: 1_000_000, 64: 1_500_000, 96: 2_500_000}  # by width
 LEARNING_RATE = {96: 5e-3}  # by width; the others take train.lr
 SEEDS = (0, 1)
 
