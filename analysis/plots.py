@@ -113,10 +113,13 @@ def stages(df, crossings=(), threshold=0.5, metrics=STAGES):
         ax.plot(means.index, means.values, "-", color=color, lw=1.5, label=label)
     ax.axhline(threshold, color="grey", lw=0.8, ls="--")
     _log_x(ax)
-    ax.set(ylim=(low - 0.05, 1.05), xlabel="parameters N (total)",
+    ticks = sorted(set(f["params"]))
+    ax.set_xticks(ticks, [_short(n) for n in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set(ylim=(low - 0.05, 1.05), xlabel="parameters N (total; ticks at the runs' sizes)",
            ylabel="share (0-1; consistency: 0 = chance)",
            title="Where each stage of coherence emerges")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
