@@ -107,6 +107,8 @@ def stages(df, crossings=(), threshold=0.5, metrics=STAGES):
                     ax.axvline(c.params, color=color, ls=":", lw=1.2)
                     if c.interval:
                         ax.axvspan(*c.interval, color=color, alpha=0.1)
+                elif c.status == "not_reached":
+                    label += f": not reached by {_short(c.bound)}"
                 else:
                     label += ": " + c.describe().replace(" parameters", "")
         ax.plot(f["params"], f[metric], "o", color=color, alpha=0.45, ms=4)

@@ -4,9 +4,9 @@
     tinyscale sweep run sweeps/one_vs_deep.py --sweep-dir runs/one-vs-deep
 
 For each target of non-embedding parameters, depths 1, 2 and 4 with the width that
-comes closest to the target (SynthStories, quickstart training settings), each shape
-with two seeds, so that the report's differences and intervals hold the seed-to-seed
-spread (`sweep plan` shows the 18 runs).
+comes closest to the target (SynthStories, quickstart training settings and its
+learning rate by width), each shape with two seeds, so that the report's differences
+and intervals hold the seed-to-seed spread (`sweep plan` shows the 18 runs).
 """
 
 import importlib.util
@@ -35,5 +35,6 @@ def sweep(arg: str = ""):
         for depth in DEPTHS:
             width = width_for_parameters(target, base, depth, head_size=16)
             shapes.append({"model.d_model": width, "model.n_layers": depth,
-                           "model.n_heads": max(1, width // 16)})
+                           "model.n_heads": max(1, width // 16),
+                           **quickstart.learning_rate(width)})
     return with_seeds(shapes, list(SEEDS))
