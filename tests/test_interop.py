@@ -1,4 +1,4 @@
-"""Hugging Face GPT-Neo interop and the published parameter counts."""
+"""Hugging Face interop (GPT-Neo, Phi) and the published parameter counts."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyscale import counting
-from tinyscale.interop import gpt_neo_config, load_gpt_neo
+from tinyscale.interop import gpt_neo_config, load_gpt_neo, load_phi
 from tinyscale.model import ModelSpec
 
 torch = pytest.importorskip("torch")
@@ -38,6 +38,38 @@ def test_logits_match_hugging_face_gpt_neo(tmp_path):
     got = np.asarray(model(tokens))
     print(f"\nmax |logit difference| vs Hugging Face: {np.abs(got - expected).max():.2e}")
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def _perturb(hf, names):
+    """Non-trivial norms and biases, so that every tensor is tested."""
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if any(n in name for n in names):
+                p.add_(0.1 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("rotary", [0.4, 1.0])
+def test_logits_match_hugging_face_phi(tmp_path, rotary):
+    """Phi's parallel block and partial rotary embeddings (Phi-2: 0.4 of each head),
+    with grouped KV heads, against transformers' PhiForCausalLM."""
+    torch.manual_seed(0)
+    cfg = transformers.PhiConfig(
+        vocab_size=300, hidden_size=80, intermediate_size=200, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        partial_rotary_factor=rotary, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0)
+    hf = transformers.PhiForCausalLM(cfg).eval()
+    _perturb(hf, ("layernorm", "bias"))
+    hf.save_pretrained(tmp_path)
+    tokens = np.random.default_rng(0).integers(0, 300, (2, 40))
+    with torch.no_grad():
+        expected = hf(torch.tensor(tokens)).logits.numpy()
+    c, model = load_phi(str(tmp_path))
+    assert c.model.rotary_fraction == rotary
+    got = np.asarray(model(tokens))
+    print(f"\nmax |logit difference| vs Hugging Face Phi: {np.abs(got - expected).max():.2e}")
+    assert np.abs(got - expected).max() <= 1e-4
+    counts = counting.parameter_counts(ModelSpec.from_config(c.model, 300))
+    assert counts["total"] == sum(p.numel() for p in hf.parameters())
 
 
 # The released TinyStories models (Hugging Face roneneldan/TinyStories-*): GPT-Neo,

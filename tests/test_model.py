@@ -25,6 +25,8 @@ VARIANTS = [
     dict(family="llama", n_kv_heads=2, tie_embeddings=False),
     dict(family="gpt_neo"),
     dict(family="gpt_neo", attention_pattern="local", window_size=4, d_ff=96),
+    dict(family="phi", rotary_fraction=0.5),
+    dict(family="llama", parallel_block=True, rotary_fraction=0.25),
 ]
 
 

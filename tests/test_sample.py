@@ -25,6 +25,7 @@ def recompute_greedy(model, prompt, n, eos=2, length=32):
 @pytest.mark.parametrize("variant", [
     dict(family="llama", n_kv_heads=2),
     dict(family="gpt_neo", attention_pattern="global,local", window_size=8),
+    dict(family="phi", rotary_fraction=0.5, n_kv_heads=2),
 ])
 def test_cached_greedy_equals_recomputing_the_prefix(variant):
     c, model = build(**variant)

@@ -18,7 +18,7 @@ CACHE_ROOT = "~/.cache/tinyscale"  # the default data.cache_dir: every cache liv
 # this variable; "" turns the cache off; unset, it is <data.cache_dir default>/jax.
 COMPILATION_CACHE_ENV = "TINYSCALE_COMPILATION_CACHE"
 DATASETS = ("synthstories", "tinystories")
-FAMILIES = ("llama", "gpt_neo")
+FAMILIES = ("llama", "gpt_neo", "phi")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -40,18 +40,20 @@ def get_config() -> ml_collections.ConfigDict:
     d.tokenizer_sample_mb = 20           # MB of training text the tokenizer learns from
 
     c.model = m = ml_collections.ConfigDict()
-    m.family = "llama"                   # llama (RoPE, RMSNorm, SwiGLU) | gpt_neo (the paper's)
+    m.family = "llama"                   # llama (RoPE, RMSNorm, SwiGLU) | gpt_neo (paper) | phi
     m.d_model = 64                       # width of the residual stream
     m.n_layers = 2                       # transformer blocks
     m.n_heads = 4                        # attention heads
-    m.n_kv_heads = 0                     # llama grouped KV heads; 0 = n_heads
-    m.d_ff = 0                           # MLP width; 0 = 4*d_model (gpt_neo), ~8/3*d_model (llama)
+    m.n_kv_heads = 0                     # grouped KV heads (llama, phi); 0 = n_heads
+    m.d_ff = 0                           # MLP width; 0 = 4*d_model (gpt_neo, phi), ~8/3*d (llama)
     m.max_seq_len = 256                  # positions the model supports (gpt_neo learns them)
     m.window_size = 256                  # gpt_neo local-attention window
     m.attention_pattern = "global,local"  # gpt_neo layer types, repeated over the depth
-    m.rope_theta = 10_000.0              # llama rotary base
+    m.rope_theta = 10_000.0              # llama / phi rotary base
+    m.rotary_fraction = 1.0              # share of each head's dims RoPE rotates (Phi-2: 0.4)
+    m.parallel_block = False             # attn + MLP on one norm's output, summed (phi: always)
     m.norm_eps = 1e-5                    # LayerNorm / RMSNorm epsilon
-    m.tie_embeddings = True              # share input embedding and output projection
+    m.tie_embeddings = True              # share input embedding and output projection (not phi)
     m.dtype = "float32"                  # compute dtype: float32 | bfloat16
     m.param_dtype = "float32"            # parameter dtype (keep float32 for Adam)
 
@@ -227,9 +229,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     kv = c.model.n_kv_heads or c.model.n_heads
     if c.model.n_heads % kv:
         _fail("model.n_kv_heads", kv, f"it must divide model.n_heads={c.model.n_heads}")
-    if c.model.family == "llama" and (c.model.d_model // c.model.n_heads) % 2:
-        _fail("model.n_heads", c.model.n_heads, "RoPE needs an even head size "
-              "(d_model / n_heads); change model.d_model or model.n_heads")
+    if not 0.0 < c.model.rotary_fraction <= 1.0:
+        _fail("model.rotary_fraction", c.model.rotary_fraction, "use a share in (0, 1]")
+    if c.model.family != "gpt_neo" and int(
+            c.model.d_model // c.model.n_heads * c.model.rotary_fraction) % 2:
+        _fail("model.n_heads", c.model.n_heads, "RoPE needs an even number of rotated dims "
+              "(d_model / n_heads x model.rotary_fraction); change model.d_model, "
+              "model.n_heads or model.rotary_fraction")
     layers = [x.strip() for x in c.model.attention_pattern.split(",")]
     if not layers or any(x not in ("global", "local") for x in layers):
         _fail("model.attention_pattern", c.model.attention_pattern,

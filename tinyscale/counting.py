@@ -1,7 +1,8 @@
 """Parameter counts (total / embedding / non-embedding) and training FLOPs per token.
 
 Embedding parameters are the token embeddings, GPT-Neo's learned positions and an
-untied output projection; everything else is non-embedding (Kaplan et al., 2020).
+untied output projection (with Phi's bias); everything else is non-embedding (Kaplan et
+al., 2020).
 
 Training FLOPs per token follow PaLM (Chowdhery et al., 2022, appendix B):
 6 x (parameters used in matmuls, output projection included) + 12 x layers x d_attn x T,
@@ -17,23 +18,25 @@ def _block_parameters(s: ModelSpec) -> tuple[int, int]:
     """(matmul weights, other parameters) of one transformer block."""
     d, e = s.d_model, s.head_size
     attention = d * s.n_heads * e + 2 * d * s.n_kv_heads * e + s.n_heads * e * d
-    if s.family == "gpt_neo":
-        mlp = 2 * d * s.d_ff
-        other = 4 * d + d + s.d_ff + d  # two LayerNorms, out_proj bias, MLP biases
-    else:
-        mlp = 3 * d * s.d_ff
-        other = 2 * d  # two RMSNorms
+    layer_norm = s.family in ("gpt_neo", "phi")  # scale and bias; RMSNorm: scale only
+    norms = (1 if s.parallel_block else 2) * (2 * d if layer_norm else d)
+    if s.family == "llama":
+        return attention + 3 * d * s.d_ff, norms
+    mlp = 2 * d * s.d_ff
+    other = norms + d + s.d_ff + d  # out_proj bias, MLP biases
+    if s.family == "phi":
+        other += (s.n_heads + 2 * s.n_kv_heads) * e  # q, k, v biases
     return attention + mlp, other
 
 
 def parameter_counts(s: ModelSpec) -> dict[str, int]:
     matmul, other = _block_parameters(s)
-    final_norm = 2 * s.d_model if s.family == "gpt_neo" else s.d_model
+    final_norm = s.d_model if s.family == "llama" else 2 * s.d_model
     embedding = s.vocab_size * s.d_model
     if s.family == "gpt_neo":
         embedding += s.max_seq_len * s.d_model
     if not s.tie_embeddings:
-        embedding += s.d_model * s.vocab_size
+        embedding += s.d_model * s.vocab_size + (s.vocab_size if s.family == "phi" else 0)
     non_embedding = s.n_layers * (matmul + other) + final_norm
     return {"total": embedding + non_embedding, "embedding": embedding,
             "non_embedding": non_embedding}

@@ -1,4 +1,5 @@
-"""Load Hugging Face GPT-Neo checkpoints (e.g. roneneldan/TinyStories-*) into tinyscale.
+"""Load Hugging Face checkpoints into tinyscale: GPT-Neo (e.g. roneneldan/TinyStories-*)
+and Phi (`PhiForCausalLM`: the parallel block with partial rotary embeddings).
 
 A checkpoint is a local directory in the Hugging Face layout: `config.json` plus
 `model.safetensors` or `pytorch_model.bin`.
@@ -32,6 +33,30 @@ def gpt_neo_config(hf: dict) -> ml_collections.ConfigDict:
     if hf.get("activation_function", "gelu_new") != "gelu_new":
         raise TinyscaleError(f"activation {hf['activation_function']} is not supported: "
                              "tinyscale's GPT-Neo uses gelu_new.")
+    return c
+
+
+def phi_config(hf: dict) -> ml_collections.ConfigDict:
+    """A tinyscale config whose model matches a Hugging Face PhiConfig dict."""
+    c = config_lib.get_config()
+    m = c.model
+    rope = hf.get("rope_parameters") or {}
+    m.family, m.d_model = "phi", hf["hidden_size"]
+    m.n_layers, m.n_heads = hf["num_hidden_layers"], hf["num_attention_heads"]
+    m.n_kv_heads = hf.get("num_key_value_heads") or hf["num_attention_heads"]
+    m.d_ff, m.max_seq_len = hf["intermediate_size"], hf["max_position_embeddings"]
+    m.window_size = m.max_seq_len
+    m.rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10_000.0))
+    m.rotary_fraction = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
+    m.norm_eps, m.tie_embeddings = hf.get("layer_norm_eps", 1e-5), False
+    c.data.vocab_size = hf["vocab_size"]
+    unsupported = [k for k, ok in (("hidden_act", hf.get("hidden_act", "gelu_new") == "gelu_new"),
+                                   ("qk_layernorm", not hf.get("qk_layernorm", False)),
+                                   ("rope_type", rope.get("rope_type", "default") == "default"))
+                   if not ok]
+    if unsupported:
+        raise TinyscaleError(f"this Phi checkpoint's {unsupported[0]} is not supported: "
+                             "tinyscale's phi has gelu_new, no q/k LayerNorm, plain RoPE.")
     return c
 
 
@@ -80,17 +105,50 @@ def load_gpt_neo_weights(model, state_dict: dict[str, np.ndarray]) -> None:
     _set(model.norm.bias, sd["ln_f.bias"])
 
 
-def load_gpt_neo(path: str, mesh=None):
-    """(config, model) for a Hugging Face GPT-Neo checkpoint directory."""
+def load_phi_weights(model, state_dict: dict[str, np.ndarray]) -> None:
+    """Copy Phi weights into a tinyscale `phi` Transformer of the same shape."""
+    sd = {k.removeprefix("model."): v for k, v in state_dict.items()}
+    _set(model.embed.embedding, sd["embed_tokens.weight"])
+
+    def dense(layer, name):
+        _set(layer.kernel, sd[name + ".weight"].T)
+        _set(layer.bias, sd[name + ".bias"])
+    for i, block in enumerate(model.blocks):
+        p = f"layers.{i}."
+        _set(block.norm_attn.scale, sd[p + "input_layernorm.weight"])
+        _set(block.norm_attn.bias, sd[p + "input_layernorm.bias"])
+        for layer, name in ((block.attn.query, "q_proj"), (block.attn.key, "k_proj"),
+                            (block.attn.value, "v_proj"), (block.attn.out, "dense")):
+            dense(layer, p + "self_attn." + name)
+        dense(block.mlp.up, p + "mlp.fc1")
+        dense(block.mlp.down, p + "mlp.fc2")
+    _set(model.norm.scale, sd["final_layernorm.weight"])
+    _set(model.norm.bias, sd["final_layernorm.bias"])
+    dense(model.head, "lm_head")
+
+
+def _load(path: str, to_config, load_weights, mesh=None):
+    """(config, model) of a Hugging Face checkpoint directory, through `to_config` (its
+    config.json -> a tinyscale config) and `load_weights` (model, state dict)."""
     from flax import nnx
 
     from tinyscale import parallel
     from tinyscale.model import ModelSpec, Transformer
     with open(os.path.join(path, "config.json")) as f:
-        c = gpt_neo_config(json.load(f))
+        c = to_config(json.load(f))
     mesh = mesh or parallel.make_mesh(c)
     with parallel.using(mesh):
         model = Transformer(ModelSpec.from_config(c.model, c.data.vocab_size),
                             rngs=nnx.Rngs(0))
-    load_gpt_neo_weights(model, read_state_dict(path))
+    load_weights(model, read_state_dict(path))
     return c, model
+
+
+def load_phi(path: str, mesh=None):
+    """(config, model) for a Hugging Face Phi checkpoint directory."""
+    return _load(path, phi_config, load_phi_weights, mesh)
+
+
+def load_gpt_neo(path: str, mesh=None):
+    """(config, model) for a Hugging Face GPT-Neo checkpoint directory."""
+    return _load(path, gpt_neo_config, load_gpt_neo_weights, mesh)

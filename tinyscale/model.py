@@ -6,6 +6,12 @@
   embeddings, and GPT-Neo's unscaled attention logits.
 * `llama` — llama2.c's stories models: RoPE, RMSNorm, SwiGLU, no biases, optional
   grouped KV heads.
+* `phi` — Phi-2's (Hugging Face `PhiForCausalLM`): the parallel block (attention and
+  MLP read one LayerNorm's output and are summed into the residual), RoPE on the first
+  `rotary_fraction` of each head's dims, GELU MLP, biases everywhere, an untied output
+  projection with a bias.
+
+`parallel_block` puts any family's blocks in the parallel form (one norm per block).
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`);
 `parallel.py` maps them onto the mesh. Tensor names carry their shapes:
@@ -40,6 +46,8 @@ class ModelSpec:
     window_size: int
     attention_types: tuple[str, ...]  # per layer: global | local
     rope_theta: float
+    rotary_dims: int  # dims of each head that RoPE rotates (0: no RoPE, gpt_neo)
+    parallel_block: bool
     norm_eps: float
     tie_embeddings: bool
     dtype: str
@@ -53,16 +61,20 @@ class ModelSpec:
     def from_config(cls, m, vocab_size: int) -> ModelSpec:
         if m.d_ff:
             d_ff = m.d_ff
-        elif m.family == "gpt_neo":
+        elif m.family in ("gpt_neo", "phi"):
             d_ff = 4 * m.d_model
         else:  # llama2.c: 2/3 of 4*d, rounded up to a multiple of 32
             d_ff = 32 * -(-int(8 * m.d_model / 3) // 32)
         pattern = [x.strip() for x in m.attention_pattern.split(",")]
         types = tuple(pattern[i % len(pattern)] if m.family == "gpt_neo" else "global"
                       for i in range(m.n_layers))
+        rotary = 0 if m.family == "gpt_neo" else int(m.d_model // m.n_heads *
+                                                      m.get("rotary_fraction", 1.0))
+        parallel = m.family == "phi" or bool(m.get("parallel_block", False))
         return cls(m.family, vocab_size, m.d_model, m.n_layers, m.n_heads,
                    m.n_kv_heads or m.n_heads, d_ff, m.max_seq_len, m.window_size, types,
-                   m.rope_theta, m.norm_eps, m.tie_embeddings, m.dtype, m.param_dtype)
+                   m.rope_theta, rotary, parallel, m.norm_eps,
+                   m.tie_embeddings and m.family != "phi", m.dtype, m.param_dtype)
 
 
 def _dense(spec, d_in, d_out, axes, rngs, bias=False, std=0.02):
@@ -84,8 +96,13 @@ def _norm(spec, rngs):
                          **kwargs)
 
 
-def rope(x_BTHE: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding, rotate-half convention (as Hugging Face Llama)."""
+def rope(x_BTHE: jax.Array, positions_BT: jax.Array, theta: float,
+         dims: int | None = None) -> jax.Array:
+    """Rotary position embedding, rotate-half convention (as Hugging Face Llama), on the
+    first `dims` of each head's dims (all by default; Phi rotates a share of them)."""
+    if dims is not None and dims < x_BTHE.shape[-1]:
+        return jnp.concatenate([rope(x_BTHE[..., :dims], positions_BT, theta),
+                                x_BTHE[..., dims:]], axis=-1)
     half = x_BTHE.shape[-1] // 2
     freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
     angles_BTE = positions_BT[..., None].astype(jnp.float32) * freqs
@@ -140,11 +157,12 @@ class Attention(nnx.Module):
     def __init__(self, spec: ModelSpec, layer: int, *, rngs: nnx.Rngs):
         self.spec, self.local = spec, spec.attention_types[layer] == "local"
         d, h, k, e = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_size
-        self.query = _dense(spec, d, h * e, ("embed", "heads"), rngs)
-        self.key = _dense(spec, d, k * e, ("embed", "kv"), rngs)
-        self.value = _dense(spec, d, k * e, ("embed", "kv"), rngs)
+        qkv_bias = spec.family == "phi"
+        self.query = _dense(spec, d, h * e, ("embed", "heads"), rngs, bias=qkv_bias)
+        self.key = _dense(spec, d, k * e, ("embed", "kv"), rngs, bias=qkv_bias)
+        self.value = _dense(spec, d, k * e, ("embed", "kv"), rngs, bias=qkv_bias)
         self.out = _dense(spec, h * e, d, ("heads", "embed"), rngs,
-                          bias=spec.family == "gpt_neo",
+                          bias=spec.family in ("gpt_neo", "phi"),
                           std=0.02 / math.sqrt(2 * spec.n_layers))
 
     def __call__(self, x_BTD, positions_BT, cache=None):
@@ -153,9 +171,9 @@ class Attention(nnx.Module):
         q_BTHE = self.query(x_BTD).reshape(b, t, s.n_heads, s.head_size)
         k_BTKE = self.key(x_BTD).reshape(b, t, s.n_kv_heads, s.head_size)
         v_BTKE = self.value(x_BTD).reshape(b, t, s.n_kv_heads, s.head_size)
-        if s.family == "llama":
-            q_BTHE = rope(q_BTHE, positions_BT, s.rope_theta)
-            k_BTKE = rope(k_BTKE, positions_BT, s.rope_theta)
+        if s.rotary_dims:
+            q_BTHE = rope(q_BTHE, positions_BT, s.rope_theta, s.rotary_dims)
+            k_BTKE = rope(k_BTKE, positions_BT, s.rope_theta, s.rotary_dims)
         # GPT-Neo does not scale its attention logits by 1/sqrt(E).
         scale = 1.0 if s.family == "gpt_neo" else 1.0 / math.sqrt(s.head_size)
         if cache is not None:
@@ -204,18 +222,24 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, spec: ModelSpec, layer: int, *, rngs: nnx.Rngs):
+        self.parallel = spec.parallel_block
         self.norm_attn = _norm(spec, rngs)
         self.attn = Attention(spec, layer, rngs=rngs)
-        self.norm_mlp = _norm(spec, rngs)
+        if not self.parallel:  # the parallel block reads norm_attn's output twice
+            self.norm_mlp = _norm(spec, rngs)
         self.mlp = MLP(spec, rngs=rngs)
 
     def __call__(self, x_BTD, positions_BT, cache=None):
         dtype = x_BTD.dtype
-        attended = self.attn(self.norm_attn(x_BTD).astype(dtype), positions_BT, cache)
+        normed_BTD = self.norm_attn(x_BTD).astype(dtype)
+        attended = self.attn(normed_BTD, positions_BT, cache)
         if cache is not None:
             attended, cache = attended
-        x_BTD = x_BTD + attended
-        x_BTD = x_BTD + self.mlp(self.norm_mlp(x_BTD).astype(dtype))
+        if self.parallel:  # x + attn(norm(x)) + mlp(norm(x))
+            x_BTD = x_BTD + attended + self.mlp(normed_BTD)
+        else:
+            x_BTD = x_BTD + attended
+            x_BTD = x_BTD + self.mlp(self.norm_mlp(x_BTD).astype(dtype))
         return x_BTD if cache is None else (x_BTD, cache)
 
 
@@ -235,7 +259,8 @@ class Transformer(nnx.Module):
         self.blocks = nnx.List([Block(spec, i, rngs=rngs) for i in range(spec.n_layers)])
         self.norm = _norm(spec, rngs)
         if not spec.tie_embeddings:
-            self.head = _dense(spec, spec.d_model, spec.vocab_size, ("embed", "vocab"), rngs)
+            self.head = _dense(spec, spec.d_model, spec.vocab_size, ("embed", "vocab"), rngs,
+                               bias=spec.family == "phi")
 
     def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
                  caches: list | None = None):
