@@ -179,8 +179,7 @@ def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500,
     """
     out = []
     groups = [("all depths", final)] + [(f"depth {d}", g) for d, g in final.groupby("depth")]
-    if len(groups) == 2:  # one depth: its family is all the runs, fitted once
-        groups = groups[:1]
+    same = groups.pop()[0] if len(groups) == 2 else None  # one depth: it is all the runs
     for metric in metrics:
         if metric not in final:
             continue
@@ -193,4 +192,6 @@ def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500,
                 params, value, resample = cells(g, metric, values, samples)
             out.append(crossing(params, value, threshold, family, metric, bootstrap,
                                 resample=resample))
+            if same:  # fitted once, listed under both names
+                out.append(dataclasses.replace(out[-1], family=same))
     return out

@@ -61,11 +61,9 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
         if f"{metric}_chance" in g and g[f"{metric}_chance"].notna().any():
             ax.plot(g["params"], g[f"{metric}_chance"], ls="--", lw=1, color=colors[depth],
                     label=f"depth {depth}: chance (other prompts' completions)")
-    only = next(iter(colors)) if len(colors) == 1 else None  # one depth: "all depths"
     for c in crossings:
-        if c.metric == metric and c.status == "crossed" and (
-                c.family.startswith("depth") or only is not None):
-            depth = int(c.family.split()[1]) if c.family.startswith("depth") else only
+        if c.metric == metric and c.status == "crossed" and c.family.startswith("depth"):
+            depth = int(c.family.split()[1])
             ax.axvline(c.params, color=colors.get(depth, "k"), ls=":", lw=1)
             if c.interval:
                 ax.axvspan(*c.interval, color=colors.get(depth, "k"), alpha=0.08)
