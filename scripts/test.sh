@@ -3,7 +3,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit $?
-.venv/bin/python -m pytest "$@"
+# Two workers, each taking whole test files (module fixtures such as the SLURM cluster
+# stay in one process): most tests wait on subprocesses, so the 2 cores stay busy.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
 rc=$?
 if [ "$rc" = 5 ]; then echo "test: pytest collected no tests; that is a failure" >&2; exit 1; fi
 exit "$rc"

@@ -161,11 +161,14 @@ def test_paper_prompts_loader(tmp_path):
 
 @pytest.mark.slow
 def test_coherence_increases_across_training(tmp_path):
-    """Checkpoints of one quickstart run (d64-L2, seed 0, 2M tokens), early to late,
-    score increasing coherence.
+    """Checkpoints of one quickstart run (d64-L2, seed 0, 2M tokens): the final one
+    scores well above the early ones, and what moves it is the copying transition.
 
-    Its consistency stays near chance until after 1M tokens, then jumps -- the copying
-    transition (the continuation reuses the prompt's objects) -- and with it coherence.
+    Grammar is there by 0.5M tokens. Consistency above chance stays near 0 until after
+    1M tokens, then jumps (the continuation reuses the prompt's objects and names), and
+    coherence with it. Before the jump coherence dips (measured, 96 prompts: 0.48 at
+    0.5M, 0.30 at 1M, 0.73 at 2M), so only the final checkpoint is compared with the
+    others, not the early ones with each other.
     """
     import os
 
@@ -178,27 +181,23 @@ def test_coherence_increases_across_training(tmp_path):
                      "--config.eval.at_end=False", "--config.eval.prompts=96",
                      f"--config.data.cache_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
-    scores, copying = [], []
+    scores = []
     for step in (250, 500, 977):  # 0.5M, 1M and 2M tokens
         r = evals.evaluate(str(workdir), step)
-        scores.append((step, r["grammar"], r["coherence"], r["coherence_se"]))
-        copying.append(r["consistency_above_chance"])
+        scores.append(r)
         from tinyscale.rundir import RunDir
         samples = RunDir(workdir).samples_file(None if step == 977 else step)  # 977: final
         sample = json.loads(samples.read_text().splitlines()[0])
-        print(f"\nstep {step}: grammar {r['grammar']:.3f} consistency {r['consistency']:.3f} "
-              f"coherence {r['coherence']:.3f}\n"
+        print(f"\nstep {step}: grammar {r['grammar']:.3f} consistency above chance "
+              f"{r['consistency_above_chance']:.3f} coherence {r['coherence']:.3f}\n"
               f"  ...{sample['prompt'][-80:]}|{sample['continuation'][:200]}")
-    # Later checkpoints score higher, up to noise: no later one is lower than an earlier
-    # one by more than two standard errors of the difference (96 prompts each).
-    # Measured with 48 prompts: coherence 0.484, 0.438, 0.771 (consistency above chance
-    # 0.08, -0.01, 0.64).
-    for i, (_, g_early, c_early, se_early) in enumerate(scores):
-        for _, g_late, c_late, se_late in scores[i + 1:]:
-            assert c_late >= c_early - 2 * np.hypot(se_early, se_late)
-            assert g_late >= g_early - 0.05
-    assert scores[-1][2] >= scores[0][2] + 0.2 and scores[-1][2] >= 0.6
-    assert copying[-1] >= copying[0] + 0.3  # the prompt is used: above chance, not just names
+    final = scores[-1]
+    for early in scores[:-1]:  # beyond two standard errors of the difference
+        assert final["coherence"] >= early["coherence"] + 2 * np.hypot(
+            early["coherence_se"], final["coherence_se"])
+        assert final["grammar"] >= early["grammar"] - 0.05
+        assert early["consistency_above_chance"] <= 0.2  # before the transition
+    assert final["coherence"] >= 0.6 and final["consistency_above_chance"] >= 0.4
 
 
 def test_fluency_reads_each_sentence_once():
