@@ -231,9 +231,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("model.n_kv_heads", kv, f"it must divide model.n_heads={c.model.n_heads}")
     if not 0.0 < c.model.rotary_fraction <= 1.0:
         _fail("model.rotary_fraction", c.model.rotary_fraction, "use a share in (0, 1]")
-    if c.model.family != "gpt_neo" and int(
-            c.model.d_model // c.model.n_heads * c.model.rotary_fraction) % 2:
-        _fail("model.n_heads", c.model.n_heads, "RoPE needs an even number of rotated dims "
+    rotated = int(c.model.d_model // c.model.n_heads * c.model.rotary_fraction)
+    if c.model.family != "gpt_neo" and (rotated < 2 or rotated % 2):
+        _fail("model.n_heads", c.model.n_heads, "RoPE needs an even number (>= 2) of rotated dims "
               "(d_model / n_heads x model.rotary_fraction); change model.d_model, "
               "model.n_heads or model.rotary_fraction")
     layers = [x.strip() for x in c.model.attention_pattern.split(",")]
