@@ -85,13 +85,21 @@ class GcsLease:
 
     def read(self) -> tuple[dict | None, int]:
         """(the lease's record or None, its generation; 0 when absent)."""
-        blob = self._get()
-        if blob is None:
-            return None, 0
-        try:
-            return json.loads(blob.download_as_bytes()), blob.generation
-        except ValueError:
-            return None, blob.generation  # a torn or foreign object: free to replace
+        for attempt in range(20):
+            blob = self._get()
+            if blob is None:
+                return None, 0
+            try:  # the download is pinned to the generation just looked up
+                data = blob.download_as_bytes()
+            except self._errors.NotFound:  # renewed in between: that generation is gone
+                time.sleep(0.01 * attempt)
+                continue
+            try:
+                return json.loads(data), blob.generation
+            except ValueError:
+                return None, blob.generation  # a foreign object: free to replace
+        raise TinyscaleError(f"the lease {self._blob_of().name} changed 20 times while "
+                             "being read: is something rewriting it in a loop?")
 
     def _write(self, expires: float, generation: int) -> bool:
         blob = self._blob_of()
