@@ -269,6 +269,20 @@ class Transformer(nnx.Module):
         With `caches` (one per layer, from `init_caches`), the tokens are appended to
         the KV caches and (logits, new caches) is returned.
         """
+        x_BTD = self.features(tokens_BT, positions_BT, caches)
+        if caches is not None:
+            x_BTD, new_caches = x_BTD
+        w_VD, bias_V = self.output_projection()
+        logits_BTV = jnp.einsum("btd,vd->btv", x_BTD, w_VD.astype(x_BTD.dtype))
+        if bias_V is not None:
+            logits_BTV = logits_BTV + bias_V.astype(logits_BTV.dtype)
+        logits_BTV = logits_BTV.astype(jnp.float32)
+        return logits_BTV if caches is None else (logits_BTV, new_caches)
+
+    def features(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
+                 caches: list | None = None):
+        """The final normed hidden states [B, T, D] that the output projection reads
+        (and the new caches, with `caches`)."""
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
         x_BTD = self.embed(tokens_BT)
@@ -282,12 +296,14 @@ class Transformer(nnx.Module):
                 x_BTD, cache = block(x_BTD, positions_BT, caches[i])
                 new_caches.append(cache)
         x_BTD = self.norm(x_BTD).astype(x_BTD.dtype)
+        return x_BTD if caches is None else (x_BTD, new_caches)
+
+    def output_projection(self) -> tuple[jax.Array, jax.Array | None]:
+        """(W [V, D], bias [V] or None): logits = x W^T + bias. Tied: the embedding."""
         if self.spec.tie_embeddings:
-            logits_BTV = self.embed.attend(x_BTD)
-        else:
-            logits_BTV = self.head(x_BTD)
-        logits_BTV = logits_BTV.astype(jnp.float32)
-        return logits_BTV if caches is None else (logits_BTV, new_caches)
+            return self.embed.embedding[...], None
+        bias = self.head.bias[...] if self.head.bias is not None else None
+        return self.head.kernel[...].T, bias
 
 
 def init_caches(spec: ModelSpec, pad_B: jax.Array, length: int) -> list[dict]:

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from tinyscale import parallel
+from tinyscale.cross_entropy import mean_cross_entropy
 from tinyscale.model import ModelSpec, Transformer
 
 
@@ -50,9 +51,17 @@ def token_losses(model, batch_BT: jax.Array) -> jax.Array:
     return -jnp.sum(logp_BTV * targets_BTV, axis=-1)
 
 
+def mean_loss(model, batch_BT: jax.Array) -> jax.Array:
+    """The training loss: token_losses(...).mean(), with the output projection fused into
+    the cross-entropy (tinyscale/cross_entropy.py)."""
+    x_BTD = model.features(batch_BT[:, :-1])
+    w_VD, bias_V = model.output_projection()
+    return mean_cross_entropy(x_BTD, w_VD, bias_V, batch_BT[:, 1:])
+
+
 def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int):
     def loss_fn(arrays, batch_BT):
-        return token_losses(params.model(arrays), batch_BT).mean()
+        return mean_loss(params.model(arrays), batch_BT)
 
     grad_fn = jax.value_and_grad(loss_fn)
 
