@@ -63,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
     t.steps = 0                          # run length in steps; 0 = derive from tokens
     t.tokens = 2_000_000                 # run length in tokens (used when steps = 0)
     t.lr = 3e-3                          # peak learning rate
-    t.schedule = "cosine"                # after warmup: constant | cosine | linear
+    t.schedule = "cosine"                # after warmup: constant | cosine | linear | wsd
+    t.decay_fraction = 0.2               # wsd: the last share of the run that decays (1 - sqrt)
     t.warmup_steps = 50                  # linear warmup from 0
     t.final_lr_ratio = 0.1               # decay target as a share of lr
     t.weight_decay = 0.1                 # AdamW decay (not on norms, biases, embeddings' norms)
@@ -257,7 +258,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.train.batch_size % c.train.grad_accum:
         _fail("train.grad_accum", c.train.grad_accum,
               f"it must divide train.batch_size={c.train.batch_size}")
-    _choice(c, "train.schedule", ("constant", "cosine", "linear"))
+    _choice(c, "train.schedule", ("constant", "cosine", "linear", "wsd"))
+    fraction = c.train.get("decay_fraction", 0.2)
+    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        _fail("train.decay_fraction", fraction, "use a share of the run in (0, 1], e.g. 0.2")
     for knob in ("train.lr", "train.weight_decay", "train.grad_clip", "train.final_lr_ratio"):
         if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
             _fail(knob, _get(c, knob), "use a non-negative number")

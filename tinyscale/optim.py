@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
 def schedule(t, total_steps: int) -> optax.Schedule:
-    """Linear warmup to train.lr, then constant, cosine or linear decay."""
+    """Linear warmup to train.lr, then constant, cosine or linear decay, or wsd.
+
+    wsd (warmup-stable-decay): constant at train.lr, then over the last
+    `train.decay_fraction` of the run's steps a (1 - sqrt) cool-down to
+    lr x final_lr_ratio, the shape Hagele et al. (2024) found best. Its stable phase does
+    not depend on the run's length, so one run's stable phase serves every budget.
+    """
     warmup = min(t.warmup_steps, max(0, total_steps - 1))
     decay_steps = max(1, total_steps - warmup)
     final = t.lr * t.final_lr_ratio
@@ -15,6 +22,14 @@ def schedule(t, total_steps: int) -> optax.Schedule:
         after = optax.constant_schedule(t.lr)
     elif t.schedule == "cosine":
         after = optax.cosine_decay_schedule(t.lr, decay_steps, alpha=t.final_lr_ratio)
+    elif t.schedule == "wsd":
+        cool = min(decay_steps, max(1, round(t.decay_fraction * total_steps)))
+
+        def cooldown(step):
+            x = jnp.clip(step / cool, 0.0, 1.0)
+            return final + (t.lr - final) * (1.0 - jnp.sqrt(x))
+        after = optax.join_schedules([optax.constant_schedule(t.lr), cooldown],
+                                     [decay_steps - cool])
     else:
         after = optax.linear_schedule(t.lr, final, decay_steps)
     if warmup == 0:
