@@ -164,11 +164,13 @@ def test_coherence_increases_across_training(tmp_path):
     """Checkpoints of one quickstart run (d64-L2, seed 0, 2M tokens): the final one
     scores well above the early ones, and what moves it is the copying transition.
 
-    Grammar is there by 0.5M tokens. Consistency above chance stays near 0 until after
-    1M tokens, then jumps (the continuation reuses the prompt's objects and names), and
-    coherence with it. Before the jump coherence dips (measured, 96 prompts: 0.48 at
-    0.5M, 0.30 at 1M, 0.73 at 2M), so only the final checkpoint is compared with the
-    others, not the early ones with each other.
+    Grammar is there by 0.5M tokens. Consistency above chance is near 0 at 0.5M tokens,
+    then rises (the continuation reuses the prompt's objects, then its names), and
+    coherence with it. Where between 0.5M and 2M the jump comes moves with float
+    rounding (measured, 96 prompts, above chance / coherence: unfused loss 0.08/0.48,
+    -0.01/0.30, 0.64/0.73 -- coherence dipped before the jump; fused loss 0.11/0.09,
+    0.32/0.38, 0.64/0.72), so the final checkpoint is compared with each earlier one,
+    and only the first is required to be before the transition.
     """
     import os
 
@@ -196,7 +198,10 @@ def test_coherence_increases_across_training(tmp_path):
         assert final["coherence"] >= early["coherence"] + 2 * np.hypot(
             early["coherence_se"], final["coherence_se"])
         assert final["grammar"] >= early["grammar"] - 0.05
-        assert early["consistency_above_chance"] <= 0.2  # before the transition
+        assert final["consistency_above_chance"] >= early["consistency_above_chance"] + \
+            2 * np.hypot(early["consistency_above_chance_se"],
+                         final["consistency_above_chance_se"])
+    assert scores[0]["consistency_above_chance"] <= 0.2  # before the transition
     assert final["coherence"] >= 0.6 and final["consistency_above_chance"] >= 0.4
 
 
