@@ -65,6 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
     t.lr = 3e-3                          # peak learning rate
     t.schedule = "cosine"                # after warmup: constant | cosine | linear | wsd
     t.decay_fraction = 0.2               # wsd: the last share of the run that decays (1 - sqrt)
+    t.branches = ()                      # wsd: smaller token budgets, each a cool-down forked
+                                         # from the stable phase (runs/<name>/branches/<tokens>)
     t.warmup_steps = 50                  # linear warmup from 0
     t.final_lr_ratio = 0.1               # decay target as a share of lr
     t.weight_decay = 0.1                 # AdamW decay (not on norms, biases, embeddings' norms)
@@ -167,6 +169,52 @@ def total_steps(c: ml_collections.ConfigDict) -> int:
     return max(1, math.ceil(c.train.tokens / (c.train.batch_size * c.train.seq_len)))
 
 
+def cooldown_start(total: int, warmup_steps: int, decay_fraction: float) -> int:
+    """The step at which a wsd run of `total` steps leaves its stable phase (its learning
+    rate is train.lr, after warmup, up to and including this step's update)."""
+    warmup = min(warmup_steps, max(0, total - 1))
+    decay_steps = max(1, total - warmup)
+    return total - min(decay_steps, max(1, round(decay_fraction * total)))
+
+
+def branch_steps(c, tokens: int) -> int:
+    """The length in steps of the branch of `c` at a budget of `tokens`."""
+    return max(1, math.ceil(tokens / (c.train.batch_size * c.train.seq_len)))
+
+
+def _check_branches(c) -> None:
+    """train.branches: token budgets below the run's own, on a wsd schedule, each forking
+    from the stable phase the run trains anyway."""
+    t = c.train
+    branches = t.get("branches", ())
+    if not branches:
+        return
+    if not isinstance(branches, (tuple, list)) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in branches):
+        _fail("train.branches", branches, "give a list of token budgets, e.g. "
+              "(500_000, 1_000_000)")
+    if t.schedule != "wsd":
+        _fail("train.branches", branches, "branches fork from a stable phase: set "
+              "--config.train.schedule=wsd")
+    total = total_steps(c)
+    stable = cooldown_start(total, t.warmup_steps, t.decay_fraction)
+    tokens_per_step = t.batch_size * t.seq_len
+    seen = set()
+    for tokens in branches:
+        steps = branch_steps(c, tokens)
+        if steps in seen or steps >= total:
+            what = "repeats another" if steps in seen else \
+                f"is not below the run's own {total * tokens_per_step} tokens"
+            _fail("train.branches", branches, f"{tokens} tokens ({steps} steps) {what}; "
+                  "give distinct budgets smaller than train.tokens")
+        seen.add(steps)
+        fork = cooldown_start(steps, t.warmup_steps, t.decay_fraction)
+        if fork > stable or steps <= t.warmup_steps:
+            _fail("train.branches", branches, f"a {tokens}-token branch would fork at step "
+                  f"{fork}, outside the run's stable phase (steps {t.warmup_steps}-{stable}); "
+                  "use larger budgets or fewer warmup steps")
+
+
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
     """A saved config.json over today's defaults, so knobs added since get their defaults."""
     config = get_config()
@@ -262,6 +310,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     fraction = c.train.get("decay_fraction", 0.2)
     if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         _fail("train.decay_fraction", fraction, "use a share of the run in (0, 1], e.g. 0.2")
+    _check_branches(c)
     for knob in ("train.lr", "train.weight_decay", "train.grad_clip", "train.final_lr_ratio"):
         if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
             _fail(knob, _get(c, knob), "use a non-negative number")

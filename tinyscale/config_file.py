@@ -109,6 +109,8 @@ def _parse_value(text: str, current):
     value = ast.literal_eval(text)
     if isinstance(current, float) and isinstance(value, int):
         value = float(value)
+    if isinstance(current, tuple):  # a list knob: (1, 2), [1, 2] or one value
+        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
     if type(value) is not type(current) and current is not None:
         raise ValueError(text)
     return value
@@ -160,6 +162,8 @@ def set_value(config, key: str, value) -> None:
             return value
         if isinstance(current, float) and isinstance(value, int):
             return float(value)
+        if isinstance(current, tuple) and isinstance(value, list):
+            return tuple(value)
         if current is not None and type(value) is not type(current):
             raise TypeError(value)
         return value

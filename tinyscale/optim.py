@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tinyscale import config as config_lib
+
 
 def schedule(t, total_steps: int) -> optax.Schedule:
     """Linear warmup to train.lr, then constant, cosine or linear decay, or wsd.
@@ -23,7 +25,8 @@ def schedule(t, total_steps: int) -> optax.Schedule:
     elif t.schedule == "cosine":
         after = optax.cosine_decay_schedule(t.lr, decay_steps, alpha=t.final_lr_ratio)
     elif t.schedule == "wsd":
-        cool = min(decay_steps, max(1, round(t.decay_fraction * total_steps)))
+        cool = total_steps - config_lib.cooldown_start(total_steps, t.warmup_steps,
+                                                       t.decay_fraction)
 
         def cooldown(step):
             x = jnp.clip(step / cool, 0.0, 1.0)

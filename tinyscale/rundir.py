@@ -23,6 +23,7 @@ from etils import epath
 from tinyscale.errors import TinyscaleError
 
 STATES = ("pending", "running", "done", "failed")
+BRANCHES = "branches"  # <run>/branches/<tokens>/: the one place a run may nest (branches.py)
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -118,6 +119,8 @@ class RunDir:
             raise TinyscaleError(f"--workdir {p} is a file, not a directory: give a new or "
                                  "existing run directory.")
         for parent in list(p.parents)[:-1]:
+            if parent == p.parent.parent and p.parent.name == BRANCHES and p.name.isdigit():
+                continue  # a branch of that run (tinyscale/branches.py)
             if (parent / "config.json").exists() and (parent / "checkpoints").exists():
                 raise TinyscaleError(f"--workdir {p} lies inside the run directory {parent}: "
                                      "give a path outside every run directory.")

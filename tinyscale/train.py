@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from tinyscale import checkpoint, counting, metrics, optim, parallel, steps
+from tinyscale import branches, checkpoint, counting, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
@@ -86,16 +86,36 @@ def main(config, workdir: str) -> int:
         return 0
     d = config.distributed
     parallel.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
+
+    def train():
+        mesh = parallel.make_mesh(config)
+        data_dir = pipeline.prepare(config, progress=jax.process_index() == 0,
+                                    sweep_dir=run.sweep_dir)
+        return Trainer(config, run, mesh, data_dir).run()
+    return _locked(run, config, train)
+
+
+def _train_branch(branch, mesh, data_dir) -> int:
+    """Train a branch's cool-down (tinyscale/branches.py) as the run it is."""
+    run = branch.rundir
+    run.check_workdir()
+    _check_same_run(run, branch.config)
+    if run.state().get("state") == "done":
+        return 0
+    return _locked(run, branch.config,
+                   lambda: Trainer(branch.config, run, mesh, data_dir).run())
+
+
+def _locked(run: RunDir, config, train) -> int:
+    """`train()` holding the run's lock; an error never leaves the run 'running'."""
     lead = jax.process_index() == 0
     if lead and not run.acquire(config.launch.stale_after_s):
         owner = run.lock_owner(config.launch.stale_after_s) or {}
-        raise TinyscaleError(f"{workdir} is being trained by pid {owner.get('pid')} on "
+        raise TinyscaleError(f"{run.path} is being trained by pid {owner.get('pid')} on "
                              f"{owner.get('host')}: wait for it to finish or stop it; a "
                              "second trainer would write the same checkpoints.")
     try:
-        mesh = parallel.make_mesh(config)
-        data_dir = pipeline.prepare(config, progress=lead, sweep_dir=run.sweep_dir)
-        return Trainer(config, run, mesh, data_dir).run()
+        return train()
     except Exception as error:
         full = _disk_full(error)
         if lead and run.state().get("state") == "running":  # never leave it running
@@ -154,6 +174,9 @@ class Trainer:
         self.train_step = steps.make_train_step(self.params, self.tx, t.grad_accum)
         self.eval_step = steps.make_eval_step(self.params)
         self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len)
+        self.branches = branches.of(c)
+        self.forks = {b.fork: [x for x in self.branches if x.fork == b.fork]
+                      for b in self.branches}
         self.peak = metrics.peak_flops(c.output.peak_flops)
         wandb = metrics.wandb_run(run, c.output, c.to_dict()) \
             if self.lead and c.output.wandb else None
@@ -192,6 +215,7 @@ class Trainer:
 
     def run(self) -> int:
         arrays, opt_state, step, wall_before = self._start()
+        self._fork(step, arrays, opt_state)  # restored at a fork step: fork if not yet
         attempts = self.rundir.state().get("attempts", 0) + 1
         if self.lead:
             self.rundir.set_state("running", attempts=attempts, step=step, total_steps=self.total,
@@ -236,7 +260,8 @@ class Trainer:
                 self._check_finite(*pending)
             pending = (step, out)
             if step % self.c.train.log_every and step % self.c.eval.every \
-                    and step % self.c.train.checkpoint_every and step != self.total:
+                    and step % self.c.train.checkpoint_every and step != self.total \
+                    and step not in self.forks:
                 continue
             self._check_finite(*pending)
             now = time.perf_counter()
@@ -250,9 +275,18 @@ class Trainer:
             if step % self.c.eval.every == 0 or step == self.total:
                 record.update(self.evaluate(arrays))
             self.writer.write(record)
+            self._fork(step, arrays, opt_state)
             if step % self.c.train.checkpoint_every == 0 or step == self.total:
                 self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
         return step, arrays, opt_state
+
+    def _fork(self, step: int, arrays, opt_state) -> None:
+        """At a branch's fork step, its first checkpoint (before the run's own save)."""
+        for branch in self.forks.get(step, ()):
+            if branches.fork(branch, step, {"params": arrays, "opt_state": opt_state},
+                             self.rundir, self.lead):
+                self.writer.message(f"step {step}: forked the {branch.tokens:,}-token "
+                                    f"branch into {branch.rundir.path}")
 
     def _check_finite(self, step: int, out) -> None:
         loss = float(out["loss"])
@@ -285,13 +319,46 @@ class Trainer:
             self.ckpt.save(step, {"params": arrays, "opt_state": opt_state})
         self.ckpt.wait()
         self.ckpt.close()
-        signum = signals.received
-        if signum is not None:
-            name = signal.Signals(signum).name
-            if self.lead:
-                self.rundir.set_state("pending", step=step, last_error=f"{name} at step {step}")
-            self.writer.message(f"{name}: checkpoint saved at step {step}; run again to resume.")
-            return EXIT_PREEMPTED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+        if signals.received is not None:
+            return self._stopped(step, signals.received, "checkpoint saved")
+        evaluated = self._final_evaluation(step, arrays)
+        for branch in self.branches:  # each trains its cool-down, then the run is done
+            if signals.received is not None:
+                return self._stopped(step, signals.received, "branches left to train")
+            code = _train_branch(branch, self.mesh, self.data_dir)
+            state = branch.rundir.state()
+            if code in (EXIT_PREEMPTED, EXIT_INTERRUPTED):
+                if self.lead:
+                    self.rundir.set_state("pending", step=step, last_error=state.get(
+                        "last_error") or f"the {branch.tokens}-token branch stopped")
+                return code
+            if state.get("state") != "done":
+                if self.lead:
+                    self.rundir.set_state("failed", step=step, last_error=f"the "
+                                          f"{branch.tokens}-token branch failed: "
+                                          f"{state.get('last_error')}")
+                return 1
+            evaluated = evaluated and code == 0
+        if self.lead:
+            final = self.rundir.read_metrics()[-1]
+            self.rundir.set_state("done", step=step, last_error=None)
+            self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
+                                f"{final.get('eval_loss'):.4f}"
+                                + (f", {len(self.branches)} branches" if self.branches else ""))
+        return 0 if evaluated else 1
+
+    def _stopped(self, step: int, signum: int, what: str) -> int:
+        name = signal.Signals(signum).name
+        if self.lead:
+            self.rundir.set_state("pending", step=step, last_error=f"{name} at step {step}")
+        self.writer.message(f"{name}: {what} at step {step}; run again to resume.")
+        return EXIT_PREEMPTED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def _final_evaluation(self, step: int, arrays) -> bool:
+        """eval.json for the final step (kept if a run stopped in its branches has it)."""
+        done = self.rundir.read_json(self.rundir.eval) or {}
+        if done.get("step") == step and "error" not in done:
+            return True
         evaluated, many = True, jax.process_count() > 1
         # Several hosts: every one hands process 0 the final parameters, which it then
         # evaluates alone on its own devices while the others wait at a barrier.
@@ -305,8 +372,5 @@ class Trainer:
                 self.rundir.write_json(self.rundir.eval, {
                     "step": step, "loss": final.get("eval_loss"),
                     "loss_se": final.get("eval_loss_se"), "bits_per_byte": final.get("eval_bpb")})
-            self.rundir.set_state("done", step=step, last_error=None)
-            self.writer.message(f"{self.rundir.path}: done, {step} steps, eval loss "
-                                f"{final.get('eval_loss'):.4f}")
         parallel.barrier(f"evaluated-{self.rundir.path}-{step}")
-        return 0 if evaluated else 1
+        return evaluated
