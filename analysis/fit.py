@@ -90,6 +90,7 @@ class Fit:
     std_errors: dict[str, float]       # bootstrap standard deviations
     n_points: int
     loss: float                        # the objective at the optimum
+    samples: list = dataclasses.field(default_factory=list)  # the bootstrap fits' params
 
     def predict(self, params_n, tokens_d=None):
         p = self.params
@@ -137,12 +138,14 @@ def _package(names, best, boot, n, loss) -> Fit:
                 out[name] = np.exp(out.pop(log_name))
         return out
     params = {k: float(v) for k, v in natural(best).items()}
-    samples = [natural(t) for t in boot if np.all(np.isfinite(t))]
+    with np.errstate(over="ignore"):  # exp of a far resample's log-coefficient
+        samples = [s for s in (natural(t) for t in boot if np.all(np.isfinite(t)))
+                   if all(np.isfinite(v) for v in s.values())]
     intervals = {k: tuple(np.percentile([s[k] for s in samples], [2.5, 97.5]))
                  for k in params} if samples else {}
     errors = {k: float(np.std([s[k] for s in samples], ddof=1)) for k in params} \
         if len(samples) > 1 else {}
-    return Fit(params, intervals, errors, n, loss)
+    return Fit(params, intervals, errors, n, loss, samples)
 
 
 def fit_chinchilla(params_n, tokens_d, loss, bootstrap: int = 1000, seed: int = 0) -> Fit:

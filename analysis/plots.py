@@ -187,3 +187,46 @@ def one_vs_deep(pairs):
            title="One block vs deep at matched parameters")
     fig.tight_layout()
     return fig
+
+
+def isoflop(b):
+    """IsoFLOP curves of the fitted L(N, D) (analysis.budgets), the optimum of each marked,
+    over the sweep's (N, loss) points coloured by their training FLOPs."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    pts = b.points
+    lo, hi = np.log10(pts["flops"].min()), np.log10(pts["flops"].max())
+    levels = np.logspace(lo, hi, 4)
+    n = np.geomspace(pts["params"].min() / 3, pts["params"].max() * 3, 200)
+    cmap = plt.get_cmap("viridis")
+    color = lambda c: cmap((np.log10(c) - lo) / max(hi - lo, 1e-9))  # noqa: E731
+    for c in levels:
+        ax.plot(n, b.loss_at(b.fit.params, n, c), color=color(c), lw=1,
+                label=f"C = {c:.2g} FLOPs")
+        best = b.n_opt(b.fit.params, c)
+        ax.plot(best, b.loss_at(b.fit.params, best, c), "*", color=color(c), ms=10)
+    ax.scatter(pts["params"], pts["eval_loss"], c=[color(c) for c in pts["flops"]],
+               edgecolors="k", zorder=3, label="runs and branches")
+    _log_x(ax)
+    top = pts["eval_loss"].max() * 1.3
+    ax.set(ylim=(pts["eval_loss"].min() * 0.9, top), xlabel="parameters N (total)",
+           ylabel="held-out loss (nats / token)", title="IsoFLOP curves of the fitted L(N, D)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def frontier(b):
+    """The compute-optimal size N_opt(C) with its 95% bootstrap band; the sweep's points."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    f = b.frontier
+    ax.plot(f["compute (FLOPs)"], f["N_opt"], "k-",
+            label=f"N_opt ∝ C^{b.exponent(b.fit.params):.2f}")
+    ax.fill_between(f["compute (FLOPs)"], f["N_opt 2.5%"], f["N_opt 97.5%"], color="k",
+                    alpha=0.15, label="95% interval")
+    ax.scatter(b.points["flops"], b.points["params"], c="tab:blue", s=14,
+               label="runs and branches (N, C)")
+    ax.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)",
+           ylabel="parameters N", title="Compute-optimal frontier")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from etils import epath
 
-from analysis import compare, emergence, fit, plots, runs, template
+from analysis import budgets, compare, emergence, fit, plots, runs, template
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "consistency_above_chance", "completion",
            "coherence")
@@ -44,6 +44,8 @@ class Results:
     present: list                   # coherence metrics present in the results
     seeds: dict                     # {runs per shape: number of shapes}
     spread: pd.DataFrame            # seed-to-seed spread of each metric (shapes with >1 run)
+    everything: pd.DataFrame        # df with the runs' branches (analysis.runs.load)
+    budgets: budgets.Budgets | None  # L(N, D), IsoFLOP, frontier (>= 2 budgets per size)
 
     n_runs = property(lambda self: self.df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -122,7 +124,8 @@ def _spread(final, metrics) -> pd.DataFrame:
 
 def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Results:
     """Every number of the report, from the run directories."""
-    df = runs.load(sweep_dir)
+    everything = runs.load(sweep_dir)
+    df = everything[everything["branch_of"].isna()]  # branches: the token-budget analysis
     final = runs.final(df)
     missing = df.drop_duplicates("run")
     missing = missing[missing["state"] != "done"][["run", "state", "attempts", "error"]]
@@ -150,7 +153,8 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
                    pd.DataFrame(emergence_rows), pairs, compare.statement(pairs), curves,
                    loss_curves,
                    _judge_table(final), _judge_agreement(final), synth, present,
-                   emergence.seeds_per_cell(final), _spread(final, present + continuous))
+                   emergence.seeds_per_cell(final), _spread(final, present + continuous),
+                   everything, budgets.compute(runs.final(everything), bootstrap))
 
 
 def draw(r: Results) -> dict:
@@ -170,6 +174,9 @@ def draw(r: Results) -> dict:
             figures["one_vs_deep"] = plots.one_vs_deep(r.pairs)
         if r.judge is not None:
             figures["judge_vs_params"] = plots.judge_vs_params(r.final, JUDGE)
+    if r.budgets is not None:
+        figures["isoflop"] = plots.isoflop(r.budgets)
+        figures["frontier"] = plots.frontier(r.budgets)
     if r.df["eval_loss"].notna().any():
         figures["training_curves"] = plots.training_curves(r.df)
     return figures
@@ -202,10 +209,15 @@ def _sample_columns(sweep_dir: epath.Path, final) -> list[tuple[str, list[dict]]
 def build(sweep_dir: str, out_dir: str | None = None, threshold: float = 0.5,
           bootstrap: int = 300) -> str:
     """Write report.html, figures/*.png and runs.csv; the report's path."""
-    results = compute(sweep_dir, threshold, bootstrap)
+    return write(compute(sweep_dir, threshold, bootstrap), out_dir)
+
+
+def write(results: Results, out_dir: str | None = None) -> str:
+    """report.html, figures/*.png and runs.csv of computed `results`; the report's path."""
+    sweep_dir = results.sweep_dir
     out = epath.Path(out_dir or sweep_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "runs.csv").write_text(results.df.to_csv(index=False))
+    (out / "runs.csv").write_text(results.everything.to_csv(index=False))
     images = []
     for name, fig in draw(results).items():
         png = _png(fig)

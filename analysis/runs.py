@@ -5,8 +5,12 @@ Columns: the run (`run`, `state`, `attempts`, `error`), its config flattened
 `params_non_embedding`), `tokens`, `flops` (training FLOPs so far), the losses at that
 step (`eval_loss`, `eval_bpb`, `train_loss`), and on each run's last row (`final`) the
 evaluation of eval.json: every coherence metric with its standard error (`coherence`,
-`coherence_se`, ...). Runs that failed, are running or never started are kept, marked
-by `state`, with one row of NaNs if they logged nothing. Paths may be gs:// (etils.epath).
+`coherence_se`, ...). The branches of a run (tinyscale/branches.py: a cool-down at a
+smaller token budget) are runs too, named `<run>/branches/<tokens>`, with `branch_of` =
+the run (None for every other run) and `trained_flops` = the FLOPs trained in that
+directory (a branch's cool-down only; `flops` counts as if it were trained alone). Runs
+that failed, are running or never started are kept, marked by `state`, with one row of
+NaNs if they logged nothing. Paths may be gs:// (etils.epath).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
+def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = None
+              ) -> list[dict]:
     c = config_lib.from_saved(config)
     counts = counting.of_config(c)
     per_token = counts["flops_per_token"]
@@ -45,14 +50,18 @@ def _run_rows(name: str, config: dict, rundir: RunDir) -> list[dict]:
             "attempts": state.get("attempts", 0), "error": state.get("last_error"),
             **{k: flat.get(k) for k in CONFIG_COLUMNS}, "params": counts["total"],
             "params_embedding": counts["embedding"],
-            "params_non_embedding": counts["non_embedding"], "flops_per_token": per_token}
+            "params_non_embedding": counts["non_embedding"], "flops_per_token": per_token,
+            "branch_of": branch_of}
+    forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
+        c.train.seq_len  # tokens the run trained for the branch before its fork
     evals = [m for m in rundir.read_metrics() if "eval_loss" in m]
     rows = [{**base, "step": m["step"], "tokens": m["tokens"], "flops": per_token * m["tokens"],
+             "trained_flops": per_token * max(0, m["tokens"] - forked),
              "eval_loss": m["eval_loss"], "eval_loss_se": m.get("eval_loss_se", np.nan),
              "eval_bpb": m.get("eval_bpb"),
              "train_loss": m.get("train_loss"), "wall_s": m.get("wall_s"), "final": False}
             for m in evals] or [{**base, "step": 0, "tokens": 0, "flops": 0.0,
-                                 "eval_loss": np.nan, "final": False}]
+                                 "trained_flops": 0.0, "eval_loss": np.nan, "final": False}]
     final = rundir.read_json(rundir.eval)
     if final and base["state"] == "done":
         rows[-1]["final"] = True
@@ -75,7 +84,11 @@ def load(sweep_dir: str) -> pd.DataFrame:
         from tinyscale.errors import TinyscaleError
         raise TinyscaleError(f"{sweep_dir} is neither a sweep directory (sweep.json) nor a "
                              "run directory (config.json).")
-    rows = [row for name, config, rundir in runs for row in _run_rows(name, config, rundir)]
+    from tinyscale import branches
+    runs += [(f"{name}/{b.parent.name}/{b.name}", json.loads((b / "config.json").read_text()),
+              RunDir(b), name) for name, _, rundir in runs for b in branches.list_dirs(rundir.path)]
+    rows = [row for name, config, rundir, *of in runs
+            for row in _run_rows(name, config, rundir, *of)]
     df = pd.DataFrame(rows)
     return df.rename(columns={"model.d_model": "width", "model.n_layers": "depth",
                               "model.n_heads": "heads"})
@@ -90,11 +103,10 @@ def samples(sweep_dir: str, names) -> dict[str, list[dict]]:
     """{run: its per-prompt rows (samples.jsonl of its final evaluation)} for `names`;
     runs without one are left out."""
     path = resolve(sweep_dir)
+    runs_dir = path / "runs" if (path / "sweep.json").exists() else path.parent
     out = {}
     for name in names:
-        file = path / "runs" / name / "samples.jsonl"
-        if not file.exists() and path.name == name:
-            file = path / "samples.jsonl"  # a single run directory
+        file = runs_dir / name / "samples.jsonl"
         if file.exists():
             out[name] = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
     return out

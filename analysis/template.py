@@ -114,6 +114,21 @@ def stages(r) -> str:
             + "; ".join(parts) + ".</p>")
 
 
+BUDGETS = """<p>Every finished run and branch is an (N, D) point; L(N, D) = E + A/N<sup>α</sup>
++ B/D<sup>β</sup> is fitted to their final held-out losses (bootstrap over the points).
+Compute is counted as the runs count it (training FLOPs per token, fitted as a power of N
+over these shapes), and the frontier gives, for each compute budget, the size that the
+fitted law says reaches the lowest loss.</p>"""
+
+
+def budgets(r) -> str:
+    b = r.budgets
+    if b is None:
+        return ""
+    return (f"<h2>Token budgets: L(N, D)</h2>{BUDGETS}<p>{html.escape(b.statement())}</p>"
+            f"{table(b.table)}{table(b.frontier)}")
+
+
 def page(r, images: list[str], sample_columns) -> str:
     """The whole report for results `r` (analysis.report.Results)."""
     unfinished = "" if r.missing.empty else (
@@ -129,6 +144,7 @@ def page(r, images: list[str], sample_columns) -> str:
 <h2>Runs</h2>{table(r.runs)}
 <h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
+{budgets(r)}
 <h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{table(r.emergence)}
 {FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
 {judge}

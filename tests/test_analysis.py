@@ -253,3 +253,35 @@ def test_one_block_vs_deep_from_fitted_curves():
     assert compare.curve_differences(same, ["grammar"], samples=samples).iloc[0][
         "verdict"] == "cannot tell apart"
     assert compare.loss_differences(same).iloc[0]["verdict"] == "cannot tell apart"
+
+
+def test_budgets_recover_a_known_law_and_its_compute_optimal_frontier():
+    """Points from L = 1.8 + 400/N^0.35 + 900/D^0.3 (1% noise), FLOPs per token 9 N^0.9:
+    the fit recovers the exponents within its intervals, and the closed-form N_opt(C)
+    is the minimum of the fitted IsoFLOP curve found by brute force."""
+    from analysis import budgets
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (2e4, 5e4, 1.2e5, 3e5, 8e5):
+        for i, d in enumerate((3e6, 1e7, 3e7)):
+            loss = (1.8 + 400 / n**0.35 + 900 / d**0.3) * np.exp(rng.normal(0, 0.01))
+            per_token = 9 * n**0.9
+            rows.append({"run": f"n{n:g}" + (f"/branches/{d:g}" if i < 2 else ""),
+                         "params": n, "tokens": d, "eval_loss": loss,
+                         "flops_per_token": per_token, "flops": per_token * d,
+                         "trained_flops": per_token * d * (0.2 if i < 2 else 1.0),
+                         "branch_of": f"n{n:g}" if i < 2 else None})
+    b = budgets.compute(pd.DataFrame(rows), bootstrap=200)
+    for key, true in (("alpha", 0.35), ("beta", 0.3)):
+        lo, hi = b.fit.intervals[key]
+        assert lo <= true <= hi, (key, b.fit.params[key], lo, hi)
+    assert b.gamma == pytest.approx(0.9) and b.k == pytest.approx(9)
+    assert b.exponent(b.fit.params) == pytest.approx(
+        b.fit.params["beta"] / (b.fit.params["alpha"] + 0.9 * b.fit.params["beta"]))
+    for c in (1e13, 1e15):
+        grid = np.geomspace(1e3, 1e9, 200_001)
+        brute = grid[np.argmin(b.loss_at(b.fit.params, grid, c))]
+        assert b.n_opt(b.fit.params, c) == pytest.approx(brute, rel=1e-3)
+    assert b.saved == pytest.approx(1 - (0.2 * 1.3e7 + 3e7) / 4.3e7, rel=1e-6)
+    f = b.frontier
+    assert (f["N_opt 2.5%"] <= f["N_opt"]).all() and (f["N_opt"] <= f["N_opt 97.5%"]).all()

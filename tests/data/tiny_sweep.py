@@ -1,4 +1,6 @@
-"""Up to six tiny runs (four by default) for launcher tests: quickstart smoke, 30 steps."""
+"""Up to six tiny runs (four by default) for launcher tests: quickstart smoke, 30 steps.
+':budgets': three wsd runs of 30 steps, each with branches at 10 and 20 steps, logging
+every step (held-out loss only): tests/test_branches.py."""
 
 import importlib.util
 import os
@@ -15,10 +17,16 @@ def get_config(arg: str = ""):
     c.eval.update(at_end=True, prompts=4, max_new_tokens=24)
     c.launch.update(slurm_cpus=1, slurm_max_parallel=2, slurm_time="00:10:00")
     c.output.peak_flops = 1e11
+    if arg == "budgets":
+        c.train.update(schedule="wsd", branches=(5120, 10240), log_every=1)
+        c.eval.at_end = False
     return c
 
 
 def sweep(arg: str = ""):
+    if arg == "budgets":
+        return [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2}
+                for w in (16, 24, 32)]
     count = int(arg or 4)
     widths = [16, 24, 32, 40, 48, 56][:count]
     return [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2} for w in widths]
