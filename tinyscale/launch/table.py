@@ -34,6 +34,15 @@ def compute(c) -> tuple[float, int]:
     return counting.of_config(c)["flops_per_token"], tokens
 
 
+def _cooldown_tokens(c) -> int:
+    """Tokens the branches of a run train (their cool-downs: tinyscale/branches.py)."""
+    t, total = c.train, 0
+    for budget in t.get("branches", ()):
+        steps = config_lib.branch_steps(c, budget)
+        total += steps - config_lib.cooldown_start(steps, t.warmup_steps, t.decay_fraction)
+    return total * t.batch_size * t.seq_len
+
+
 def rows(runs: list[Run]) -> list[dict]:
     out = []
     for run in runs:
@@ -41,10 +50,12 @@ def rows(runs: list[Run]) -> list[dict]:
         counts = counting.of_config(c)
         flops = counts.pop("flops_per_token")
         tokens = config_lib.total_steps(c) * c.train.batch_size * c.train.seq_len
+        tokens += _cooldown_tokens(c)
         out.append({"name": run.name, "family": c.model.family, "width": c.model.d_model,
                     "depth": c.model.n_layers, "heads": c.model.n_heads, **counts,
                     "flops_per_token": flops, "tokens": tokens, "compute": flops * tokens,
-                    "released": released_match(c)})
+                    "released": released_match(c),
+                    "branches": len(c.train.get("branches", ()))})
     return out
 
 
@@ -102,7 +113,11 @@ def render(runs: list[Run], base=None, backend: str = "local") -> str:
             line += f"  <- {name} shape ({total:,} params at vocab 50257, 2048 positions)"
         lines.append(line)
     lines.append("-" * len(head))
-    lines.append(f"{len(table)} runs; {si(sum(r['tokens'] for r in table))} tokens, "
+    branches = sum(r["branches"] for r in table)
+    lines.append(f"{len(table)} runs"
+                 + (f" with {branches} branches ((N, D) points: {len(table) + branches}; "
+                    "tokens include their cool-downs)" if branches else "")
+                 + f"; {si(sum(r['tokens'] for r in table))} tokens, "
                  f"{si(sum(r['compute'] for r in table))} training FLOPs in all")
     if base is not None:
         lines.append(estimate(sum(r["compute"] for r in table), base.launch, backend,
