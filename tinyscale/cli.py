@@ -150,7 +150,7 @@ def _sweep_status(args, overrides):
 def _sweep_worker(args, overrides):
     from tinyscale.launch import worker
     if args.index is not None:
-        return worker.train_index(args.sweep_dir, args.index)
+        return worker.train_indices(args.sweep_dir, args.index)
     return worker.work_slot(args.sweep_dir, args.slot, args.slots, args.coordinator,
                             args.num_processes, args.process_id, args.tpu)
 
@@ -187,7 +187,8 @@ def _add_sweep(sub):
     st.set_defaults(func=_sweep_status)
     w = ss.add_parser("worker", help="(used by the backends) train runs of a sweep dir")
     w.add_argument("sweep_dir")
-    w.add_argument("--index", type=NON_NEGATIVE, help="train this run")
+    w.add_argument("--index", type=NON_NEGATIVE, nargs="+",
+                   help="train this run (several: as one program, launch.pack)")
     w.add_argument("--slot", type=NON_NEGATIVE, default=0,
                    help="claim runs as slot S of --slots")
     w.add_argument("--slots", type=POSITIVE, default=1)

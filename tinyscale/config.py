@@ -109,6 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.launch = la = ml_collections.ConfigDict()
     la.max_attempts = 3                  # a failed run is retried until this many attempts
     la.parallel = 1                      # local backend: runs at once, on disjoint devices
+    la.pack = ml_collections.FieldReference(1, field_type=object)
+                                         # local backend: runs of one shape trained as one
+                                         # program (tinyscale/packed.py): K, or "auto"
     la.stale_after_s = 600               # gs:// leases, TPU worker heartbeats: void this
                                          # long after their last renewal
     la.slurm_partition = ""              # sbatch --partition ("" = the cluster default)
@@ -317,6 +320,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for knob in ("eval.temperature", "output.peak_flops"):
         if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
             _fail(knob, _get(c, knob), "use a non-negative number")
+    pack = c.launch.get("pack", 1)
+    if pack != "auto" and (not isinstance(pack, int) or isinstance(pack, bool) or pack < 1):
+        _fail("launch.pack", pack, 'use a number of runs per program (1 = no packing) or "auto"')
     if not c.launch.tpu_poll_s > 0:
         _fail("launch.tpu_poll_s", c.launch.tpu_poll_s, "use a positive number of seconds")
     if c.train.lr == 0:

@@ -136,12 +136,26 @@ def _parent(config, key: str):
 def _set(config, key: str, parse, shown) -> None:
     node, last = _parent(config, key)
     current = node[last]
+    if _loose(node, last):  # a knob of several types (launch.pack: 4 or "auto")
+        try:
+            node[last] = parse(None)
+        except (ValueError, SyntaxError, TypeError):
+            node[last] = shown
+        return
     try:
         node[last] = parse(current)
     except (ValueError, SyntaxError, TypeError):
         raise TinyscaleError(
             f"config.{key}={shown!r} is not a {type(current).__name__}: give "
             f"config.{key} a value like {current!r}.") from None
+
+
+def _loose(node, key: str) -> bool:
+    """True for a knob declared with field_type=object: it takes any type."""
+    try:
+        return node.get_ref(key).get_type() is object
+    except (AttributeError, KeyError, TypeError):
+        return False
 
 
 def apply_overrides(config, overrides: dict[str, str]) -> None:

@@ -59,13 +59,15 @@ def mean_loss(model, batch_BT: jax.Array) -> jax.Array:
     return mean_cross_entropy(x_BTD, w_VD, bias_V, batch_BT[:, 1:])
 
 
-def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int):
+def step_fn(params: Params, grad_accum: int):
+    """The train step, not jitted: (arrays, opt_state, batch_BT, tx) -> (arrays,
+    opt_state, {"loss", "grad_norm"}). tinyscale/packed.py maps it over runs."""
     def loss_fn(arrays, batch_BT):
         return mean_loss(params.model(arrays), batch_BT)
 
     grad_fn = jax.value_and_grad(loss_fn)
 
-    def step(arrays, opt_state, batch_BT):
+    def step(arrays, opt_state, batch_BT, tx):
         if grad_accum == 1:
             loss, grads = grad_fn(arrays, batch_BT)
         else:  # micro-batch i takes rows i, i+A, ...: every shard contributes to each
@@ -83,7 +85,13 @@ def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum
         arrays = optax.apply_updates(arrays, updates)
         return arrays, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return step
+
+
+def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int):
+    step = step_fn(params, grad_accum)
+    return jax.jit(lambda arrays, opt_state, batch_BT: step(arrays, opt_state, batch_BT, tx),
+                   donate_argnums=(0, 1))
 
 
 def make_eval_step(params: Params):

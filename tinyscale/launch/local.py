@@ -56,6 +56,41 @@ def _device_env(slot: int, parallel: int, gpus: int):
     return env, (set(cores[slot::parallel]) if parallel > 1 and len(cores) >= parallel else None)
 
 
+def _units(sweep, runs: list[dict], configs: dict) -> list[list[dict]]:
+    """What each worker trains: one run, or with launch.pack a group of runs trained as
+    one program (tinyscale/packed.py), in the order of `runs`. A run that failed before
+    is retried alone: a group steps together, and its retry would hold the others back."""
+    pack = configs[runs[0]["name"]].launch.get("pack", 1) if runs else 1
+    if pack == 1:
+        return [[r] for r in runs]
+    from tinyscale import packed
+    by_name = {r["name"]: r for r in runs}
+    failed = [r for r in runs if sweep.rundir(r["name"]).state().get("state") == "failed"]
+    rest = [(r["name"], configs[r["name"]]) for r in runs if r not in failed]
+    return [[by_name[n] for n in group] for group in packed.groups(rest, pack)] + \
+        [[r] for r in failed]
+
+
+def _ready(sweep, run: dict, config, active: dict, finished: set) -> bool:
+    name = run["name"]
+    return not any(name in names for names in active) and name not in finished and \
+        sweep.runnable(run, config.launch.max_attempts) and \
+        not sweep.lock_owner(name, config.launch.stale_after_s)
+
+
+def _report(sweep, name: str, code: int, stopping, finished: set, began: float, say) -> None:
+    state = sweep.rundir(name).state()
+    if state.get("state") == "done":
+        finished.add(name)
+        say(f"{name}: done in {time.time() - began:.0f} s")
+    elif code in RESUMABLE or stopping:
+        say(f"{name}: stopped at step {state.get('step')}, resumable")
+    elif state.get("state") == "failed":
+        say(f"{name}: failed (attempt {state.get('attempts')}): {state.get('last_error')}")
+    else:
+        finished.add(name)  # skipped by the worker (locked elsewhere)
+
+
 def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     """Train every unfinished run; 0 when all are done, 1 if some failed, 130 if stopped."""
     sweep = SweepDir(sweep_dir)
@@ -68,6 +103,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     configs = {r["name"]: run_config(r) for r in runs}
     if parallel > 1:
         runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
+    units = _units(sweep, runs, configs)
     cache = str(sweep.compilation_cache)
     active, finished, free = {}, set(), list(range(parallel))
     stopping = []
@@ -81,43 +117,36 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
             else:
-                for run in runs:
+                for unit in units:
                     if not free:
                         break
-                    config = configs[run["name"]]
-                    if run["name"] in active or run["name"] in finished or not sweep.runnable(
-                            run, config.launch.max_attempts) or sweep.lock_owner(
-                            run["name"], config.launch.stale_after_s):
+                    todo = [r for r in unit if _ready(sweep, r, configs[r["name"]], active,
+                                                      finished)]
+                    if not todo:
                         continue
                     slot = free.pop(0)
                     env, cores = _device_env(slot, parallel, gpus)
                     env["TINYSCALE_COMPILATION_CACHE"] = cache
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "tinyscale.cli", "sweep", "worker", sweep_dir,
-                         "--index", str(run["index"])],
+                         "--index", *[str(r["index"]) for r in todo]],
                         env=env, preexec_fn=_child_setup(cores), stdin=subprocess.DEVNULL)
-                    active[run["name"]] = (proc, slot, time.time())
-                    say(f"[{run['index'] + 1}/{len(runs)}] {run['name']}: training "
-                        f"(slot {slot})")
+                    names = tuple(r["name"] for r in todo)
+                    active[names] = (proc, slot, time.time())
+                    packed = f" packed as one program with {len(todo) - 1} more" \
+                        if len(todo) > 1 else ""
+                    say(f"[{todo[0]['index'] + 1}/{len(runs)}] {', '.join(names)}: training "
+                        f"(slot {slot}){packed}")
             if not active:
                 break
             time.sleep(0.2)
-            for name, (proc, slot, began) in list(active.items()):
+            for names, (proc, slot, began) in list(active.items()):
                 if proc.poll() is None:
                     continue
-                del active[name]
+                del active[names]
                 free.append(slot)
-                state = sweep.rundir(name).state()
-                if state.get("state") == "done":
-                    finished.add(name)
-                    say(f"{name}: done in {time.time() - began:.0f} s")
-                elif proc.returncode in RESUMABLE or stopping:
-                    say(f"{name}: stopped at step {state.get('step')}, resumable")
-                elif state.get("state") == "failed":
-                    say(f"{name}: failed (attempt {state.get('attempts')}): "
-                        f"{state.get('last_error')}")
-                else:
-                    finished.add(name)  # skipped by the worker (locked elsewhere)
+                for name in names:
+                    _report(sweep, name, proc.returncode, stopping, finished, began, say)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -51,6 +51,52 @@ def train_index(sweep_dir: str, index: int) -> int:
         sweep.release(run["name"])
 
 
+def train_indices(sweep_dir: str, indices: list[int]) -> int:
+    """Train runs `indices`: one alone, several as one program (launch.pack,
+    tinyscale/packed.py) -- those still runnable and not locked elsewhere."""
+    if len(indices) == 1:
+        return train_index(sweep_dir, indices[0])
+    sweep = SweepDir(sweep_dir)
+    runs = sweep.runs()
+    bad = [i for i in indices if not 0 <= i < len(runs)]
+    if bad:
+        raise TinyscaleError(f"--index {bad[0]} is outside the sweep's 0..{len(runs) - 1}.")
+    claimed = []
+    try:
+        for index in indices:
+            run, config = runs[index], run_config(runs[index])
+            if not sweep.runnable(run, config.launch.max_attempts):
+                print(f"{run['name']}: {sweep.rundir(run['name']).state()['state']}, skipped",
+                      file=sys.stderr)
+            elif not sweep.claim(run["name"], config.launch.stale_after_s):
+                print(f"{run['name']}: locked by another process, skipped", file=sys.stderr)
+            else:
+                claimed.append(index)
+        if len(claimed) <= 1:
+            return _train(sweep, claimed[0]) if claimed else 0
+        return _train_packed(sweep, claimed)
+    finally:
+        for index in claimed:
+            sweep.release(runs[index]["name"])
+
+
+def _train_packed(sweep: SweepDir, indices: list[int]) -> int:
+    from tinyscale import packed
+    runs = [sweep.runs()[i] for i in indices]
+    rundirs = [sweep.rundir(r["name"]) for r in runs]
+    try:
+        return packed.main([run_config(r) for r in runs], [str(d.path) for d in rundirs])
+    except TinyscaleError:
+        raise
+    except Exception as error:  # a crash: keep the error on the runs, let the launcher retry
+        last = traceback.format_exception_only(error)[-1].strip()
+        for rundir in rundirs:
+            if rundir.state().get("state") != "done":
+                rundir.set_state("failed", last_error=last[:500])
+        traceback.print_exc()
+        return 1
+
+
 def _train(sweep: SweepDir, index: int) -> int:
     from tinyscale import train
     run = sweep.runs()[index]
