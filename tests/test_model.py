@@ -27,6 +27,7 @@ VARIANTS = [
     dict(family="gpt_neo", attention_pattern="local", window_size=4, d_ff=96),
     dict(family="phi", rotary_fraction=0.5),
     dict(family="llama", parallel_block=True, rotary_fraction=0.25),
+    dict(family="llama", attention_pattern="local,local,global", window_size=5, n_layers=3),
 ]
 
 

@@ -26,6 +26,8 @@ def recompute_greedy(model, prompt, n, eos=2, length=32):
     dict(family="llama", n_kv_heads=2),
     dict(family="gpt_neo", attention_pattern="global,local", window_size=8),
     dict(family="phi", rotary_fraction=0.5, n_kv_heads=2),
+    dict(family="llama", attention_pattern="local,global", window_size=4, n_kv_heads=2),
+    dict(family="phi", attention_pattern="local", window_size=6),
 ])
 def test_cached_greedy_equals_recomputing_the_prefix(variant):
     c, model = build(**variant)
@@ -58,3 +60,21 @@ def test_sampling_modes_and_beams():
     one_beam_score = generate(fn, state, prompts, Sampling(max_new_tokens=8, beams=1))
     assert len(beams) == 2 and all(len(x) <= 8 for x in beams)
     assert one_beam_score == greedy
+
+
+def test_a_local_layers_cache_is_a_ring_of_the_window():
+    """Sliding-window layers keep window_size slots however long the generation; greedy
+    and beam search through the ring equal the uncached model."""
+    from flax import nnx
+
+    from tinyscale.model import init_caches
+    c, model = build(family="llama", attention_pattern="local,global", window_size=4,
+                     n_layers=2)
+    caches = init_caches(model.spec, jnp.zeros((3,), jnp.int32), 200)
+    assert [x["k"].shape[1] for x in caches] == [4, 200]
+    graphdef, state = nnx.split(model)
+    fn = lambda a: nnx.merge(graphdef, a)  # noqa: E731
+    prompts = [[5, 6, 7], [9]]
+    greedy = generate(fn, state, prompts, Sampling(max_new_tokens=20))
+    assert greedy == [recompute_greedy(model, p, 20) for p in prompts]
+    assert generate(fn, state, prompts, Sampling(max_new_tokens=20, beams=1)) == greedy

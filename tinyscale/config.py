@@ -13,6 +13,7 @@ import ml_collections
 
 from tinyscale.errors import TinyscaleError
 
+CONFIG_VERSION = 2  # saved configs without config_version are version 1 (from_saved)
 CACHE_ROOT = "~/.cache/tinyscale"  # the default data.cache_dir: every cache lives under it
 # The launchers point their workers' persistent compilation cache into the sweep dir with
 # this variable; "" turns the cache off; unset, it is <data.cache_dir default>/jax.
@@ -23,6 +24,7 @@ FAMILIES = ("llama", "gpt_neo", "phi")
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.config_version = CONFIG_VERSION    # the schema this config was written in
     c.seed = 0                           # seeds parameter init and the data order
 
     c.data = d = ml_collections.ConfigDict()
@@ -47,8 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
     m.n_kv_heads = 0                     # grouped KV heads (llama, phi); 0 = n_heads
     m.d_ff = 0                           # MLP width; 0 = 4*d_model (gpt_neo, phi), ~8/3*d (llama)
     m.max_seq_len = 256                  # positions the model supports (gpt_neo learns them)
-    m.window_size = 256                  # gpt_neo local-attention window
-    m.attention_pattern = "global,local"  # gpt_neo layer types, repeated over the depth
+    m.window_size = 256                  # local layers: a query sees the last window_size keys
+    m.attention_pattern = "auto"         # layer types, repeated over the depth: global |
+                                         # local, comma-separated ("local,local,local,global":
+                                         # every 4th global); auto = global,local for gpt_neo
+                                         # (the paper), global for llama and phi
     m.rope_theta = 10_000.0              # llama / phi rotary base
     m.rotary_fraction = 1.0              # share of each head's dims RoPE rotates (Phi-2: 0.4)
     m.parallel_block = False             # attn + MLP on one norm's output, summed (phi: always)
@@ -218,9 +223,23 @@ def _check_branches(c) -> None:
                   "use larger budgets or fewer warmup steps")
 
 
+def attention_types(m) -> tuple[str, ...]:
+    """Each layer's attention, global or local, from model.attention_pattern."""
+    pattern = m.attention_pattern
+    if pattern == "auto":
+        pattern = "global,local" if m.family == "gpt_neo" else "global"
+    layers = [x.strip() for x in pattern.split(",")]
+    return tuple(layers[i % len(layers)] for i in range(m.n_layers))
+
+
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
-    """A saved config.json over today's defaults, so knobs added since get their defaults."""
+    """A saved config.json over today's defaults, so knobs added since get their defaults.
+
+    Version 1 configs applied model.attention_pattern to gpt_neo only (llama and phi were
+    all global, whatever it said): read as version 2, their pattern is `auto`, which
+    means the same (for gpt_neo the old default, global,local, is also `auto`)."""
     config = get_config()
+    version = saved.get("config_version", 1)
 
     def merge(node, values):
         for key, value in values.items():
@@ -229,6 +248,10 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
             elif key in node:
                 node[key] = value
     merge(config, saved)
+    if version < 2 and (config.model.family != "gpt_neo"
+                        or config.model.attention_pattern == "global,local"):
+        config.model.attention_pattern = "auto"
+    config.config_version = CONFIG_VERSION
     return config
 
 
@@ -289,9 +312,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "(d_model / n_heads x model.rotary_fraction); change model.d_model, "
               "model.n_heads or model.rotary_fraction")
     layers = [x.strip() for x in c.model.attention_pattern.split(",")]
-    if not layers or any(x not in ("global", "local") for x in layers):
+    if c.model.attention_pattern != "auto" and (
+            not layers or any(x not in ("global", "local") for x in layers)):
         _fail("model.attention_pattern", c.model.attention_pattern,
-              "use a comma-separated list of global and local")
+              "use auto, or a comma-separated list of global and local")
+    if "local" in attention_types(c.model) and c.model.window_size > c.model.max_seq_len:
+        _fail("model.window_size", c.model.window_size, "a local layer's window must fit the "
+              f"context: use at most model.max_seq_len={c.model.max_seq_len}, or make every "
+              "layer global (--config.model.attention_pattern=global)")
     _choice(c, "model.dtype", ("float32", "bfloat16"))
     _choice(c, "model.param_dtype", ("float32", "bfloat16"))
     _positive(c, "train.seq_len", "train.batch_size", "train.tokens", "train.steps",

@@ -65,9 +65,8 @@ class ModelSpec:
             d_ff = 4 * m.d_model
         else:  # llama2.c: 2/3 of 4*d, rounded up to a multiple of 32
             d_ff = 32 * -(-int(8 * m.d_model / 3) // 32)
-        pattern = [x.strip() for x in m.attention_pattern.split(",")]
-        types = tuple(pattern[i % len(pattern)] if m.family == "gpt_neo" else "global"
-                      for i in range(m.n_layers))
+        from tinyscale.config import attention_types
+        types = attention_types(m)
         rotary = 0 if m.family == "gpt_neo" else int(m.d_model // m.n_heads *
                                                       m.get("rotary_fraction", 1.0))
         parallel = m.family == "phi" or bool(m.get("parallel_block", False))
@@ -177,7 +176,8 @@ class Attention(nnx.Module):
         # GPT-Neo does not scale its attention logits by 1/sqrt(E).
         scale = 1.0 if s.family == "gpt_neo" else 1.0 / math.sqrt(s.head_size)
         if cache is not None:
-            out_BTHE, cache = self._cached(q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache)
+            cached = self._rolling if self.local else self._cached
+            out_BTHE, cache = cached(q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache)
             return self.out(out_BTHE.reshape(b, t, -1)), cache
         window = s.window_size if self.local else None
         out_BTHE = causal_attention(q_BTHE, k_BTKE, v_BTKE, scale, window)
@@ -202,6 +202,32 @@ class Attention(nnx.Module):
                                      scale)
         out = out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
         return out, {**cache, "k": k_BSKE, "v": v_BSKE, "index": cache["index"] + t}
+
+
+    def _rolling(self, q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache):
+        """A local layer's cache: a ring of S = min(window, length) slots, so its memory
+        does not grow with the generation. Slot s holds the newest key whose index (pads
+        included) is s mod S; a query reads the ring and the keys written with it."""
+        b, t, h, e = q_BTHE.shape
+        size, index = cache["k"].shape[1], cache["index"]
+        slots_S = index - 1 - jnp.mod(index - 1 - jnp.arange(size), size)  # < 0: empty
+        index_S = jnp.concatenate([slots_S, index + jnp.arange(t)])
+        keys_BS = index_S[None, :] - cache["pad"][:, None]  # positions
+        allowed_BTS = ((index_S >= 0)[None, None, :] & (keys_BS >= 0)[:, None, :]) & visible(
+            positions_BT[:, :, None], keys_BS[:, None, :], self.spec.window_size)
+        k_BSKE = jnp.concatenate([cache["k"], k_BTKE], axis=1)
+        v_BSKE = jnp.concatenate([cache["v"], v_BTKE], axis=1)
+        kv = k_BSKE.shape[2]
+        q_BKGTE = q_BTHE.reshape(b, t, kv, h // kv, e).transpose(0, 2, 3, 1, 4)
+        out_BKGTE = masked_attention(q_BKGTE, k_BSKE.transpose(0, 2, 1, 3),
+                                     v_BSKE.transpose(0, 2, 1, 3), allowed_BTS[:, None, None],
+                                     scale)
+        keep = min(t, size)  # only the newest `size` keys stay in the ring
+        write = jnp.mod(index + t - keep + jnp.arange(keep), size)
+        ring = {"k": cache["k"].at[:, write].set(k_BTKE[:, t - keep:]),
+                "v": cache["v"].at[:, write].set(v_BTKE[:, t - keep:])}
+        out = out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+        return out, {**cache, **ring, "index": index + t}
 
 
 class MLP(nnx.Module):
@@ -307,8 +333,11 @@ class Transformer(nnx.Module):
 
 
 def init_caches(spec: ModelSpec, pad_B: jax.Array, length: int) -> list[dict]:
-    """Empty KV caches of `length` slots for rows left-padded by `pad_B` tokens."""
-    shape = (pad_B.shape[0], length, spec.n_kv_heads, spec.head_size)
-    zeros = jnp.zeros(shape, jnp.dtype(spec.dtype))
-    return [{"k": zeros, "v": zeros, "pad": pad_B, "index": jnp.int32(0)}
-            for _ in range(spec.n_layers)]
+    """Empty KV caches of `length` slots for rows left-padded by `pad_B` tokens; a local
+    layer's holds min(length, window) slots (a ring: Attention._rolling)."""
+    def empty(slots):
+        zeros = jnp.zeros((pad_B.shape[0], slots, spec.n_kv_heads, spec.head_size),
+                          jnp.dtype(spec.dtype))
+        return {"k": zeros, "v": zeros, "pad": pad_B, "index": jnp.int32(0)}
+    return [empty(min(length, spec.window_size) if kind == "local" else length)
+            for kind in spec.attention_types]

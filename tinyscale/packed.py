@@ -72,6 +72,20 @@ def groups(named_configs: list[tuple[str, object]], pack) -> list[list[str]]:
     return out
 
 
+def make_steps(params: steps.Params, t, total: int):
+    """(train_step, init_opt) over a leading run axis: train_step(arrays_K, opt_state_K,
+    batch_KBT, scalars) with `scalars` = {name: [K]} of SCALARS, each run's optimizer
+    built from its own; init_opt(arrays_K, scalars) its optimizer states."""
+    step = steps.step_fn(params, t.grad_accum)
+
+    def one(arrays, opt_state, batch_BT, values):
+        return step(arrays, opt_state, batch_BT, optim.optimizer(_scalars(t, values), total))
+
+    def init(arrays, values):
+        return optim.optimizer(_scalars(t, values), total).init(arrays)
+    return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
+
+
 def _scalars(t, values: dict):
     """The train section `t` with the optimizer's scalars replaced by (traced) values."""
     return types.SimpleNamespace(**{**{k: t[k] for k in t.keys()}, **values})
@@ -99,15 +113,7 @@ class PackedTrainer:
                         for k in SCALARS}
         self.schedules = [optim.schedule(x.train, self.total) for x in configs]
         self.solo_tx = optim.optimizer(t, self.total)  # the layout of a run's checkpoint
-        step = steps.step_fn(self.params[0], t.grad_accum)
-
-        def one(arrays, opt_state, batch_BT, values):
-            return step(arrays, opt_state, batch_BT,
-                        optim.optimizer(_scalars(t, values), self.total))
-        self.train_step = jax.jit(jax.vmap(one), donate_argnums=(0, 1))
-        self.init_opt = jax.jit(jax.vmap(
-            lambda arrays, values: optim.optimizer(_scalars(t, values), self.total).init(
-                arrays)))
+        self.train_step, self.init_opt = make_steps(self.params[0], t, self.total)
         self.eval_step = steps.make_eval_step(self.params[0])
         self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len)
         self.peak = metrics.peak_flops(c.output.peak_flops)
