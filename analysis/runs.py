@@ -1,8 +1,8 @@
 """Load a sweep directory into one tidy DataFrame: a row per run x eval step.
 
 Columns: the run (`run`, `state`, `attempts`, `error`), its config flattened
-(`model.d_model`, `train.lr`, ...), parameters three ways (`params`, `params_embedding`,
-`params_non_embedding`), `tokens`, `flops` (training FLOPs so far), the losses at that
+(`model.d_model`, `train.lr`, ...), parameters four ways (`params`, `params_embedding`,
+`params_non_embedding`, `params_active`: a mixture's top-k experts only), `tokens`, `flops` (training FLOPs so far), the losses at that
 step (`eval_loss`, `eval_bpb`, `train_loss`), and on each run's last row (`final`) the
 evaluation of eval.json: every coherence metric with its standard error (`coherence`,
 `coherence_se`, ...). The branches of a run (tinyscale/branches.py: a cool-down at a
@@ -25,8 +25,10 @@ from tinyscale import counting
 from tinyscale.rundir import RunDir, resolve
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
-                  "model.d_ff", "train.lr", "train.batch_size", "train.seq_len", "seed",
-                  "data.dataset", "data.vocab_size")
+                  "model.d_ff", "model.n_experts", "model.experts_per_token",
+                  "model.attention_pattern", "model.window_size", "model.parallel_block",
+                  "train.lr", "train.batch_size", "train.seq_len", "seed", "data.dataset",
+                  "data.vocab_size")
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -50,7 +52,8 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
             "attempts": state.get("attempts", 0), "error": state.get("last_error"),
             **{k: flat.get(k) for k in CONFIG_COLUMNS}, "params": counts["total"],
             "params_embedding": counts["embedding"],
-            "params_non_embedding": counts["non_embedding"], "flops_per_token": per_token,
+            "params_non_embedding": counts["non_embedding"],
+            "params_active": counts["active"], "flops_per_token": per_token,
             "branch_of": branch_of}
     forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
         c.train.seq_len  # tokens the run trained for the branch before its fork

@@ -29,7 +29,7 @@ from tinyscale.model import ModelSpec
 VOCAB, SEQ, BATCH = 1024, 256, 8
 
 
-def _contestants(d: int, layers: int, heads: int, k: int):
+def _contestants(d: int, layers: int, heads: int, k: int, vectorize):
     c = config_lib.get_config()
     c.model.update(d_model=d, n_layers=layers, n_heads=heads, max_seq_len=SEQ)
     c.train.update(seq_len=SEQ, batch_size=BATCH)
@@ -51,7 +51,7 @@ def _contestants(d: int, layers: int, heads: int, k: int):
         solo[0], solo[1], out = solo_step(solo[0], solo[1], solo_batch)
         return out
 
-    packed_step, init_opt = packed.make_steps(params[0], c.train, 10_000)
+    packed_step, init_opt = packed.make_steps(params[0], c.train, 10_000, vectorize)
     scalars = {s: jnp.full((k,), c.train[s], jnp.float32) for s in packed.SCALARS}
     scalars["lr"] = jnp.geomspace(1e-3, 1e-2, k).astype(jnp.float32)
     arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p.initial for p in params])
@@ -71,9 +71,10 @@ def _first(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_shape(shape, k: int, rounds: int, seconds: float, tokens: int) -> dict:
+def bench_shape(shape, k: int, rounds: int, seconds: float, tokens: int,
+                vectorize=None) -> dict:
     d, layers, heads = shape
-    contestants = _contestants(d, layers, heads, k)
+    contestants = _contestants(d, layers, heads, k, vectorize)
     compile_s = {name: _first(fn) for name, (fn, _) in contestants.items()}
     per_block = {}
     for name, (fn, _) in contestants.items():
@@ -110,18 +111,25 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="per block")
     parser.add_argument("--tokens", type=int, default=2_000_000, help="per run")
+    parser.add_argument("--lanes", choices=("auto", "vmap", "map"), default="auto",
+                        help="the packed runs batched (vmap) or in turn (map); auto: "
+                        "as launch.pack does on this backend")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     device = jax.devices()[0]
+    lanes = args.lanes if args.lanes != "auto" else (
+        "vmap" if jax.default_backend() != "cpu" else "map")
     print(f"{jax.device_count()} x {device.device_kind} ({device.platform}); K = {args.k}, "
-          f"runs of {args.tokens:,} tokens")
+          f"lanes {lanes}, runs of {args.tokens:,} tokens")
     print(f"{'shape':<11} {'solo tok/s':>11} {'packed tok/s':>13} {'models/h solo':>14} "
           f"{'packed':>8} {'speed-up':>9} {'compile solo':>13} {'packed':>7} "
           f"{'with compile':>13}")
     results = []
     for text in args.shapes.split(","):
         d, layers, heads = (int(x[1:]) for x in text.split("-"))
-        r = bench_shape((d, layers, heads), args.k, args.rounds, args.seconds, args.tokens)
+        vectorize = None if args.lanes == "auto" else args.lanes == "vmap"
+        r = bench_shape((d, layers, heads), args.k, args.rounds, args.seconds, args.tokens,
+                        vectorize)
         solo, pack = r["solo"], r[f"packed x{args.k}"]
         print(f"{r['shape']:<11} {solo['tokens_per_s']:>11,.0f} {pack['tokens_per_s']:>13,.0f} "
               f"{solo['models_per_hour']:>14.1f} {pack['models_per_hour']:>8.1f} "

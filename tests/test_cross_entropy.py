@@ -67,7 +67,7 @@ def test_train_loss_equals_mean_token_loss(monkeypatch, variant):
         l1, g1 = jax.value_and_grad(
             lambda a: steps.token_losses(params.model(a), batch).mean())(params.initial)
         l2, g2 = jax.value_and_grad(
-            lambda a: steps.mean_loss(params.model(a), batch))(params.initial)
+            lambda a: steps.mean_loss(params.model(a), batch)[0])(params.initial)
     np.testing.assert_allclose(l2, l1, rtol=1e-6)
     for key in g1:
         np.testing.assert_allclose(g2[key], g1[key], rtol=1e-4, atol=1e-7, err_msg=key)

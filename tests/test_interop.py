@@ -1,4 +1,5 @@
-"""Hugging Face interop (GPT-Neo, Phi) and the published parameter counts."""
+"""Hugging Face interop (GPT-Neo, Phi, Llama, Mistral, Mixtral) and the published
+parameter counts."""
 
 import json
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinyscale import counting
-from tinyscale.interop import gpt_neo_config, load_gpt_neo, load_phi
+from tinyscale.interop import gpt_neo_config, load_gpt_neo, load_llama, load_phi
 from tinyscale.model import ModelSpec
 
 torch = pytest.importorskip("torch")
@@ -70,6 +71,43 @@ def test_logits_match_hugging_face_phi(tmp_path, rotary):
     assert np.abs(got - expected).max() <= 1e-4
     counts = counting.parameter_counts(ModelSpec.from_config(c.model, 300))
     assert counts["total"] == sum(p.numel() for p in hf.parameters())
+
+
+LLAMA_LIKE = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=False)
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "mixtral"])
+def test_logits_match_hugging_face_llama_mistral_mixtral(tmp_path, kind):
+    """Llama; Mistral's sliding window (8, over 40 tokens) with grouped KV heads;
+    Mixtral's experts and router (4 experts, top 2, with the window) -- against
+    transformers' own modules, with random weights and perturbed norms."""
+    torch.manual_seed(0)
+    if kind == "llama":
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA_LIKE))
+    elif kind == "mistral":
+        hf = transformers.MistralForCausalLM(transformers.MistralConfig(
+            **LLAMA_LIKE, sliding_window=8))
+    else:
+        hf = transformers.MixtralForCausalLM(transformers.MixtralConfig(
+            **LLAMA_LIKE, sliding_window=8, num_local_experts=4, num_experts_per_tok=2))
+    hf = hf.eval()
+    _perturb(hf, ("norm",))
+    hf.save_pretrained(tmp_path)
+    tokens = np.random.default_rng(0).integers(0, 300, (2, 40))
+    with torch.no_grad():
+        expected = hf(torch.tensor(tokens)).logits.numpy()
+    c, model = load_llama(str(tmp_path))
+    assert c.model.attention_pattern == ("global" if kind == "llama" else "local")
+    got = np.asarray(model(tokens))
+    print(f"\nmax |logit difference| vs Hugging Face {kind}: {np.abs(got - expected).max():.2e}")
+    assert np.abs(got - expected).max() <= 1e-4
+    counts = counting.parameter_counts(ModelSpec.from_config(c.model, 300))
+    assert counts["total"] == sum(p.numel() for p in hf.parameters())
+    if kind == "mixtral":  # one token uses 2 of the 4 experts of each layer
+        expert = 3 * 64 * 96
+        assert counts["active"] == counts["total"] - 3 * 2 * expert
 
 
 # The released TinyStories models (Hugging Face roneneldan/TinyStories-*): GPT-Neo,

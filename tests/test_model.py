@@ -28,6 +28,7 @@ VARIANTS = [
     dict(family="phi", rotary_fraction=0.5),
     dict(family="llama", parallel_block=True, rotary_fraction=0.25),
     dict(family="llama", attention_pattern="local,local,global", window_size=5, n_layers=3),
+    dict(family="llama", n_experts=4, experts_per_token=2, n_kv_heads=2),
 ]
 
 
@@ -81,3 +82,25 @@ def test_counts_equal_actual_parameter_sizes(variant):
     counts = counting.parameter_counts(ModelSpec.from_config(c.model, 256))
     assert counts["total"] == actual
     assert counts["embedding"] + counts["non_embedding"] == actual
+
+
+def test_dropless_experts_equal_a_dense_loop_over_experts():
+    """The sorted, grouped (ragged_dot) MoE layer against every expert applied to every
+    token and weighted by the router: values and gradients; the load sows shares."""
+    from tinyscale.model import dense_experts, router_stats
+    _, model = build(n_experts=4, experts_per_token=2, n_layers=2)
+    moe = model.blocks[0].mlp
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 24, 64)), jnp.float32)
+    np.testing.assert_allclose(moe(x, record=False), dense_experts(moe, x), atol=1e-6)
+    graphdef, state = nnx.split(moe)
+
+    def grads(fn):
+        return jax.grad(lambda st: fn(nnx.merge(graphdef, st), x).sum())(state)
+    g1, g2 = grads(lambda m, x: m(x, record=False)), grads(dense_experts)
+    for (path, a), (_, b) in zip(nnx.to_flat_state(g1), nnx.to_flat_state(g2), strict=True):
+        np.testing.assert_allclose(a.get_value(), b.get_value(), atol=1e-5, err_msg=str(path))
+    model(jnp.zeros((2, 16), jnp.int32))
+    stats = router_stats(model)
+    assert stats["load"].shape == (2, 4)
+    np.testing.assert_allclose(stats["load"].sum(-1), 1.0, rtol=1e-6)
+    assert float(stats["balance"]) >= 1.0 - 1e-5  # E x sum f P: 1 when perfectly even

@@ -213,6 +213,13 @@ def test_nan_loss_fails_the_run(cache, tmp_path):
 
 @pytest.mark.parametrize("override, knob", [
     ("--config.model.n_heads=3", "model.n_heads"),
+    ("--config.model.experts_per_token=3 --config.model.n_experts=2",
+     "model.experts_per_token"),
+    ("--config.model.attention_pattern=local --config.model.window_size=0",
+     "model.window_size"),
+    ("--config.model.attention_pattern=local --config.model.window_size=65",
+     "model.window_size"),
+    ("--config.model.rotary_fraction=1.5", "model.rotary_fraction"),
     ("--config.train.batch_size=0", "train.batch_size"),
     ("--config.mesh.tensor=3", "mesh"),
     ("--config.model.d_model=48", "model.d_model"),  # a different run in the same workdir
@@ -220,7 +227,8 @@ def test_nan_loss_fails_the_run(cache, tmp_path):
 def test_bad_config_never_touches_the_run(reference, cache, override, knob):
     before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in
               os.walk(reference) for p in fs}
-    result = run_cli(*train_args(reference, cache, "--config.train.steps=40", override))
+    result = run_cli(*train_args(reference, cache, "--config.train.steps=40",
+                                 *override.split()))
     assert result.returncode == 2
     assert knob in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
@@ -229,17 +237,31 @@ def test_bad_config_never_touches_the_run(reference, cache, override, knob):
     assert before == after
 
 
-def test_eight_device_mesh_matches_one_device(cache, tmp_path):
+@pytest.mark.parametrize("model", [(), ("--config.model.n_experts=4",)])
+def test_eight_device_mesh_matches_one_device(cache, tmp_path, model):
+    """Data, fsdp and tensor axes of 2 (a mixture's experts sharded over fsdp)."""
     one = run_cli(*train_args(tmp_path / "one", cache, "--config.train.steps=10",
-                              "--config.train.log_every=1"))
+                              "--config.train.log_every=1", *model))
     eight = run_cli(*train_args(tmp_path / "eight", cache, "--config.train.steps=10",
                                 "--config.train.log_every=1", "--config.mesh.data=2",
-                                "--config.mesh.fsdp=2", "--config.mesh.tensor=2"),
+                                "--config.mesh.fsdp=2", "--config.mesh.tensor=2", *model),
                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert one.returncode == 0 and eight.returncode == 0, eight.stderr
     a, b = losses(tmp_path / "one"), losses(tmp_path / "eight")
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 11))
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) <= 1e-5
+    if model:  # the router's load per expert is logged
+        last = json.loads((tmp_path / "eight" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert len(last["expert_load"]) == 1 and len(last["expert_load"][0]) == 4
+        assert 0 <= last["expert_load_min"] <= 0.25 <= last["expert_load_max"] <= 1
+
+
+def test_experts_the_mesh_cannot_shard_are_one_line(cache, tmp_path):
+    result = run_cli(*train_args(tmp_path / "run", cache, "--config.model.n_experts=3",
+                                 "--config.mesh.fsdp=2"),
+                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert result.returncode == 2 and "config.model.n_experts=3" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()
 
 
 def test_relative_workdir_trains_and_evaluates(cache, tmp_path):

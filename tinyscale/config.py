@@ -57,6 +57,10 @@ def get_config() -> ml_collections.ConfigDict:
     m.rope_theta = 10_000.0              # llama / phi rotary base
     m.rotary_fraction = 1.0              # share of each head's dims RoPE rotates (Phi-2: 0.4)
     m.parallel_block = False             # attn + MLP on one norm's output, summed (phi: always)
+    m.n_experts = 0                      # llama: > 0 makes every MLP a mixture of experts
+    m.experts_per_token = 2              # the router's top-k (Mixtral: 2 of 8)
+    m.router_aux_coef = 0.02             # weight of the load-balancing loss (Mixtral: 0.02)
+    m.router_z_coef = 0.001              # weight of the router z-loss (ST-MoE: 0.001)
     m.norm_eps = 1e-5                    # LayerNorm / RMSNorm epsilon
     m.tie_embeddings = True              # share input embedding and output projection (not phi)
     m.dtype = "float32"                  # compute dtype: float32 | bfloat16
@@ -223,6 +227,23 @@ def _check_branches(c) -> None:
                   "use larger budgets or fewer warmup steps")
 
 
+def _check_experts(m) -> None:
+    experts, k = m.get("n_experts", 0), m.get("experts_per_token", 2)
+    if not isinstance(experts, int) or isinstance(experts, bool) or experts < 0:
+        _fail("model.n_experts", experts, "use 0 (a dense MLP) or a number of experts")
+    if not experts:
+        return
+    if m.family != "llama":
+        _fail("model.n_experts", experts, "experts are Mixtral's, in the llama family: set "
+              "--config.model.family=llama or --config.model.n_experts=0")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= experts:
+        _fail("model.experts_per_token", k, f"use 1 to model.n_experts={experts}")
+    for knob in ("router_aux_coef", "router_z_coef"):
+        value = m.get(knob, 0.0)
+        if not isinstance(value, (int, float)) or value < 0:
+            _fail(f"model.{knob}", value, "use a non-negative weight")
+
+
 def attention_types(m) -> tuple[str, ...]:
     """Each layer's attention, global or local, from model.attention_pattern."""
     pattern = m.attention_pattern
@@ -320,6 +341,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("model.window_size", c.model.window_size, "a local layer's window must fit the "
               f"context: use at most model.max_seq_len={c.model.max_seq_len}, or make every "
               "layer global (--config.model.attention_pattern=global)")
+    _check_experts(c.model)
     _choice(c, "model.dtype", ("float32", "bfloat16"))
     _choice(c, "model.param_dtype", ("float32", "bfloat16"))
     _positive(c, "train.seq_len", "train.batch_size", "train.tokens", "train.steps",

@@ -4,6 +4,10 @@ Embedding parameters are the token embeddings, GPT-Neo's learned positions and a
 untied output projection (with Phi's bias); everything else is non-embedding (Kaplan et
 al., 2020).
 
+A mixture of experts (model.n_experts) counts every expert in `total` and only the
+top-k in `active` (the parameters one token's forward pass uses; `active` = `total`
+for a dense model), and its FLOPs count the active experts and the router.
+
 Training FLOPs per token follow PaLM (Chowdhery et al., 2022, appendix B):
 6 x (parameters used in matmuls, output projection included) + 12 x layers x d_attn x T,
 where T is the attended context (the window for local layers), counted in full.
@@ -14,13 +18,17 @@ from __future__ import annotations
 from tinyscale.model import ModelSpec
 
 
-def _block_parameters(s: ModelSpec) -> tuple[int, int]:
-    """(matmul weights, other parameters) of one transformer block."""
+def _block_parameters(s: ModelSpec, active: bool = False) -> tuple[int, int]:
+    """(matmul weights, other parameters) of one transformer block; `active`: of a
+    mixture's experts only the top-k."""
     d, e = s.d_model, s.head_size
     attention = d * s.n_heads * e + 2 * d * s.n_kv_heads * e + s.n_heads * e * d
     layer_norm = s.family in ("gpt_neo", "phi")  # scale and bias; RMSNorm: scale only
     norms = (1 if s.parallel_block else 2) * (2 * d if layer_norm else d)
     if s.family == "llama":
+        if s.n_experts:
+            experts = s.experts_per_token if active else s.n_experts
+            return attention + d * s.n_experts + experts * 3 * d * s.d_ff, norms
         return attention + 3 * d * s.d_ff, norms
     mlp = 2 * d * s.d_ff
     other = norms + d + s.d_ff + d  # out_proj bias, MLP biases
@@ -38,13 +46,14 @@ def parameter_counts(s: ModelSpec) -> dict[str, int]:
     if not s.tie_embeddings:
         embedding += s.d_model * s.vocab_size + (s.vocab_size if s.family == "phi" else 0)
     non_embedding = s.n_layers * (matmul + other) + final_norm
+    active = embedding + non_embedding - s.n_layers * (matmul - _block_parameters(s, True)[0])
     return {"total": embedding + non_embedding, "embedding": embedding,
-            "non_embedding": non_embedding}
+            "non_embedding": non_embedding, "active": active}
 
 
 def flops_per_token(s: ModelSpec, seq_len: int) -> float:
     """Training (forward + backward) FLOPs per token at sequence length `seq_len`."""
-    matmul, _ = _block_parameters(s)
+    matmul, _ = _block_parameters(s, active=True)
     matmul_params = s.n_layers * matmul + s.d_model * s.vocab_size
     attended = sum(min(seq_len, s.window_size) if t == "local" else seq_len
                    for t in s.attention_types)

@@ -1,5 +1,7 @@
-"""Load Hugging Face checkpoints into tinyscale: GPT-Neo (e.g. roneneldan/TinyStories-*)
-and Phi (`PhiForCausalLM`: the parallel block with partial rotary embeddings).
+"""Load Hugging Face checkpoints into tinyscale: GPT-Neo (e.g. roneneldan/TinyStories-*),
+Phi (`PhiForCausalLM`: the parallel block with partial rotary embeddings), and the
+Llama family -- `LlamaForCausalLM`, `MistralForCausalLM` (sliding-window attention,
+grouped KV heads) and `MixtralForCausalLM` (a mixture of experts) -- into `llama`.
 
 A checkpoint is a local directory in the Hugging Face layout: `config.json` plus
 `model.safetensors` or `pytorch_model.bin`.
@@ -57,6 +59,39 @@ def phi_config(hf: dict) -> ml_collections.ConfigDict:
     if unsupported:
         raise TinyscaleError(f"this Phi checkpoint's {unsupported[0]} is not supported: "
                              "tinyscale's phi has gelu_new, no q/k LayerNorm, plain RoPE.")
+    return c
+
+
+def llama_config(hf: dict) -> ml_collections.ConfigDict:
+    """A tinyscale config matching a Hugging Face Llama, Mistral or Mixtral config dict."""
+    c = config_lib.get_config()
+    m = c.model
+    rope = hf.get("rope_parameters") or {}
+    m.family, m.d_model = "llama", hf["hidden_size"]
+    m.n_layers, m.n_heads = hf["num_hidden_layers"], hf["num_attention_heads"]
+    m.n_kv_heads = hf.get("num_key_value_heads") or hf["num_attention_heads"]
+    m.d_ff, m.max_seq_len = hf["intermediate_size"], hf["max_position_embeddings"]
+    m.rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10_000.0))
+    m.norm_eps, m.tie_embeddings = hf.get("rms_norm_eps", 1e-6), hf.get(
+        "tie_word_embeddings", False)
+    window = hf.get("sliding_window")
+    m.attention_pattern, m.window_size = ("local", window) if window else ("global",
+                                                                           m.max_seq_len)
+    if hf.get("num_local_experts"):
+        m.n_experts, m.experts_per_token = hf["num_local_experts"], hf["num_experts_per_tok"]
+        m.router_aux_coef = hf.get("router_aux_loss_coef", m.router_aux_coef)
+    c.data.vocab_size = hf["vocab_size"]
+    head_dim = hf.get("head_dim") or m.d_model // m.n_heads
+    unsupported = [k for k, ok in (
+        ("hidden_act", hf.get("hidden_act", "silu") == "silu"),
+        ("head_dim", head_dim * m.n_heads == m.d_model),
+        ("attention_bias", not hf.get("attention_bias", False)),
+        ("mlp_bias", not hf.get("mlp_bias", False)),
+        ("rope_type", rope.get("rope_type", "default") == "default")) if not ok]
+    if unsupported:
+        raise TinyscaleError(f"this checkpoint's {unsupported[0]} is not supported: "
+                             "tinyscale's llama has SiLU, head_dim = hidden / heads, no "
+                             "biases, plain RoPE.")
     return c
 
 
@@ -127,6 +162,44 @@ def load_phi_weights(model, state_dict: dict[str, np.ndarray]) -> None:
     dense(model.head, "lm_head")
 
 
+def load_llama_weights(model, state_dict: dict[str, np.ndarray]) -> None:
+    """Copy Llama / Mistral / Mixtral weights into a tinyscale `llama` Transformer.
+    Experts come in transformers' fused layout (mlp.experts.gate_up_proj [E, 2F, D],
+    down_proj [E, D, F]) or the original one (block_sparse_moe.experts.N.w1/w2/w3)."""
+    sd = {k.removeprefix("model."): v for k, v in state_dict.items()}
+    _set(model.embed.embedding, sd["embed_tokens.weight"])
+    for i, block in enumerate(model.blocks):
+        p = f"layers.{i}."
+        _set(block.norm_attn.scale, sd[p + "input_layernorm.weight"])
+        _set(block.norm_mlp.scale, sd[p + "post_attention_layernorm.weight"])
+        for dense, name in ((block.attn.query, "q_proj"), (block.attn.key, "k_proj"),
+                            (block.attn.value, "v_proj"), (block.attn.out, "o_proj")):
+            _set(dense.kernel, sd[p + "self_attn." + name + ".weight"].T)
+        mlp = block.mlp
+        if not hasattr(mlp, "router"):
+            for dense, name in ((mlp.gate, "gate_proj"), (mlp.up, "up_proj"),
+                                (mlp.down, "down_proj")):
+                _set(dense.kernel, sd[p + "mlp." + name + ".weight"].T)
+            continue
+        if p + "mlp.experts.gate_up_proj" in sd:
+            router = sd[p + "mlp.gate.weight"]
+            gate, up = np.split(sd[p + "mlp.experts.gate_up_proj"], 2, axis=1)  # [E, F, D]
+            down = sd[p + "mlp.experts.down_proj"]  # [E, D, F]
+        else:
+            q = p + "block_sparse_moe."
+            router = sd[q + "gate.weight"]
+            n = router.shape[0]
+            gate, down, up = (np.stack([sd[f"{q}experts.{e}.{w}.weight"] for e in range(n)])
+                              for w in ("w1", "w2", "w3"))
+        _set(mlp.router.kernel, router.T)
+        _set(mlp.gate, gate.transpose(0, 2, 1))
+        _set(mlp.up, up.transpose(0, 2, 1))
+        _set(mlp.down, down.transpose(0, 2, 1))
+    _set(model.norm.scale, sd["norm.weight"])
+    if not model.spec.tie_embeddings:
+        _set(model.head.kernel, state_dict["lm_head.weight"].T)
+
+
 def _load(path: str, to_config, load_weights, mesh=None):
     """(config, model) of a Hugging Face checkpoint directory, through `to_config` (its
     config.json -> a tinyscale config) and `load_weights` (model, state dict)."""
@@ -152,3 +225,8 @@ def load_phi(path: str, mesh=None):
 def load_gpt_neo(path: str, mesh=None):
     """(config, model) for a Hugging Face GPT-Neo checkpoint directory."""
     return _load(path, gpt_neo_config, load_gpt_neo_weights, mesh)
+
+
+def load_llama(path: str, mesh=None):
+    """(config, model) for a Hugging Face Llama, Mistral or Mixtral checkpoint directory."""
+    return _load(path, llama_config, load_llama_weights, mesh)

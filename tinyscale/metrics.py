@@ -9,6 +9,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from tinyscale.errors import TinyscaleError
 from tinyscale.rundir import RunDir, is_remote, write_atomic
 
@@ -36,6 +38,18 @@ def wandb_run(run: RunDir, output, config: dict):
         group=sweep, config=config, dir=str(run.path), resume="allow",
         id=hashlib.sha256(str(run.path).encode()).hexdigest()[:16],
         settings=wandb.Settings(silent=True))
+
+
+def router(out: dict) -> dict:
+    """A mixture of experts' router metrics from a train step's output ({} when dense):
+    the balance and z losses, and each expert's share of the token assignments per layer
+    (expert_load, [layers][experts]) with its max and min, so a collapse shows."""
+    if "expert_load" not in out:
+        return {}
+    load = np.asarray(out["expert_load"])
+    return {"moe_balance": float(out["moe_balance"]), "moe_z": float(out["moe_z"]),
+            "expert_load_max": float(load.max()), "expert_load_min": float(load.min()),
+            "expert_load": np.round(load, 4).tolist()}
 
 
 class MetricsWriter:

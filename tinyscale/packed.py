@@ -72,18 +72,30 @@ def groups(named_configs: list[tuple[str, object]], pack) -> list[list[str]]:
     return out
 
 
-def make_steps(params: steps.Params, t, total: int):
+def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = None):
     """(train_step, init_opt) over a leading run axis: train_step(arrays_K, opt_state_K,
     batch_KBT, scalars) with `scalars` = {name: [K]} of SCALARS, each run's optimizer
-    built from its own; init_opt(arrays_K, scalars) its optimizer states."""
+    built from its own; init_opt(arrays_K, scalars) its optimizer states.
+
+    `vectorize`: the runs' step as one batched computation (jax.vmap: what fills an
+    accelerator), or one run after another inside the program (jax.lax.map). Default:
+    vectorized except on CPU, where bench/pack.py measured the batched matmuls slower
+    than K separate ones (0.6x per model at d16-d32)."""
     step = steps.step_fn(params, t.grad_accum)
+    if vectorize is None:
+        vectorize = jax.default_backend() != "cpu"
 
     def one(arrays, opt_state, batch_BT, values):
         return step(arrays, opt_state, batch_BT, optim.optimizer(_scalars(t, values), total))
 
     def init(arrays, values):
         return optim.optimizer(_scalars(t, values), total).init(arrays)
-    return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
+    if vectorize:
+        return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
+
+    def in_turn(*args):
+        return jax.lax.map(lambda xs: one(*xs), args)
+    return jax.jit(in_turn, donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
 
 
 def _scalars(t, values: dict):
@@ -237,7 +249,8 @@ class PackedTrainer:
                           "train_loss": float(loss[i]), "grad_norm": float(norm[i]),
                           "lr": float(self.schedules[i](step - 1)), "tokens_per_s": rate,
                           "mfu": self.k * rate * self.flops_per_token / self.peak,
-                          "wall_s": walls[i] + now - start, "worker": self.worker}
+                          "wall_s": walls[i] + now - start, "worker": self.worker,
+                          **metrics.router(self._slice(out, i))}
                 if step % c.eval.every == 0 or step == self.total:
                     record.update(self._held_out(arrays, i))
                 self.writers[i].write(record)

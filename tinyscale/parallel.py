@@ -1,7 +1,8 @@
 """The device mesh, the logical-axis rules, multi-host start-up and global batches.
 
 Mesh axes are ('data', 'fsdp', 'tensor'): batches split over data x fsdp, parameters
-over fsdp (their `embed` dimension) and tensor (heads, kv, MLP, vocabulary).
+over fsdp (their `embed` dimension; a mixture's experts) and tensor (heads, kv, MLP,
+vocabulary).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ RULES = (
     ("heads", "tensor"),
     ("kv", "tensor"),
     ("mlp", "tensor"),
+    ("expert", "fsdp"),
 )
 
 
@@ -96,6 +98,11 @@ def make_mesh(config, devices=None) -> jax.sharding.Mesh:
             raise TinyscaleError(
                 f"config.{knob}={value} is not divisible by the tensor axis ({tensor}): "
                 "change the heads or config.mesh.tensor.")
+    experts = m.get("n_experts", 0)
+    if experts and experts % fsdp:
+        raise TinyscaleError(f"config.model.n_experts={experts} does not split over the fsdp "
+                             f"axis ({fsdp}) that shards the experts: use a multiple of "
+                             f"{fsdp} experts, or change config.mesh.fsdp.")
     if config.train.batch_size % (data * fsdp * config.train.grad_accum):
         raise TinyscaleError(
             f"config.train.batch_size={config.train.batch_size} does not split over the "

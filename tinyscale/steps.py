@@ -17,7 +17,7 @@ from flax import nnx
 
 from tinyscale import parallel
 from tinyscale.cross_entropy import mean_cross_entropy
-from tinyscale.model import ModelSpec, Transformer
+from tinyscale.model import ModelSpec, Transformer, router_stats
 
 
 class Params:
@@ -25,6 +25,7 @@ class Params:
 
     def __init__(self, spec: ModelSpec, mesh, seed: int, materialize: bool = True):
         """`materialize=False` skips the random init (`initial` then holds only shapes)."""
+        self.spec = spec
         with parallel.using(mesh):
             if materialize:
                 model = Transformer(spec, rngs=nnx.Rngs(seed))
@@ -51,39 +52,51 @@ def token_losses(model, batch_BT: jax.Array) -> jax.Array:
     return -jnp.sum(logp_BTV * targets_BTV, axis=-1)
 
 
-def mean_loss(model, batch_BT: jax.Array) -> jax.Array:
-    """The training loss: token_losses(...).mean(), with the output projection fused into
-    the cross-entropy (tinyscale/cross_entropy.py)."""
+def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float = 0.0):
+    """(training loss, metrics): token_losses(...).mean() -- with the output projection
+    fused into the cross-entropy (tinyscale/cross_entropy.py) -- plus, for a mixture of
+    experts, aux_coef x load balance + z_coef x router z-loss. Metrics: "loss" (the
+    cross-entropy alone, comparable across models), and the router's "moe_balance",
+    "moe_z" and "expert_load" [layers, experts]."""
     x_BTD = model.features(batch_BT[:, :-1])
     w_VD, bias_V = model.output_projection()
-    return mean_cross_entropy(x_BTD, w_VD, bias_V, batch_BT[:, 1:])
+    loss = mean_cross_entropy(x_BTD, w_VD, bias_V, batch_BT[:, 1:])
+    stats = router_stats(model)
+    if stats is None:
+        return loss, {"loss": loss}
+    total = loss + aux_coef * stats["balance"] + z_coef * stats["z"]
+    return total, {"loss": loss, "moe_balance": stats["balance"], "moe_z": stats["z"],
+                   "expert_load": stats["load"]}
 
 
 def step_fn(params: Params, grad_accum: int):
     """The train step, not jitted: (arrays, opt_state, batch_BT, tx) -> (arrays,
     opt_state, {"loss", "grad_norm"}). tinyscale/packed.py maps it over runs."""
-    def loss_fn(arrays, batch_BT):
-        return mean_loss(params.model(arrays), batch_BT)
+    m = params.spec
+    coefs = (m.router_aux_coef, m.router_z_coef) if m.n_experts else (0.0, 0.0)
 
-    grad_fn = jax.value_and_grad(loss_fn)
+    def loss_fn(arrays, batch_BT):
+        return mean_loss(params.model(arrays), batch_BT, *coefs)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(arrays, opt_state, batch_BT, tx):
         if grad_accum == 1:
-            loss, grads = grad_fn(arrays, batch_BT)
+            (_, out), grads = grad_fn(arrays, batch_BT)
         else:  # micro-batch i takes rows i, i+A, ...: every shard contributes to each
             b, t = batch_BT.shape
             micro = batch_BT.reshape(b // grad_accum, grad_accum, t).swapaxes(0, 1)
 
             def accumulate(carry, micro_BT):
-                loss, grads = grad_fn(arrays, micro_BT)
-                return jax.tree.map(jnp.add, carry, (loss, grads)), None
+                (_, out), grads = grad_fn(arrays, micro_BT)
+                return jax.tree.map(jnp.add, carry, (out, grads)), None
 
-            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, arrays))
-            (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
-            loss, grads = jax.tree.map(lambda x: x / grad_accum, (loss, grads))
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, arrays, micro[0]))
+            (out, grads), _ = jax.lax.scan(accumulate, (zeros[0][1], zeros[1]), micro)
+            out, grads = jax.tree.map(lambda x: x / grad_accum, (out, grads))
         updates, opt_state = tx.update(grads, opt_state, arrays)
         arrays = optax.apply_updates(arrays, updates)
-        return arrays, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return arrays, opt_state, {**out, "grad_norm": optax.global_norm(grads)}
 
     return step
 

@@ -87,8 +87,9 @@ def main(config, workdir: str) -> int:
     d = config.distributed
     parallel.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
 
+    mesh = parallel.make_mesh(config)  # a model the mesh cannot shard: before any write
+
     def train():
-        mesh = parallel.make_mesh(config)
         data_dir = pipeline.prepare(config, progress=jax.process_index() == 0,
                                     sweep_dir=run.sweep_dir)
         return Trainer(config, run, mesh, data_dir).run()
@@ -271,7 +272,8 @@ class Trainer:
                       "train_loss": float(out["loss"]), "grad_norm": float(out["grad_norm"]),
                       "lr": float(self.schedule(step - 1)), "tokens_per_s": rate,
                       "mfu": rate * self.flops_per_token / self.peak,
-                      "wall_s": wall_before + now - start, "worker": self.worker}
+                      "wall_s": wall_before + now - start, "worker": self.worker,
+                      **metrics.router(out)}
             if step % self.c.eval.every == 0 or step == self.total:
                 record.update(self.evaluate(arrays))
             self.writer.write(record)

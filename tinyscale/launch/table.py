@@ -101,11 +101,13 @@ def render(runs: list[Run], base=None, backend: str = "local") -> str:
     table = rows(runs)
     w = max([22] + [len(r["name"]) for r in table])  # the name column fits the longest
     head = (f"{'run':<{w}} {'family':<8} {'width':>5} {'depth':>5} {'heads':>5} {'params':>8} "
-            f"{'embed':>8} {'non-emb':>8} {'FLOPs/tok':>9} {'tokens':>8} {'compute':>8}")
+            f"{'active':>8} {'embed':>8} {'non-emb':>8} {'FLOPs/tok':>9} {'tokens':>8} "
+            f"{'compute':>8}")
     lines = [head, "-" * len(head)]
     for r in table:
         line = (f"{r['name']:<{w}} {r['family']:<8} {r['width']:>5} {r['depth']:>5} "
-                f"{r['heads']:>5} {si(r['total']):>8} {si(r['embedding']):>8} "
+                f"{r['heads']:>5} {si(r['total']):>8} {si(r['active']):>8} "
+                f"{si(r['embedding']):>8} "
                 f"{si(r['non_embedding']):>8} {si(r['flops_per_token']):>9} "
                 f"{si(r['tokens']):>8} {si(r['compute']):>8}")
         if r["released"]:
