@@ -2,15 +2,16 @@
 
 Columns: the run (`run`, `state`, `attempts`, `error`), its config flattened
 (`model.d_model`, `train.lr`, ...), parameters four ways (`params`, `params_embedding`,
-`params_non_embedding`, `params_active`: a mixture's top-k experts only), `tokens`, `flops` (training FLOPs so far), the losses at that
-step (`eval_loss`, `eval_bpb`, `train_loss`), and on each run's last row (`final`) the
-evaluation of eval.json: every coherence metric with its standard error (`coherence`,
-`coherence_se`, ...). The branches of a run (tinyscale/branches.py: a cool-down at a
-smaller token budget) are runs too, named `<run>/branches/<tokens>`, with `branch_of` =
-the run (None for every other run) and `trained_flops` = the FLOPs trained in that
-directory (a branch's cool-down only; `flops` counts as if it were trained alone). Runs
-that failed, are running or never started are kept, marked by `state`, with one row of
-NaNs if they logged nothing. Paths may be gs:// (etils.epath).
+`params_non_embedding`, `params_active`: a mixture's top-k experts only), `tokens`,
+`flops` (training FLOPs so far), the losses at that step (`eval_loss`, `eval_bpb`,
+`train_loss`), and on each run's last row (`final`) the evaluation of eval.json: every
+coherence metric with its standard error (`coherence`, `coherence_se`, ...). The
+branches of a run (tinyscale/branches.py: a cool-down at a smaller token budget) are
+runs too, named `<run>/branches/<tokens>`, with `branch_of` = the run (None for every
+other run) and `trained_flops` = the FLOPs trained in that directory (a branch's
+cool-down only; `flops` counts as if it were trained alone). Runs that failed, are
+running or never started are kept, marked by `state`, with one row of NaNs if they
+logged nothing. Paths may be gs:// (etils.epath).
 """
 
 from __future__ import annotations
