@@ -115,6 +115,12 @@ def _eval(args, overrides):
     run.print_summary(result)
 
 
+def _export(args, overrides):
+    from tinyscale import export
+    export.export_hf(args.run_dir, args.out, args.step,
+                     say=lambda m: print(m, file=sys.stderr))
+
+
 def _sweep_plan(args, overrides):
     from tinyscale.launch import plan, table
     base, runs = plan.expand(args.file, overrides)
@@ -248,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="checkpoint step (default: newest; an earlier step writes "
                          "eval-step<N>.json, leaving eval.json alone)")
     ev.set_defaults(func=_eval)
+    ex = sub.add_parser("export", help="write a trained run as a Hugging Face checkpoint")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", choices=("hf",), default="hf",
+                    help="hf: config.json + model.safetensors + tokenizer for transformers")
+    ex.add_argument("--out", required=True, help="a new (or empty) directory")
+    ex.add_argument("--step", type=NON_NEGATIVE, help="checkpoint step (default: newest)")
+    ex.set_defaults(func=_export)
     _add_sweep(sub)
     an = sub.add_parser("analyze", help="fits, emergence, plots and report.html of a sweep")
     an.add_argument("sweep_dir")
