@@ -230,3 +230,28 @@ def frontier(b):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def by_architecture(df, metric, crossings=(), threshold=0.5):
+    """A coherence metric against active parameters, one colour per architecture, with
+    each architecture's emergence point (by active parameters) and its 95% band."""
+    f = final_rows(df)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    cmap = plt.get_cmap("tab10")
+    for i, (arch, g) in enumerate(sorted(f.groupby("architecture"), key=lambda x: x[0])):
+        color = cmap(i % 10)
+        ax.scatter(g["params_active"], g[metric], color=color, s=18, label=arch)
+        means = g.groupby("params_active")[metric].mean()
+        ax.plot(means.index, means.values, color=color, lw=1)
+        for c in crossings:
+            if c.metric == metric and c.family == f"{arch} (active)" and c.status == "crossed":
+                ax.axvline(c.params, color=color, ls=":", lw=1.2)
+                if c.interval:
+                    ax.axvspan(*c.interval, color=color, alpha=0.08)
+    ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    _log_x(ax)
+    ax.set(xlabel="parameters active per token", ylabel=metric,
+           title=f"{metric.replace('_', ' ')} by architecture")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

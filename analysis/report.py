@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from etils import epath
 
-from analysis import budgets, compare, emergence, fit, plots, runs, template
+from analysis import architectures, budgets, compare, emergence, fit, plots, runs, template
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "consistency_above_chance", "completion",
            "coherence")
@@ -46,6 +46,7 @@ class Results:
     spread: pd.DataFrame            # seed-to-seed spread of each metric (shapes with >1 run)
     everything: pd.DataFrame        # df with the runs' branches (analysis.runs.load)
     budgets: budgets.Budgets | None  # L(N, D), IsoFLOP, frontier (>= 2 budgets per size)
+    by_architecture: architectures.ByArchitecture | None  # > 1 architecture in the sweep
 
     n_runs = property(lambda self: self.df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -154,7 +155,9 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
                    loss_curves,
                    _judge_table(final), _judge_agreement(final), synth, present,
                    emergence.seeds_per_cell(final), _spread(final, present + continuous),
-                   everything, budgets.compute(runs.final(everything), bootstrap))
+                   everything, budgets.compute(runs.final(everything), bootstrap),
+                   architectures.compute(final, present + continuous, threshold, bootstrap,
+                                         samples) if len(final) >= 2 else None)
 
 
 def draw(r: Results) -> dict:
@@ -174,6 +177,10 @@ def draw(r: Results) -> dict:
             figures["one_vs_deep"] = plots.one_vs_deep(r.pairs)
         if r.judge is not None:
             figures["judge_vs_params"] = plots.judge_vs_params(r.final, JUDGE)
+    if r.by_architecture is not None:
+        for m in r.present:
+            figures[f"{m}_by_architecture"] = plots.by_architecture(
+                r.df, m, r.by_architecture.crossings, r.threshold)
     if r.budgets is not None:
         figures["isoflop"] = plots.isoflop(r.budgets)
         figures["frontier"] = plots.frontier(r.budgets)

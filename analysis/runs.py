@@ -1,7 +1,8 @@
 """Load a sweep directory into one tidy DataFrame: a row per run x eval step.
 
 Columns: the run (`run`, `state`, `attempts`, `error`), its config flattened
-(`model.d_model`, `train.lr`, ...), parameters four ways (`params`, `params_embedding`,
+(`model.d_model`, `train.lr`, ...), its `architecture` (analysis/architectures.py),
+parameters four ways (`params`, `params_embedding`,
 `params_non_embedding`, `params_active`: a mixture's top-k experts only), `tokens`,
 `flops` (training FLOPs so far), the losses at that step (`eval_loss`, `eval_bpb`,
 `train_loss`), and on each run's last row (`final`) the evaluation of eval.json: every
@@ -42,6 +43,11 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def architecture_label(config: dict) -> str:
+    from analysis.architectures import label
+    return label(config)
+
+
 def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = None
               ) -> list[dict]:
     c = config_lib.from_saved(config)
@@ -55,6 +61,7 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
             "params_embedding": counts["embedding"],
             "params_non_embedding": counts["non_embedding"],
             "params_active": counts["active"], "flops_per_token": per_token,
+            "architecture": architecture_label(c.to_dict()),
             "branch_of": branch_of}
     forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
         c.train.seq_len  # tokens the run trained for the branch before its fork

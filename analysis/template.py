@@ -121,6 +121,20 @@ over these shapes), and the frontier gives, for each compute budget, the size th
 fitted law says reaches the lowest loss.</p>"""
 
 
+ARCHITECTURES = """<p>Each run's architecture is read from its knobs (family, block,
+attention, experts; depth is a size). Where each metric emerges for each architecture,
+against the parameters a token uses (<i>active</i>: a mixture's top-k experts only) and
+against all of them (<i>total</i>), with 95% intervals resampling shapes, seeds and
+prompts. Overlapping intervals mean this sweep cannot tell the architectures apart.</p>"""
+
+
+def by_architecture(r) -> str:
+    a = r.by_architecture
+    if a is None:
+        return ""
+    return f"<h2>By architecture</h2>{ARCHITECTURES}{table(a.table)}"
+
+
 def budgets(r) -> str:
     b = r.budgets
     if b is None:
@@ -147,6 +161,7 @@ def page(r, images: list[str], sample_columns) -> str:
 {budgets(r)}
 <h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{table(r.emergence)}
 {FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
+{by_architecture(r)}
 {judge}
 <h2>One block vs deep</h2><p>{html.escape(r.one_vs_deep_statement)}</p>
 {table(r.pairs) if not r.pairs.empty else ""}

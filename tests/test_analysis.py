@@ -285,3 +285,44 @@ def test_budgets_recover_a_known_law_and_its_compute_optimal_frontier():
     assert b.saved == pytest.approx(1 - (0.2 * 1.3e7 + 3e7) / 4.3e7, rel=1e-6)
     f = b.frontier
     assert (f["N_opt 2.5%"] <= f["N_opt"]).all() and (f["N_opt"] <= f["N_opt 97.5%"]).all()
+
+
+def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
+    """Dense runs and mixtures (4 experts, top-1) whose coherence follows one logistic
+    in *active* parameters: by active parameters they emerge at the same point, by total
+    parameters the mixtures later; the report has the section and the figure."""
+    from tinyscale import config as config_lib
+    from tinyscale import counting
+    root = tmp_path / "sweep"
+    record = {"runs": []}
+    i = 0
+    for experts in (0, 4):
+        for width in (16, 24, 32, 48, 64, 96):
+            for seed in (0, 1):
+                c = config_lib.get_config()
+                c.model.update(d_model=width, n_heads=max(1, width // 16), n_experts=experts,
+                               experts_per_token=1)
+                c.seed = seed
+                name = f"d{width}-e{experts}-s{seed}"
+                record["runs"].append({"index": i, "name": name, "config": c.to_dict()})
+                i += 1
+                run = root / "runs" / name
+                run.mkdir(parents=True)
+                (run / "state.json").write_text(json.dumps({"state": "done", "attempts": 1}))
+                (run / "metrics.jsonl").write_text(json.dumps(
+                    {"step": 100, "tokens": 1e5, "train_loss": 2.0, "eval_loss": 2.0}) + "\n")
+                active = counting.of_config(c)["active"]
+                coherence = float(1 / (1 + np.exp(-6 * (np.log10(active) - np.log10(6e4)))))
+                coherence += 0.01 * (seed - 0.5)
+                (run / "eval.json").write_text(json.dumps({
+                    "loss": 2.0, "coherence": coherence, "coherence_se": 0.01}))
+    (root / "sweep.json").write_text(json.dumps(record))
+    r = report.compute(str(root), bootstrap=50)
+    assert set(r.final["architecture"]) == {"llama", "llama MoE 4 top-1"}
+    found = {c.family: c for c in r.by_architecture.crossings if c.metric == "coherence"}
+    dense, moe = found["llama (active)"], found["llama MoE 4 top-1 (active)"]
+    assert dense.status == moe.status == "crossed"
+    assert moe.params == pytest.approx(dense.params, rel=0.1)
+    assert found["llama MoE 4 top-1 (total)"].params > 1.5 * found["llama (total)"].params
+    page = open(report.write(r)).read()
+    assert "By architecture" in page and "coherence_by_architecture" in page

@@ -1,0 +1,72 @@
+"""Architecture as a sweep dimension: a label per run, emergence per architecture.
+
+Every run gets an `architecture` label from its knobs -- the family, the block
+(sequential or parallel), the attention (global, a sliding window, or a mix) and the
+experts -- e.g. `llama`, `llama parallel`, `llama window 64`, `llama MoE 4 top-1`. Depth
+is not part of it (it is a size, as width is). For each architecture with runs at
+>= 2 sizes, each metric's emergence point is found as for depth families
+(analysis.emergence: logistic in log N, hierarchical bootstrap over shapes, seeds and
+prompts), twice: against total parameters and against the parameters active per token
+(a mixture's top-k experts), since a mixture is "larger" by one count and not the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from analysis import emergence
+
+
+def label(config: dict) -> str:
+    """The architecture of a run's (flattened or nested) config."""
+    from tinyscale import config as config_lib
+    c = config_lib.from_saved(config)
+    m = c.model
+    parts = [m.family]
+    if m.parallel_block and m.family != "phi":
+        parts.append("parallel")
+    kinds = set(config_lib.attention_types(m))
+    default = "global,local" if m.family == "gpt_neo" else "global"
+    pattern = m.attention_pattern if m.attention_pattern != "auto" else default
+    if kinds == {"local"}:
+        parts.append(f"window {m.window_size}")
+    elif pattern != default and "local" in kinds:
+        parts.append(f"{pattern.replace(',', '/')} window {m.window_size}")
+    if m.n_experts:
+        parts.append(f"MoE {m.n_experts} top-{m.experts_per_token}")
+    return " ".join(parts)
+
+
+@dataclasses.dataclass
+class ByArchitecture:
+    crossings: list            # emergence.Crossing, family = "<architecture> (active|total)"
+    table: pd.DataFrame        # metric x architecture: emergence by active and total N
+    architectures: list
+
+
+def compute(final: pd.DataFrame, metrics, threshold: float, bootstrap: int,
+            samples: dict | None) -> ByArchitecture | None:
+    """Emergence per architecture (by active and by total parameters); None when the
+    finished runs hold one architecture only."""
+    if "architecture" not in final or final["architecture"].nunique() < 2:
+        return None
+    crossings, rows = [], {}
+    archs = sorted(final["architecture"].unique())
+    for arch in archs:
+        g = final[final["architecture"] == arch]
+        if g["params"].nunique() < 2:
+            continue
+        for count, column in (("active", "params_active"), ("total", "params")):
+            h = g.assign(params=g[column], depth=0).reset_index(drop=True)
+            for c in emergence.table(h, metrics, threshold, bootstrap,
+                                     samples):
+                if c.family != "all depths":
+                    continue
+                c = dataclasses.replace(c, family=f"{arch} ({count})")
+                crossings.append(c)
+                rows.setdefault((c.metric, count), {})[arch] = c.describe()
+    table = pd.DataFrame([{"metric": m, "parameters": count, **cols}
+                          for (m, count), cols in rows.items()])
+    return ByArchitecture(crossings, table, archs)
