@@ -76,11 +76,14 @@ def test_paper_plan_marks_the_released_models():
     assert "30 runs" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "one_vs_deep.py", "cpu_study.py"])
+@pytest.mark.parametrize("name", ["quickstart.py", "one_vs_deep.py", "cpu_study.py",
+                                  "budgets.py", "architectures.py"])
 def test_shipped_sweeps_plan(name):
     result = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", name))
     assert result.returncode == 0, result.stderr
-    assert " runs; " in result.stdout
+    assert " runs" in result.stdout and "active" in result.stdout
+    if name == "budgets.py":  # 10 runs, 3 branches each
+        assert "10 runs with 30 branches ((N, D) points: 40" in result.stdout
 
 
 @pytest.mark.slow
