@@ -96,6 +96,11 @@ def load(sweep_dir: str) -> pd.DataFrame:
         raise TinyscaleError(f"{sweep_dir} is neither a sweep directory (sweep.json) nor a "
                              "run directory (config.json).")
     from tinyscale import branches
+    from tinyscale.evals.hf import EXTERNAL
+    if (path / "sweep.json").exists() and (path / EXTERNAL).exists():  # eval --hf models
+        runs += [(f"{EXTERNAL}/{d.name}", json.loads((d / "config.json").read_text()),
+                  RunDir(d)) for d in sorted((path / EXTERNAL).iterdir())
+                 if (d / "config.json").exists()]
     runs += [(f"{name}/{b.parent.name}/{b.name}", json.loads((b / "config.json").read_text()),
               RunDir(b), name) for name, _, rundir in runs for b in branches.list_dirs(rundir.path)]
     rows = [row for name, config, rundir, *of in runs
@@ -117,7 +122,7 @@ def samples(sweep_dir: str, names) -> dict[str, list[dict]]:
     runs_dir = path / "runs" if (path / "sweep.json").exists() else path.parent
     out = {}
     for name in names:
-        file = runs_dir / name / "samples.jsonl"
+        file = (path if name.startswith("external/") else runs_dir) / name / "samples.jsonl"
         if file.exists():
             out[name] = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
     return out

@@ -59,3 +59,54 @@ def test_a_shape_without_a_transformers_class_is_one_line(cache, tmp_path):  # n
     result = run_cli("export", str(run), "--out", str(tmp_path / "hf"))
     assert result.returncode == 2 and "parallel_block" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "hf").exists()
+
+
+def test_eval_hf_scores_a_local_gpt_neo_beside_the_sweep(cache, tmp_path):  # noqa: F811
+    """A GPT-Neo made here (random weights, a BPE tokenizer trained on SynthStories,
+    saved in the Hugging Face layout) is scored on the sweep's prompts with the sweep's
+    metrics, and `analyze` lists it among the runs."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from tinyscale import config as config_lib
+    from tinyscale.data.synthstories import generate
+    hf_dir, sweep = tmp_path / "tiny-neo", tmp_path / "sweep"
+    stories = [s.text for s in generate.stories(300, seed=0)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = __import__("tokenizers").decoders.ByteLevel()
+    tok.train_from_iterator(stories, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok,
+                                                eos_token="<|endoftext|>", unk_token="<unk>")
+    fast.save_pretrained(hf_dir)
+    torch.manual_seed(0)
+    cfg = transformers.GPTNeoConfig(vocab_size=len(fast), hidden_size=32, num_layers=2,
+                                    num_heads=2, max_position_embeddings=128, window_size=64,
+                                    attention_types=[[["global", "local"], 1]],
+                                    eos_token_id=fast.eos_token_id)
+    transformers.GPTNeoForCausalLM(cfg).save_pretrained(hf_dir)
+    base = config_lib.get_config()
+    base.data.update(cache_dir=cache, train_stories=1500, eval_stories=100, vocab_size=512)
+    base.eval.update(prompts=6, max_new_tokens=24, fluency=False)
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps(
+        {"spec": "none", "arg": "", "source": "", "base": base.to_dict(), "runs": []}))
+    result = run_cli("eval", "--hf", str(hf_dir), "--sweep", str(sweep))
+    assert result.returncode == 0, result.stderr
+    run = sweep / "external" / "tiny-neo"
+    scores = json.loads((run / "eval.json").read_text())
+    assert scores["n_completions"] == 6 and 0 <= scores["coherence"] <= 1
+    assert "consistency_above_chance" in scores
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and all(s["continuation"] for s in samples[:1])
+    state = json.loads((run / "state.json").read_text())
+    assert state["state"] == "done" and state["hf_source"] == str(hf_dir)
+    from analysis import runs
+    final = runs.final(runs.load(str(sweep)))
+    assert list(final["run"]) == ["external/tiny-neo"]
+    assert final["architecture"].iloc[0] == "gpt_neo"
+    assert final["params"].iloc[0] == sum(p.numel() for p in
+                                          transformers.GPTNeoForCausalLM(cfg).parameters())
+    again = run_cli("eval", "--hf", str(hf_dir), "--sweep", str(sweep))
+    assert again.returncode == 2 and "already scored" in again.stderr

@@ -108,6 +108,18 @@ def _sample(args, overrides):
 
 
 def _eval(args, overrides):
+    if args.hf or args.sweep:
+        if not (args.hf and args.sweep) or args.run_dir:
+            raise TinyscaleError("eval --hf DIR needs --sweep SWEEP_DIR and no run directory: "
+                                 "tinyscale eval --hf DIR --sweep SWEEP_DIR [--name NAME].")
+        from tinyscale.evals import hf, run
+        result = hf.evaluate(args.hf, args.sweep, args.name,
+                             say=lambda m: print(m, file=sys.stderr))
+        print(f"{args.hf}: {result['written']} written")
+        run.print_summary(result)
+        return
+    if not args.run_dir:
+        raise TinyscaleError("eval needs a run directory (or --hf DIR --sweep SWEEP_DIR).")
     from tinyscale.evals import run
     result = run.evaluate(args.run_dir, args.step, say=lambda m: print(m, file=sys.stderr),
                           overrides=overrides)
@@ -249,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     smp.set_defaults(func=_sample)
 
     ev = sub.add_parser("eval", help="held-out loss and story-completion metrics of a run")
-    ev.add_argument("run_dir")
+    ev.add_argument("run_dir", nargs="?")
+    ev.add_argument("--hf", metavar="DIR", help="score this Hugging Face model directory "
+                    "instead, beside the runs of --sweep (into SWEEP/external/NAME)")
+    ev.add_argument("--sweep", help="with --hf: the sweep whose prompts and settings to use")
+    ev.add_argument("--name", help="with --hf: its name in the sweep (default: the folder's)")
     ev.add_argument("--step", type=NON_NEGATIVE,
                     help="checkpoint step (default: newest; an earlier step writes "
                          "eval-step<N>.json, leaving eval.json alone)")

@@ -41,18 +41,19 @@ def held_out_loss(t: trained.Trained, mesh) -> dict:
 def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
     """(completion text, ended with EOS) for each prompt."""
     sp, e = t.sp, t.config.eval
+    eos = getattr(t, "eos_id", tokenizer.EOS_ID)  # a Hugging Face model's own (hf.py)
     # Stay inside the positions the model knows (learned positions have no others):
     # at most half the context for new tokens, the prompt's last tokens for the rest.
     limit = t.config.model.max_seq_len
     new = min(e.max_new_tokens, limit // 2)
     keep = limit - new
-    ids = [([tokenizer.EOS_ID] + sp.encode(p.text))[-keep:] for p in prompt_set]
-    s = sample.Sampling(new, e.temperature, 0, 1.0, e.beams, tokenizer.EOS_ID)
+    ids = [([eos] + sp.encode(p.text))[-keep:] for p in prompt_set]
+    s = sample.Sampling(new, e.temperature, 0, 1.0, e.beams, eos)
     outs = sample.generate(t.params.model, t.arrays, ids, s, seed=t.config.seed,
                            prompt_length=keep)
     results = []
     for prompt_ids, out in zip(ids, outs, strict=True):
-        body = [i for i in prompt_ids if i != tokenizer.EOS_ID]
+        body = [i for i in prompt_ids if i != eos]
         prefix, full = sp.decode(body), sp.decode(body + out)
         results.append((full[len(prefix):] if full.startswith(prefix) else sp.decode(out),
                         len(out) < new))
@@ -182,6 +183,13 @@ def evaluate(workdir: str, step: int | None = None, say=print,
     c, run = t.config, RunDir(workdir)
     mesh = next(iter(t.arrays.values())).sharding.mesh  # where the parameters live
     result = {"step": t.step, **held_out_loss(t, mesh)}
+    return write_evaluation(t, run, result, say)
+
+
+def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
+    """Complete the prompts, score the completions, write eval.json and samples.jsonl
+    (eval-step<N>.* for an earlier step) into `run`; `result` holds the losses."""
+    c = t.config
     prompt_set = _prompt_set(t)
     completions = complete(t, prompt_set)
     rows = score(c.data.dataset, prompt_set, completions, say)
