@@ -180,7 +180,7 @@ def evaluate(workdir: str, step: int | None = None, say=print,
         config = trained.saved_config(workdir, overrides)
         loaded = trained.load(workdir, step, config=config, say=say)
     t = loaded
-    c, run = t.config, RunDir(workdir)
+    run = RunDir(workdir)
     mesh = next(iter(t.arrays.values())).sharding.mesh  # where the parameters live
     result = {"step": t.step, **held_out_loss(t, mesh)}
     return write_evaluation(t, run, result, say)
