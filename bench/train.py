@@ -9,7 +9,8 @@ between about 195 and 275 GFLOP/s within a minute, so a single peak makes MFU no
 by +-15%. The steps therefore run in blocks of about 2 s, each right after its own peak
 probe; MFU is the median over blocks of block rate / its probe, and the table shows
 the median probe. Attention FLOPs are counted in full, without halving for causality
-(PaLM's convention), although the model skips the masked blocks.
+(PaLM's convention), although the model skips the masked blocks. With `--moe E-K` each
+shape is also trained as a mixture of experts; its MFU counts the active experts' FLOPs.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from tinyscale import counting, metrics, optim, parallel, steps
 from tinyscale.model import ModelSpec
 
 
-def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int):
+def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, **model):
     c = config_lib.get_config()
-    c.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads, max_seq_len=256)
+    c.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads, max_seq_len=256,
+                   **model)
     c.train.update(seq_len=256, batch_size=32)
     mesh = parallel.make_mesh(c)
     spec = ModelSpec.from_config(c.model, 4096)
@@ -59,7 +61,8 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int):
         elapsed = time.perf_counter() - start
         mfus.append(k * 32 * 256 / elapsed * flops / peaks[-1])
         seconds, done = seconds + elapsed, done + k
-    return (counting.parameter_counts(spec)["total"], compile_s, n_steps * 32 * 256 / seconds,
+    counts = counting.parameter_counts(spec)
+    return (counts["total"], counts["active"], compile_s, n_steps * 32 * 256 / seconds,
             float(np.median(mfus)), float(np.median(peaks)))
 
 
@@ -67,15 +70,25 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--shapes", default="d64-L2-h4,d256-L4-h8,d512-L8-h8")
+    parser.add_argument("--moe", default="", metavar="E-K",
+                        help="also each shape as a mixture of E experts, top-K, of the dense "
+                             "MLP's width (K=1: the same active parameters), e.g. 4-1")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind} x {jax.device_count()}", flush=True)
-    print(f"{'shape':<14} {'params':>10} {'compile s':>10} {'tokens/s':>10} "
+    print(f"{'shape':<20} {'params':>10} {'active':>10} {'compile s':>10} {'tokens/s':>10} "
           f"{'peak GFLOP/s':>13} {'MFU':>6}")
+    variants = [("", {})]
+    if args.moe:
+        experts, k = (int(x) for x in args.moe.split("-"))
+        variants.append((f" MoE {experts}x{k}", {"n_experts": experts,
+                                                  "experts_per_token": k}))
     for shape in args.shapes.split(","):
         d, layers, heads = (int(x[1:]) for x in shape.split("-"))
-        n, compile_s, rate, mfu, peak = bench_shape(d, layers, heads, args.steps)
-        print(f"{shape:<14} {n:>10,} {compile_s:>10.1f} {rate:>10,.0f} {peak / 1e9:>13.0f} "
-              f"{mfu:>6.1%}", flush=True)
+        for suffix, model in variants:
+            n, active, compile_s, rate, mfu, peak = bench_shape(d, layers, heads, args.steps,
+                                                                **model)
+            print(f"{shape + suffix:<20} {n:>10,} {active:>10,} {compile_s:>10.1f} "
+                  f"{rate:>10,.0f} {peak / 1e9:>13.0f} {mfu:>6.1%}", flush=True)
 
 
 if __name__ == "__main__":
