@@ -9,6 +9,7 @@ is between groups of the same runs)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,7 +98,9 @@ def test_a_packed_group_killed_with_sigkill_resumes_bit_identical(env, tmp_path)
     proc.wait()
     result = run_cli("sweep", "run", tiny, "--sweep-dir", str(path), *PACK, env=env)
     assert result.returncode == 0, result.stderr
-    assert f"resuming {path / 'runs' / 's0'} from step 10" in result.stderr
+    # the checkpoint at 10 at least was saved before the kill (20 too, on a fast machine)
+    assert re.search(f"resuming {re.escape(str(path / 'runs' / 's0'))} from step (10|20)\n",
+                     result.stderr), result.stderr
     for name in SOLO:
         a, b = path / "runs" / name, reference / "runs" / name
         assert [(m["step"], m["train_loss"]) for m in metrics(a)] == \
