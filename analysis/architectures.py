@@ -3,7 +3,8 @@
 Every run gets an `architecture` label from its knobs -- the family, the block
 (sequential or parallel), the attention (global, a sliding window, or a mix) and the
 experts -- e.g. `llama`, `llama parallel`, `llama window 64`, `llama MoE 4 top-1`. Depth
-is not part of it (it is a size, as width is). For each architecture with runs at
+is not part of it (it is a size, as width is); an MLP (or expert) width other than the
+family's default is, as a share of it (`ff x0.25`). For each architecture with runs at
 >= 2 sizes, each metric's emergence point is found as for depth families
 (analysis.emergence: logistic in log N, hierarchical bootstrap over shapes, seeds and
 prompts), twice: against total parameters and against the parameters active per token
@@ -22,6 +23,7 @@ from analysis import emergence
 def label(config: dict) -> str:
     """The architecture of a run's (flattened or nested) config."""
     from tinyscale import config as config_lib
+    from tinyscale.model import ModelSpec
     c = config_lib.from_saved(config)
     m = c.model
     parts = [m.family]
@@ -36,6 +38,11 @@ def label(config: dict) -> str:
         parts.append(f"{pattern.replace(',', '/')} window {m.window_size}")
     if m.n_experts:
         parts.append(f"MoE {m.n_experts} top-{m.experts_per_token}")
+    if m.d_ff:  # an MLP (or expert) width other than the family's: as a share of it
+        default = ModelSpec.from_config(config_lib.from_saved({**c.to_dict(), "model": {
+            **c.model.to_dict(), "d_ff": 0}}).model, 2).d_ff
+        if m.d_ff != default:
+            parts.append(f"ff x{m.d_ff / default:.2g}")
     return " ".join(parts)
 
 
