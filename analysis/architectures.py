@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 
 from analysis import emergence
@@ -51,6 +52,52 @@ class ByArchitecture:
     crossings: list            # emergence.Crossing, family = "<architecture> (active|total)"
     table: pd.DataFrame        # metric x architecture: emergence by active and total N
     architectures: list
+    matched: pd.DataFrame      # each run against the plain run of its family nearest in N
+
+
+def matched(final: pd.DataFrame, tolerance: float = 1.5) -> pd.DataFrame:
+    """Each run of an architecture other than its family's plain one (`llama`) paired
+    with the plain run of the same depth nearest in active and, separately, in total
+    parameters (within a factor `tolerance`), with the differences and their intervals."""
+    from analysis import compare
+    rows = []
+    for arch, g in final.groupby("architecture"):
+        plain = final[final["architecture"] == arch.split()[0]]
+        if arch == arch.split()[0] or plain.empty:
+            continue
+        for _, run in g.iterrows():
+            for count, column in (("active", "params_active"), ("total", "params")):
+                same = plain[plain["depth"] == run["depth"]]
+                if "seed" in same and (same["seed"] == run["seed"]).any():
+                    same = same[same["seed"] == run["seed"]]  # seed with seed
+                if same.empty:
+                    continue
+                ratio = np.abs(np.log(same[column] / run[column]))
+                if ratio.min() > np.log(tolerance):
+                    continue
+                other = same.loc[ratio.idxmin()]
+                rows.append({"architecture": arch, "matched by": count, "run": run["run"],
+                             "against": other["run"], "params": run[column],
+                             "params against": other[column],
+                             **compare.differences(run, other)})
+    return pd.DataFrame(rows)
+
+
+def matched_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per architecture and matching: the mean difference of each metric over its
+    pairs, with a 95% interval (the pairs' own errors, taken as independent)."""
+    if pairs.empty:
+        return pairs
+    rows = []
+    for (arch, count), g in pairs.groupby(["architecture", "matched by"], sort=False):
+        row = {"architecture": arch, "matched by": count, "pairs": len(g)}
+        for m in ("eval_loss", "grammar", "consistency", "coherence"):
+            if f"{m}_diff" in g:
+                half = np.sqrt((g[f"{m}_ci"] ** 2).sum()) / len(g)
+                row[f"{m} diff"] = f"{g[f'{m}_diff'].mean():+.3f}" + (
+                    f" ± {half:.3f}" if np.isfinite(half) else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def compute(final: pd.DataFrame, metrics, threshold: float, bootstrap: int,
@@ -76,4 +123,4 @@ def compute(final: pd.DataFrame, metrics, threshold: float, bootstrap: int,
                 rows.setdefault((c.metric, count), {})[arch] = c.describe()
     table = pd.DataFrame([{"metric": m, "parameters": count, **cols}
                           for (m, count), cols in rows.items()])
-    return ByArchitecture(crossings, table, archs)
+    return ByArchitecture(crossings, table, archs, matched(final))

@@ -10,29 +10,41 @@ import pandas as pd
 METRICS = ("eval_loss", "grammar", "consistency", "completion", "coherence")
 
 
-def matched_pairs(final: pd.DataFrame, tolerance: float = 1.5) -> pd.DataFrame:
-    """Each deeper run paired with the depth-1 run closest in non-embedding parameters
-    (within a factor `tolerance`), with the differences deep - one and their intervals."""
+def matched_pairs(final: pd.DataFrame, tolerance: float = 1.5,
+                  by: str = "params_non_embedding") -> pd.DataFrame:
+    """Each deeper run paired with the depth-1 run of its architecture closest in `by`
+    (non-embedding parameters; `params_active` for a mixture's active ones), within a
+    factor `tolerance`, with the differences deep - one and their intervals."""
+    if "architecture" in final and final["architecture"].nunique() > 1:
+        parts = [matched_pairs(g.drop(columns="architecture"), tolerance, by).assign(
+            architecture=arch) for arch, g in final.groupby("architecture")]
+        parts = [p for p in parts if not p.empty]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     one, deep = final[final["depth"] == 1], final[final["depth"] > 1]
     rows = []
     for _, d in deep.iterrows():
         if one.empty:
             break
-        ratio = np.abs(np.log(one["params_non_embedding"] / d["params_non_embedding"]))
+        ratio = np.abs(np.log(one[by] / d[by]))
         o = one.loc[ratio.idxmin()]
         if ratio.min() > np.log(tolerance):
             continue
-        row = {"deep": d["run"], "one_block": o["run"], "depth": d["depth"],
-               "params_deep": d["params_non_embedding"], "params_one": o["params_non_embedding"]}
-        for m in METRICS:
-            if m in d and m in o:
-                # held-out loss: its standard error over held-out sequences (runs from
-                # before it was recorded have none: their interval stays unknown)
-                se = np.hypot(d.get(f"{m}_se", np.nan), o.get(f"{m}_se", np.nan))
-                row[f"{m}_diff"] = d[m] - o[m]
-                row[f"{m}_ci"] = 1.96 * se
-        rows.append(row)
+        rows.append({"deep": d["run"], "one_block": o["run"], "depth": d["depth"],
+                     "params_deep": d[by], "params_one": o[by], **differences(d, o)})
     return pd.DataFrame(rows)
+
+
+def differences(a: pd.Series, b: pd.Series) -> dict:
+    """{metric_diff: a - b, metric_ci: half-width of its 95% interval} for two runs."""
+    row = {}
+    for m in METRICS:
+        if m in a and m in b:
+            # held-out loss: its standard error over held-out sequences (runs from
+            # before it was recorded have none: their interval stays unknown)
+            se = np.hypot(a.get(f"{m}_se", np.nan), b.get(f"{m}_se", np.nan))
+            row[f"{m}_diff"] = a[m] - b[m]
+            row[f"{m}_ci"] = 1.96 * se
+    return row
 
 
 def statement(pairs: pd.DataFrame) -> str:

@@ -63,12 +63,18 @@ def _fits(final, bootstrap):
 
 
 def _runs_table(df, final, present) -> pd.DataFrame:
-    shown = ["run", "state", "width", "depth", "heads", "params", "params_non_embedding",
+    shown = ["run", "state", "architecture", "width", "depth", "heads", "params",
+             "params_active", "params_non_embedding",
              "tokens", "eval_loss", "eval_loss_se", *present,
              *[f"{m}_se" for m in ("coherence",) if m in final]]
     table = df.sort_values("step").drop_duplicates("run", keep="last")
     table = table[[c for c in shown if c in table]].sort_values(["depth", "width"])
+    if "architecture" in table and table["architecture"].nunique() < 2:
+        table = table.drop(columns="architecture")  # one architecture: said nowhere else
+    if "params_active" in table and (table["params_active"] == table["params"]).all():
+        table = table.drop(columns="params_active")  # no experts: active = total
     return table.rename(columns={"params_non_embedding": "non-emb params",
+                                 "params_active": "active",
                                  "grammar_prefix": "gram. prefix", "coherence_se": "coh. SE",
                                  "eval_loss_se": "loss SE",
                                  "consistency_above_chance": "cons. above chance"})

@@ -128,11 +128,20 @@ against all of them (<i>total</i>), with 95% intervals resampling shapes, seeds 
 prompts. Overlapping intervals mean this sweep cannot tell the architectures apart.</p>"""
 
 
+MATCHED = """<p>At matched parameters: each run set against the plain run of its family
+(same depth, same seed) nearest in active and, separately, in total parameters; the mean
+difference (this architecture minus plain) over the pairs with its 95% interval. Lower
+loss and higher coherence are better.</p>"""
+
+
 def by_architecture(r) -> str:
     a = r.by_architecture
     if a is None:
         return ""
-    return f"<h2>By architecture</h2>{ARCHITECTURES}{table(a.table)}"
+    from analysis.architectures import matched_summary
+    summary = matched_summary(a.matched)
+    return (f"<h2>By architecture</h2>{ARCHITECTURES}{table(a.table)}"
+            + (f"{MATCHED}{table(summary)}" if not summary.empty else ""))
 
 
 def budgets(r) -> str:

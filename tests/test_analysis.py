@@ -324,5 +324,14 @@ def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
     assert dense.status == moe.status == "crossed"
     assert moe.params == pytest.approx(dense.params, rel=0.1)
     assert found["llama MoE 4 top-1 (total)"].params > 1.5 * found["llama (total)"].params
+    # matched comparison: equal to dense at equal active parameters, behind at equal total
+    pairs = r.by_architecture.matched
+    by_active = pairs[pairs["matched by"] == "active"]
+    by_total = pairs[pairs["matched by"] == "total"]
+    assert len(by_active) == 12
+    assert (by_active["run"].str[-2:] == by_active["against"].str[-2:]).all()  # same seed
+    assert by_active["coherence_diff"].abs().max() < 0.05
+    assert len(by_total) >= 4 and by_total["coherence_diff"].mean() < -0.1
     page = open(report.write(r)).read()
     assert "By architecture" in page and "coherence_by_architecture" in page
+    assert "At matched parameters" in page
