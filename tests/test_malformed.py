@@ -169,6 +169,18 @@ CASES = [
     ("gs:// without gcsfs", lambda w: train(w, workdir="gs://bucket/run"),
      "tinyscale[gcs]"),
     # data
+    ("noise share of 1", lambda w: train(w, "--config.data.noise=1.0"), "data.noise="),
+    ("noise kind of another corpus", lambda w: train(
+        w, "--config.data.dataset=tinystories", "--config.data.noise=0.2",
+        "--config.data.noise_kinds=wrong_pronoun"), "data.noise_kinds"),
+    ("grammar filter on TinyStories", lambda w: train(
+        w, "--config.data.dataset=tinystories", "--config.data.filter=grammar"),
+     "data.filter"),
+    ("filter keeps nothing", lambda w: train(w, "--config.data.filter=grammar",
+                                             "--config.data.filter_keep=0.0"),
+     "data.filter_keep"),
+    ("data dir of another noise share", lambda w: train(w, "--config.data.noise=0.5"),
+     "not 0.5"),
     ("data dir is a file", lambda w: train(w)[:-1] + [f"--config.data.dir={a_file(w)}"],
      "is a file"),
     ("prepare into a file", lambda w: ["data", "prepare", "--data-dir", a_file(w)],

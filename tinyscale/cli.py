@@ -80,6 +80,9 @@ def _print_summary(data_dir: str, n_stories: int = 3) -> None:
     for split, s in meta["splits"].items():
         print(f"{split:<11} {s['stories']:>9,} stories {s['tokens']:>12,} tokens "
               f"{s['bytes']:>13,} bytes  {s['bytes_per_token']:.2f} bytes/token")
+    from tinyscale.data import quality
+    if quality.describe(meta):
+        print(f"quality     {quality.describe(meta)}")
     stream = np.asarray(pipeline.tokens(data_dir, "eval")[:20_000])
     ends = np.flatnonzero(stream == meta["eos_id"])
     starts = np.concatenate([[0], ends[:-1] + 1])

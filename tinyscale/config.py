@@ -40,6 +40,14 @@ def get_config() -> ml_collections.ConfigDict:
     d.vocab_size = 1024                  # sentencepiece vocabulary size
     d.tokenizer = "bpe"                  # sentencepiece model type: bpe | unigram
     d.tokenizer_sample_mb = 20           # MB of training text the tokenizer learns from
+    d.noise = 0.0                        # share of training stories replaced by corrupted
+                                         # ones (data/quality.py), in [0, 1)
+    d.noise_kinds = "all"                # their corruptions, comma-separated (synthstories/
+                                         # corrupt.py); all = every kind the corpus supports
+    d.noise_seed = 0                     # which stories are corrupted, and how
+    d.filter = "none"                    # score every training story, keep the best share:
+                                         # none | grammar (SynthStories) | reference_lm
+    d.filter_keep = 0.75                 # the share of training stories the filter keeps
 
     c.model = m = ml_collections.ConfigDict()
     m.family = "llama"                   # llama (RoPE, RMSNorm, SwiGLU) | gpt_neo (paper) | phi
@@ -313,6 +321,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive(c, "data.train_stories", "data.eval_stories", "data.tokenizer_sample_mb")
     if not 0.0 < c.data.synth_richness <= 1.0:
         _fail("data.synth_richness", c.data.synth_richness, "use a share in (0, 1]")
+    from tinyscale.data import quality
+    quality.check(c.data)
     if not 64 <= c.data.vocab_size <= 65_535:
         _fail("data.vocab_size", c.data.vocab_size, "use a size from 64 to 65535")
     _choice(c, "model.family", FAMILIES)

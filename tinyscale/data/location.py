@@ -34,12 +34,16 @@ def source_fingerprint(manual_dir: str) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]
 
 
-def data_key(c: ml_collections.ConfigDict) -> str:
-    """A short hash of the settings (and the manual dir's files) that determine the data."""
+def data_key(c: ml_collections.ConfigDict, noise: bool = True, filtered: bool = True) -> str:
+    """A short hash of the settings (and the manual dir's files) that determine the data;
+    without `filtered`, of the corpus before data.filter (its scores' cache), without
+    `noise` too, of the clean corpus (its tokenizer: every quality setting shares it)."""
+    from tinyscale.data import quality
     d = c.data
     values = {k: d[k] for k in ("dataset",) + DATA_KEYS[d.dataset]}
     if d.dataset == "tinystories":
         values["source"] = source_fingerprint(d.manual_dir)
+    values.update(quality.key_values(d, noise, filtered))
     blob = json.dumps(values, sort_keys=True)
     return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 

@@ -28,7 +28,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from tinyscale.data import location, synthstories, tokenizer
+from tinyscale.data import location, quality, synthstories, tokenizer
 from tinyscale.errors import TinyscaleError
 from tinyscale.rundir import is_remote
 
@@ -127,9 +127,16 @@ def _prepare_local(c, out: str, progress: bool) -> str:
         if progress:
             print(f"training a {c.data.vocab_size}-piece {c.data.tokenizer} tokenizer...",
                   file=sys.stderr)
-        model = tokenizer.cached(train_texts(), location.data_key(c), c.data.vocab_size,
-                                 c.data.tokenizer, c.data.tokenizer_sample_mb,
-                                 c.data.cache_dir)
+        # trained on the clean corpus: every noise and filter setting shares it, so their
+        # losses are per token of one vocabulary
+        model = tokenizer.cached(train_texts(), location.data_key(c, noise=False,
+                                                                  filtered=False),
+                                 c.data.vocab_size, c.data.tokenizer,
+                                 c.data.tokenizer_sample_mb, c.data.cache_dir)
+        report = {}
+        if quality.active(c.data):
+            training = quality.Training(train_texts, n_train, c, progress)
+            train_texts, n_train, report = training.texts, training.count, training.report
         shutil.copy(model, os.path.join(tmp, "tokenizer.model"))
         sp = tokenizer.load(model)
         splits = {
@@ -142,7 +149,8 @@ def _prepare_local(c, out: str, progress: bool) -> str:
                 "vocab_size": sp.get_piece_size(), "eos_id": tokenizer.EOS_ID,
                 "bos_id": tokenizer.BOS_ID, "splits": splits,
                 "bytes_per_token": splits["eval"]["bytes_per_token"],
-                "tokenizer_sha256": _sha256(os.path.join(tmp, "tokenizer.model"))}
+                "tokenizer_sha256": _sha256(os.path.join(tmp, "tokenizer.model")),
+                **report}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=2)
         _move_in(tmp, out)
@@ -175,6 +183,15 @@ def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
                 f"{data_dir} holds data prepared with config.data.{key}={saved[key]!r}, not "
                 f"{c.data[key]!r}: use another --data-dir (config.data.dir), or the same "
                 "settings.")
+    from tinyscale.config import Values, get_config
+    was = quality.key_values(Values.of({**get_config().data.to_dict(), **saved}))
+    now = quality.key_values(c.data)
+    for key in sorted(set(was) | set(now)):
+        if was.get(key) != now.get(key):
+            raise TinyscaleError(
+                f"{data_dir} holds data prepared with config.data.{key}="
+                f"{was.get(key, 'off')!r}, not {now.get(key, 'off')!r}: use "
+                "another --data-dir (config.data.dir), or the same settings.")
 
 
 def verify(data_dir: str) -> None:
