@@ -84,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
     t.decay_fraction = 0.2               # wsd: the last share of the run that decays (1 - sqrt)
     t.branches = ()                      # wsd: smaller token budgets, each a cool-down forked
                                          # from the stable phase (runs/<name>/branches/<tokens>)
+    t.teacher = ""                       # a finished run's directory (same tokenizer) whose
+                                         # logits this run learns from (tinyscale/distill.py)
+    t.distill_weight = 0.5               # loss = w T^2 KL(teacher_T || student_T) + (1-w) CE
+    t.distill_temperature = 2.0          # T: both softmaxes of the distillation term
     t.warmup_steps = 50                  # linear warmup from 0
     t.final_lr_ratio = 0.1               # decay target as a share of lr
     t.weight_decay = 0.1                 # AdamW decay (not on norms, biases, embeddings' norms)
@@ -374,6 +378,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         _fail("train.decay_fraction", fraction, "use a share of the run in (0, 1], e.g. 0.2")
     _check_branches(c)
+    weight, temperature = c.train.distill_weight, c.train.distill_temperature
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1:
+        _fail("train.distill_weight", weight, "use a share in [0, 1] (0: cross-entropy only)")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
+            or not temperature > 0:
+        _fail("train.distill_temperature", temperature, "use a positive temperature, e.g. 2")
     for knob in ("train.lr", "train.weight_decay", "train.grad_clip", "train.final_lr_ratio"):
         if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
             _fail(knob, _get(c, knob), "use a non-negative number")

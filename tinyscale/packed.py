@@ -46,9 +46,9 @@ AUTO_MAX = 16  # launch.pack=auto: at most this many runs in one program
 
 def key(config) -> str | None:
     """What runs packed together share: the config less the PACKABLE knobs and its
-    workdir. None for a run that trains alone (one with branches)."""
+    workdir. None for a run that trains alone (one with branches or a teacher)."""
     d = config.to_dict()
-    if d["train"].get("branches"):
+    if d["train"].get("branches") or d["train"].get("teacher"):
         return None
     d.pop("seed", None)
     for k in SCALARS:

@@ -7,6 +7,7 @@ as is. `Params.model(arrays)` rebuilds the NNX module inside a trace.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tinyscale import parallel
+from tinyscale import distill, parallel
 from tinyscale.cross_entropy import mean_cross_entropy
 from tinyscale.model import ModelSpec, Transformer, router_stats
 
@@ -52,46 +53,60 @@ def token_losses(model, batch_BT: jax.Array) -> jax.Array:
     return -jnp.sum(logp_BTV * targets_BTV, axis=-1)
 
 
-def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float = 0.0):
+def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float = 0.0,
+              teacher_logits_BTV: jax.Array | None = None, weight: float = 0.0,
+              temperature: float = 1.0):
     """(training loss, metrics): token_losses(...).mean() -- with the output projection
-    fused into the cross-entropy (tinyscale/cross_entropy.py) -- plus, for a mixture of
-    experts, aux_coef x load balance + z_coef x router z-loss. Metrics: "loss" (the
-    cross-entropy alone, comparable across models), and the router's "moe_balance",
-    "moe_z" and "expert_load" [layers, experts]."""
+    fused into the cross-entropy (tinyscale/cross_entropy.py) -- mixed, given a teacher's
+    logits, with the distillation term (tinyscale/distill.py) as weight : 1 - weight;
+    plus, for a mixture of experts, aux_coef x load balance + z_coef x router z-loss.
+    Metrics: "loss" (the cross-entropy alone, comparable across models), "distill_kl",
+    and the router's "moe_balance", "moe_z" and "expert_load" [layers, experts]."""
     x_BTD = model.features(batch_BT[:, :-1])
     w_VD, bias_V = model.output_projection()
     loss = mean_cross_entropy(x_BTD, w_VD, bias_V, batch_BT[:, 1:])
+    total, out = loss, {"loss": loss}
+    if teacher_logits_BTV is not None:
+        out["distill_kl"] = kl = distill.kl(x_BTD, w_VD, bias_V, teacher_logits_BTV,
+                                            temperature)
+        total = weight * temperature ** 2 * kl + (1.0 - weight) * loss
     stats = router_stats(model)
     if stats is None:
-        return loss, {"loss": loss}
-    total = loss + aux_coef * stats["balance"] + z_coef * stats["z"]
-    return total, {"loss": loss, "moe_balance": stats["balance"], "moe_z": stats["z"],
+        return total, out
+    total = total + aux_coef * stats["balance"] + z_coef * stats["z"]
+    return total, {**out, "moe_balance": stats["balance"], "moe_z": stats["z"],
                    "expert_load": stats["load"]}
 
 
-def step_fn(params: Params, grad_accum: int):
-    """The train step, not jitted: (arrays, opt_state, batch_BT, tx) -> (arrays,
-    opt_state, {"loss", "grad_norm"}). tinyscale/packed.py maps it over runs."""
+def step_fn(params: Params, grad_accum: int, teacher: distill.Teacher | None = None):
+    """The train step, not jitted: (arrays, opt_state, batch_BT, tx, teacher_arrays) ->
+    (arrays, opt_state, {"loss", "grad_norm", ...}). tinyscale/packed.py maps it over
+    runs. With a `teacher`, its parameters come in as `teacher_arrays`."""
     m = params.spec
     coefs = (m.router_aux_coef, m.router_z_coef) if m.n_experts else (0.0, 0.0)
 
-    def loss_fn(arrays, batch_BT):
-        return mean_loss(params.model(arrays), batch_BT, *coefs)
+    def loss_fn(arrays, batch_BT, teacher_arrays):
+        if teacher is None:
+            return mean_loss(params.model(arrays), batch_BT, *coefs)
+        logits_BTV = teacher.params.model(teacher_arrays)(batch_BT[:, :-1])  # inference
+        return mean_loss(params.model(arrays), batch_BT, *coefs, logits_BTV,
+                         teacher.weight, teacher.temperature)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(arrays, opt_state, batch_BT, tx):
+    def step(arrays, opt_state, batch_BT, tx, teacher_arrays=None):
         if grad_accum == 1:
-            (_, out), grads = grad_fn(arrays, batch_BT)
+            (_, out), grads = grad_fn(arrays, batch_BT, teacher_arrays)
         else:  # micro-batch i takes rows i, i+A, ...: every shard contributes to each
             b, t = batch_BT.shape
             micro = batch_BT.reshape(b // grad_accum, grad_accum, t).swapaxes(0, 1)
 
             def accumulate(carry, micro_BT):
-                (_, out), grads = grad_fn(arrays, micro_BT)
+                (_, out), grads = grad_fn(arrays, micro_BT, teacher_arrays)
                 return jax.tree.map(jnp.add, carry, (out, grads)), None
 
-            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, arrays, micro[0]))
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+                grad_fn, arrays, micro[0], teacher_arrays))
             (out, grads), _ = jax.lax.scan(accumulate, (zeros[0][1], zeros[1]), micro)
             out, grads = jax.tree.map(lambda x: x / grad_accum, (out, grads))
         updates, opt_state = tx.update(grads, opt_state, arrays)
@@ -101,10 +116,15 @@ def step_fn(params: Params, grad_accum: int):
     return step
 
 
-def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int):
-    step = step_fn(params, grad_accum)
-    return jax.jit(lambda arrays, opt_state, batch_BT: step(arrays, opt_state, batch_BT, tx),
+def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int,
+                    teacher: distill.Teacher | None = None):
+    """The jitted step: (arrays, opt_state, batch_BT) -> (arrays, opt_state, metrics)."""
+    step = jax.jit(functools.partial(step_fn(params, grad_accum, teacher), tx=tx),
                    donate_argnums=(0, 1))
+    if teacher is None:
+        return step
+    return lambda arrays, opt_state, batch_BT: step(arrays, opt_state, batch_BT,
+                                                     teacher_arrays=teacher.arrays)
 
 
 def make_eval_step(params: Params):

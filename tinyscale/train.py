@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from tinyscale import branches, checkpoint, counting, metrics, optim, parallel, steps
+from tinyscale import branches, checkpoint, counting, distill, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
@@ -78,6 +78,7 @@ def main(config, workdir: str) -> int:
 
     `config` is validated where it was made (config_file.resolve, plan.expand)."""
     config.output.workdir = str(workdir)
+    distill.check(config)
     run = RunDir(workdir)
     run.check_workdir()
     _check_same_run(run, config)
@@ -172,9 +173,13 @@ class Trainer:
         self.params = steps.Params(self.spec, mesh, c.seed)
         self.tx = optim.optimizer(t, self.total)
         self.schedule = optim.schedule(t, self.total)
-        self.train_step = steps.make_train_step(self.params, self.tx, t.grad_accum)
+        self.teacher = distill.load(c, mesh, self.meta)
+        self.train_step = steps.make_train_step(self.params, self.tx, t.grad_accum,
+                                                self.teacher)
         self.eval_step = steps.make_eval_step(self.params)
-        self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len)
+        # what the step computes: a teacher's forward pass too
+        self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len) + (
+            self.teacher.flops_per_token if self.teacher else 0.0)
         self.branches = branches.of(c)
         self.forks = {b.fork: [x for x in self.branches if x.fork == b.fork]
                       for b in self.branches}
@@ -273,7 +278,9 @@ class Trainer:
                       "lr": float(self.schedule(step - 1)), "tokens_per_s": rate,
                       "mfu": rate * self.flops_per_token / self.peak,
                       "wall_s": wall_before + now - start, "worker": self.worker,
-                      **metrics.router(out)}
+                      **metrics.router(out),
+                      **({"distill_kl": float(out["distill_kl"])} if "distill_kl" in out
+                         else {})}
             if step % self.c.eval.every == 0 or step == self.total:
                 record.update(self.evaluate(arrays))
             self.writer.write(record)
