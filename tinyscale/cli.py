@@ -65,6 +65,14 @@ def _data_prepare(args, overrides):
     _print_summary(out)
 
 
+def _data_generate(args, overrides):
+    from tinyscale.data import generated
+    generated.generate(args.run_dir, args.stories, args.out, args.temperature, args.top_p,
+                       args.batch, args.opening_tokens, args.seed,
+                       say=lambda m: print(m, file=sys.stderr))
+    _print_summary(args.out)
+
+
 def _data_show(args, overrides):
     _print_summary(args.data_dir, args.stories)
 
@@ -239,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--manual-dir", help="folder with the TinyStories .txt files")
     prep.add_argument("--data-dir", help="where to write (default: a cache dir)")
     prep.set_defaults(func=_data_prepare)
+    gen = data_sub.add_parser("generate", help="sample a corpus from a trained run "
+                              "(teacher data), prepared for data.dataset=generated")
+    gen.add_argument("--from", dest="run_dir", required=True, help="the trained run")
+    gen.add_argument("--stories", type=POSITIVE, required=True, help="how many")
+    gen.add_argument("--out", required=True, help="a new folder for the corpus")
+    gen.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=1.0)
+    gen.add_argument("--top-p", type=UNIT, default=0.95)
+    gen.add_argument("--batch", type=POSITIVE, default=64, help="stories per batch")
+    gen.add_argument("--opening-tokens", type=POSITIVE, default=8,
+                     help="tokens of a training story's opening each story starts from")
+    gen.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    gen.set_defaults(func=_data_generate)
     show = data_sub.add_parser("show", help="statistics and a few stories")
     show.add_argument("--data-dir", required=True)
     show.add_argument("--stories", type=NON_NEGATIVE, default=3)

@@ -18,7 +18,7 @@ CACHE_ROOT = "~/.cache/tinyscale"  # the default data.cache_dir: every cache liv
 # The launchers point their workers' persistent compilation cache into the sweep dir with
 # this variable; "" turns the cache off; unset, it is <data.cache_dir default>/jax.
 COMPILATION_CACHE_ENV = "TINYSCALE_COMPILATION_CACHE"
-DATASETS = ("synthstories", "tinystories")
+DATASETS = ("synthstories", "tinystories", "generated")
 FAMILIES = ("llama", "gpt_neo", "phi")
 
 
@@ -28,7 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0                           # seeds parameter init and the data order
 
     c.data = d = ml_collections.ConfigDict()
-    d.dataset = "synthstories"           # synthstories (built in) | tinystories (TFDS)
+    d.dataset = "synthstories"           # synthstories (built in) | tinystories (TFDS) |
+                                         # generated (data.dir from `data generate`)
     d.dir = ""                           # prepared data; "" = a cache dir keyed by these settings
     d.cache_dir = CACHE_ROOT             # tokenizers, default data dirs, the reference LM
     d.tinystories_version = "original"   # original | gpt4 (the TinyStoriesV2-GPT4 files)
@@ -322,6 +323,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _choice(c, "data.dataset", DATASETS)
     _choice(c, "data.tinystories_version", ("original", "gpt4"))
     _choice(c, "data.tokenizer", ("bpe", "unigram"))
+    if c.data.dataset == "generated" and not c.data.dir:
+        _fail("data.dir", "", "data.dataset=generated reads the folder `tinyscale data "
+              "generate --from RUN --out DIR` wrote: set --config.data.dir=DIR")
     _positive(c, "data.train_stories", "data.eval_stories", "data.tokenizer_sample_mb")
     if not 0.0 < c.data.synth_richness <= 1.0:
         _fail("data.synth_richness", c.data.synth_richness, "use a share in (0, 1]")

@@ -79,6 +79,9 @@ def main(config, workdir: str) -> int:
     `config` is validated where it was made (config_file.resolve, plan.expand)."""
     config.output.workdir = str(workdir)
     distill.check(config)
+    if config.data.dataset == "generated":  # before the run directory is made
+        from tinyscale.data import generated
+        generated.check_dir(os.path.expanduser(config.data.dir))
     run = RunDir(workdir)
     run.check_workdir()
     _check_same_run(run, config)

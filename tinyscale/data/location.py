@@ -18,6 +18,7 @@ DATA_KEYS = {
     "synthstories": _TOKENIZER_KEYS + ("synth_seed", "synth_richness", "train_stories",
                                        "eval_stories"),
     "tinystories": _TOKENIZER_KEYS + ("tinystories_version",),
+    "generated": (),  # all of it is in data.dir, written by `tinyscale data generate`
 }
 
 

@@ -83,6 +83,12 @@ def prepare(c: ml_collections.ConfigDict, progress: bool = True,
     alone); one with meta.json is checked, never overwritten. For a run of a sweep the
     data lives under the sweep (`location.data_dir`); on gs:// it is prepared (or found)
     there and read through a local copy in the cache, checked against its meta.json."""
+    if c.data.dataset == "generated":
+        from tinyscale.data import generated
+        generated.check_dir(c.data.dir and os.path.expanduser(c.data.dir))
+        _check_settings(os.path.expanduser(c.data.dir), c)
+        verify(os.path.expanduser(c.data.dir))
+        return os.path.expanduser(c.data.dir)
     out = location.data_dir(c, sweep_dir)
     if is_remote(out):
         return _through_local_copy(c, out, progress)

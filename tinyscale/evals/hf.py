@@ -48,6 +48,7 @@ class HFModel:
     eos_id: int
     step: int = 0
     newest: bool = True
+    meta: dict = dataclasses.field(default_factory=dict)  # no prepared data of its own
 
 
 def _loader(hf_config: dict):

@@ -14,19 +14,19 @@ import sys
 import numpy as np
 
 from tinyscale import sample, steps, trained
-from tinyscale.data import pipeline, tokenizer
+from tinyscale.data import generated, pipeline, tokenizer
 from tinyscale.evals import MissingOptional, coherence, prompts
 from tinyscale.rundir import RunDir, write_atomic
 
 
 def _prompt_set(t: trained.Trained):
-    c = t.config
-    if c.data.dataset == "synthstories":
-        return prompts.synth_prompts(c.eval.prompts, c.data.synth_seed, c.data.synth_richness)
+    c, data = t.config, generated.source(t.config.data, t.meta)
+    if data.dataset == "synthstories":
+        return prompts.synth_prompts(c.eval.prompts, data.synth_seed, data.synth_richness)
     if c.eval.prompts_file:
         return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
     from tinyscale.data import tinystories
-    builder = tinystories.from_config(c.data)
+    builder = tinystories.from_config(data)
     return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts)
 
 
@@ -192,14 +192,15 @@ def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
     c = t.config
     prompt_set = _prompt_set(t)
     completions = complete(t, prompt_set)
-    rows = score(c.data.dataset, prompt_set, completions, say)
+    dataset = generated.source(c.data, t.meta).dataset
+    rows = score(dataset, prompt_set, completions, say)
     if c.eval.fluency:
         add_fluency(rows, prompt_set, completions, c.eval.fluency_prompts, c.data.cache_dir,
                     say)
     if c.eval.judge_url:
         result["judge_failed"] = _judge(c, prompt_set, completions, rows, say)
     result.update(summarize(rows))
-    add_chance(result, rows, score(c.data.dataset, prompt_set, [
+    add_chance(result, rows, score(dataset, prompt_set, [
         completions[j] for j in coherence.chance_pairs(len(completions))], say))
     ages = [r["judge_age_group"] for r in rows if "judge_age_group" in r]
     if ages:
