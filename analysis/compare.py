@@ -78,14 +78,16 @@ def statement(pairs: pd.DataFrame) -> str:
 
 def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,
                       bootstrap: int = 300, samples: dict | None = None,
-                      seed: int = 0) -> pd.DataFrame:
-    """For each metric and each depth k > 1: the ratio N_k / N_1 of the parameters at
-    which depth k and depth 1 cross `threshold` (below 1: the deeper family gets there
-    with fewer parameters), its 95% bootstrap interval and a verdict."""
+                      seed: int = 0, by: str = "depth", baseline=1) -> pd.DataFrame:
+    """For each metric and each family k of column `by` other than `baseline` (depth k >
+    1 against depth 1; a data setting against the plain corpus): the ratio N_k / N_1 of
+    the parameters at which family k and the baseline cross `threshold` (below 1: family
+    k gets there with fewer parameters), its 95% bootstrap interval and a verdict."""
     from analysis import emergence
-    families = dict(tuple(final.groupby("depth")))
-    if 1 not in families:
+    families = dict(tuple(final.groupby(by)))
+    if baseline not in families:
         return pd.DataFrame()
+    name = (lambda k: f"depth {k}") if by == "depth" else str
     rows = []
     for metric in metrics:
         if metric not in final:
@@ -96,13 +98,13 @@ def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,
                 final[metric], emergence.CONTINUOUS[metric])[g.index]
             params, value, resample = emergence.cells(g, metric, values, samples)
             prepared[depth] = (np.log10(params), value, resample)
-        x1, y1, r1 = prepared[1]
+        x1, y1, r1 = prepared[baseline]
         for depth, (xk, yk, rk) in sorted(prepared.items()):
-            if depth == 1:
+            if depth == baseline:
                 continue
             a, b = emergence.log_crossing(x1, y1, threshold), \
                 emergence.log_crossing(xk, yk, threshold)
-            row = {"metric": metric, "depth": depth, "N_k / N_1": np.nan,
+            row = {"metric": metric, by: depth, "N_k / N_1": np.nan,
                    "95% interval": "", "verdict": "cannot tell: a family does not cross"}
             if a is not None and b is not None:
                 rng, diffs = np.random.default_rng(seed), []
@@ -118,8 +120,8 @@ def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,
                 row["N_k / N_1"] = 10 ** (b - a)
                 row["95% interval"] = f"{10 ** lo:.2f}–{10 ** hi:.2f}" if np.isfinite(lo) \
                     else "too few resamples cross"
-                row["verdict"] = (f"depth {depth} needs fewer parameters" if hi < 0 else
-                                  f"depth {depth} needs more parameters" if lo > 0 else
+                row["verdict"] = (f"{name(depth)} needs fewer parameters" if hi < 0 else
+                                  f"{name(depth)} needs more parameters" if lo > 0 else
                                   "cannot tell apart") if np.isfinite(lo) else "cannot tell"
             rows.append(row)
     return pd.DataFrame(rows)

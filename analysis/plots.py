@@ -235,23 +235,32 @@ def frontier(b):
 def by_architecture(df, metric, crossings=(), threshold=0.5):
     """A coherence metric against active parameters, one colour per architecture, with
     each architecture's emergence point (by active parameters) and its 95% band."""
+    return by_setting(df, metric, "architecture", "params_active", crossings,
+                      "{} (active)", threshold, "parameters active per token")
+
+
+def by_setting(df, metric, column, x, crossings, family, threshold, xlabel):
+    """`metric` against parameters `x`, one colour per value of `column` (an architecture,
+    a data setting), with each one's emergence point (the crossing whose family is
+    `family.format(value)`) and its 95% band."""
     f = final_rows(df)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     cmap = plt.get_cmap("tab10")
-    for i, (arch, g) in enumerate(sorted(f.groupby("architecture"), key=lambda x: x[0])):
+    for i, (value, g) in enumerate(sorted(f.groupby(column), key=lambda x: x[0])):
         color = cmap(i % 10)
-        ax.scatter(g["params_active"], g[metric], color=color, s=18, label=arch)
-        means = g.groupby("params_active")[metric].mean()
+        ax.scatter(g[x], g[metric], color=color, s=18, label=value)
+        means = g.groupby(x)[metric].mean()
         ax.plot(means.index, means.values, color=color, lw=1)
         for c in crossings:
-            if c.metric == metric and c.family == f"{arch} (active)" and c.status == "crossed":
+            if c.metric == metric and c.family == family.format(value) \
+                    and c.status == "crossed":
                 ax.axvline(c.params, color=color, ls=":", lw=1.2)
                 if c.interval:
                     ax.axvspan(*c.interval, color=color, alpha=0.08)
     ax.axhline(threshold, color="grey", lw=0.8, ls="--")
     _log_x(ax)
-    ax.set(xlabel="parameters active per token", ylabel=metric,
-           title=f"{metric.replace('_', ' ')} by architecture")
+    ax.set(xlabel=xlabel, ylabel=metric,
+           title=f"{metric.replace('_', ' ')} by {column}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -15,7 +15,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from etils import epath
 
-from analysis import architectures, budgets, compare, emergence, fit, plots, runs, template
+from analysis import (
+    architectures,
+    budgets,
+    by_data,
+    compare,
+    emergence,
+    fit,
+    plots,
+    runs,
+    template,
+)
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "consistency_above_chance", "completion",
            "coherence")
@@ -47,6 +57,7 @@ class Results:
     everything: pd.DataFrame        # df with the runs' branches (analysis.runs.load)
     budgets: budgets.Budgets | None  # L(N, D), IsoFLOP, frontier (>= 2 budgets per size)
     by_architecture: architectures.ByArchitecture | None  # > 1 architecture in the sweep
+    by_data: by_data.ByData | None  # > 1 data setting in the sweep
 
     n_runs = property(lambda self: self.df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -63,14 +74,15 @@ def _fits(final, bootstrap):
 
 
 def _runs_table(df, final, present) -> pd.DataFrame:
-    shown = ["run", "state", "architecture", "width", "depth", "heads", "params",
+    shown = ["run", "state", "architecture", "data", "width", "depth", "heads", "params",
              "params_active", "params_non_embedding",
              "tokens", "eval_loss", "eval_loss_se", *present,
              *[f"{m}_se" for m in ("coherence",) if m in final]]
     table = df.sort_values("step").drop_duplicates("run", keep="last")
     table = table[[c for c in shown if c in table]].sort_values(["depth", "width"])
-    if "architecture" in table and table["architecture"].nunique() < 2:
-        table = table.drop(columns="architecture")  # one architecture: said nowhere else
+    for column in ("architecture", "data"):
+        if column in table and table[column].nunique() < 2:
+            table = table.drop(columns=column)  # one value: said nowhere else
     if "params_active" in table and (table["params_active"] == table["params"]).all():
         table = table.drop(columns="params_active")  # no experts: active = total
     return table.rename(columns={"params_non_embedding": "non-emb params",
@@ -163,7 +175,9 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
                    emergence.seeds_per_cell(final), _spread(final, present + continuous),
                    everything, budgets.compute(runs.final(everything), bootstrap),
                    architectures.compute(final, present + continuous, threshold, bootstrap,
-                                         samples) if len(final) >= 2 else None)
+                                         samples) if len(final) >= 2 else None,
+                   by_data.compute(final, present + continuous, threshold, bootstrap,
+                                   samples) if len(final) >= 2 else None)
 
 
 def draw(r: Results) -> dict:
@@ -187,6 +201,11 @@ def draw(r: Results) -> dict:
         for m in r.present:
             figures[f"{m}_by_architecture"] = plots.by_architecture(
                 r.df, m, r.by_architecture.crossings, r.threshold)
+    if r.by_data is not None:
+        for m in r.present:
+            figures[f"{m}_by_data"] = plots.by_setting(
+                r.df, m, "data", "params", r.by_data.crossings, "{}", r.threshold,
+                "parameters")
     if r.budgets is not None:
         figures["isoflop"] = plots.isoflop(r.budgets)
         figures["frontier"] = plots.frontier(r.budgets)

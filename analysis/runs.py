@@ -1,7 +1,8 @@
 """Load a sweep directory into one tidy DataFrame: a row per run x eval step.
 
 Columns: the run (`run`, `state`, `attempts`, `error`), its config flattened
-(`model.d_model`, `train.lr`, ...), its `architecture` (analysis/architectures.py),
+(`model.d_model`, `train.lr`, `data.noise`, ...), its `architecture`
+(analysis/architectures.py) and `data` setting (analysis/by_data.py),
 parameters four ways (`params`, `params_embedding`,
 `params_non_embedding`, `params_active`: a mixture's top-k experts only), `tokens`,
 `flops` (training FLOPs so far), the losses at that step (`eval_loss`, `eval_bpb`,
@@ -30,7 +31,9 @@ CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_he
                   "model.d_ff", "model.n_experts", "model.experts_per_token",
                   "model.attention_pattern", "model.window_size", "model.parallel_block",
                   "train.lr", "train.batch_size", "train.seq_len", "seed", "data.dataset",
-                  "data.vocab_size")
+                  "data.vocab_size", "data.noise", "data.noise_kinds", "data.filter",
+                  "data.filter_keep", "data.dir", "train.teacher", "train.distill_weight",
+                  "train.distill_temperature")
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -41,6 +44,11 @@ def _flatten(config: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def data_label(config: dict) -> str:
+    from analysis.by_data import label
+    return label(config)
 
 
 def architecture_label(config: dict) -> str:
@@ -62,6 +70,7 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
             "params_non_embedding": counts["non_embedding"],
             "params_active": counts["active"], "flops_per_token": per_token,
             "architecture": architecture_label(c.to_dict()),
+            "data": data_label(c.to_dict()),
             "branch_of": branch_of}
     forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
         c.train.seq_len  # tokens the run trained for the branch before its fork

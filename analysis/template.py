@@ -144,6 +144,23 @@ def by_architecture(r) -> str:
             + (f"{MATCHED}{table(summary)}" if not summary.empty else ""))
 
 
+DATA = """<p>Each run's data setting is read from its data knobs (noise, filter, a
+generated corpus, a teacher's logits). Where each metric emerges under each setting, with
+95% intervals resampling shapes, seeds and prompts; then, against the plain corpus, the
+ratio of the parameter counts at which the setting and the plain corpus cross the
+threshold (below 1: the setting needs fewer parameters, a saving of 1 − ratio), with its
+bootstrap interval and a verdict.</p>"""
+
+
+def by_data(r) -> str:
+    b = r.by_data
+    if b is None:
+        return ""
+    return (f"<h2>By data</h2>{DATA}{table(b.table)}"
+            + (table(b.savings) if not b.savings.empty else
+               "<p>No setting has runs of both it and the plain corpus crossing.</p>"))
+
+
 def budgets(r) -> str:
     b = r.budgets
     if b is None:
@@ -171,6 +188,7 @@ def page(r, images: list[str], sample_columns) -> str:
 <h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{table(r.emergence)}
 {FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
 {by_architecture(r)}
+{by_data(r)}
 {judge}
 <h2>One block vs deep</h2><p>{html.escape(r.one_vs_deep_statement)}</p>
 {table(r.pairs) if not r.pairs.empty else ""}

@@ -287,6 +287,27 @@ def test_budgets_recover_a_known_law_and_its_compute_optimal_frontier():
     assert (f["N_opt 2.5%"] <= f["N_opt"]).all() and (f["N_opt"] <= f["N_opt 97.5%"]).all()
 
 
+def logistic(params, midpoint, seed):
+    """Coherence as a logistic in log N around `midpoint`, and a seed's offset."""
+    return float(1 / (1 + np.exp(-6 * (np.log10(params) - np.log10(midpoint))))) \
+        + 0.01 * (seed - 0.5)
+
+
+def write_sweep(root, named):
+    """A finished sweep of runs (name, config, coherence) as the launcher leaves it."""
+    record = {"runs": []}
+    for i, (name, c, coherence) in enumerate(named):
+        record["runs"].append({"index": i, "name": name, "config": c.to_dict()})
+        run = root / "runs" / name
+        run.mkdir(parents=True)
+        (run / "state.json").write_text(json.dumps({"state": "done", "attempts": 1}))
+        (run / "metrics.jsonl").write_text(json.dumps(
+            {"step": 100, "tokens": 1e5, "train_loss": 2.0, "eval_loss": 2.0}) + "\n")
+        (run / "eval.json").write_text(json.dumps({
+            "loss": 2.0, "coherence": coherence, "coherence_se": 0.01}))
+    (root / "sweep.json").write_text(json.dumps(record))
+
+
 def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
     """Dense runs and mixtures (4 experts, top-1) whose coherence follows one logistic
     in *active* parameters: by active parameters they emerge at the same point, by total
@@ -294,8 +315,7 @@ def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
     from tinyscale import config as config_lib
     from tinyscale import counting
     root = tmp_path / "sweep"
-    record = {"runs": []}
-    i = 0
+    runs_ = []
     for experts in (0, 4):
         for width in (16, 24, 32, 48, 64, 96):
             for seed in (0, 1):
@@ -303,20 +323,9 @@ def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
                 c.model.update(d_model=width, n_heads=max(1, width // 16), n_experts=experts,
                                experts_per_token=1)
                 c.seed = seed
-                name = f"d{width}-e{experts}-s{seed}"
-                record["runs"].append({"index": i, "name": name, "config": c.to_dict()})
-                i += 1
-                run = root / "runs" / name
-                run.mkdir(parents=True)
-                (run / "state.json").write_text(json.dumps({"state": "done", "attempts": 1}))
-                (run / "metrics.jsonl").write_text(json.dumps(
-                    {"step": 100, "tokens": 1e5, "train_loss": 2.0, "eval_loss": 2.0}) + "\n")
-                active = counting.of_config(c)["active"]
-                coherence = float(1 / (1 + np.exp(-6 * (np.log10(active) - np.log10(6e4)))))
-                coherence += 0.01 * (seed - 0.5)
-                (run / "eval.json").write_text(json.dumps({
-                    "loss": 2.0, "coherence": coherence, "coherence_se": 0.01}))
-    (root / "sweep.json").write_text(json.dumps(record))
+                runs_.append((f"d{width}-e{experts}-s{seed}", c,
+                              logistic(counting.of_config(c)["active"], 6e4, seed)))
+    write_sweep(root, runs_)
     r = report.compute(str(root), bootstrap=50)
     assert set(r.final["architecture"]) == {"llama", "llama MoE 4 top-1"}
     found = {c.family: c for c in r.by_architecture.crossings if c.metric == "coherence"}
@@ -335,3 +344,38 @@ def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
     page = open(report.write(r)).read()
     assert "By architecture" in page and "coherence_by_architecture" in page
     assert "At matched parameters" in page
+
+
+def test_emergence_by_data_and_the_parameters_each_setting_saves(tmp_path):
+    """Runs on the plain corpus, on a quarter-noisy one (coherence emerges at 2x the
+    parameters), and on the noisy one filtered (back to the plain point): each setting's
+    emergence point, and N / N_plain with an interval that says which way."""
+    from tinyscale import config as config_lib
+    from tinyscale import counting
+    root = tmp_path / "sweep"
+    runs_ = []
+    settings = {"plain": ({}, 6e4), "noisy": ({"noise": 0.25}, 1.2e5),
+                "filtered": ({"noise": 0.25, "filter": "grammar"}, 6e4)}
+    for key, (data, midpoint) in settings.items():
+        for width in (16, 24, 32, 48, 64, 96):
+            for seed in (0, 1):
+                c = config_lib.get_config()
+                c.model.update(d_model=width, n_heads=max(1, width // 16))
+                c.data.update(data)
+                c.seed = seed
+                runs_.append((f"d{width}-{key}-s{seed}", c,
+                              logistic(counting.of_config(c)["total"], midpoint, seed)))
+    write_sweep(root, runs_)
+    r = report.compute(str(root), bootstrap=50)
+    assert set(r.final["data"]) == {"plain", "noise 0.25", "noise 0.25, grammar filter 0.75"}
+    found = {c.family: c for c in r.by_data.crossings if c.metric == "coherence"}
+    assert found["plain"].params == pytest.approx(6e4, rel=0.1)
+    assert found["noise 0.25"].params == pytest.approx(1.2e5, rel=0.1)
+    s = r.by_data.savings
+    s = s[s["metric"] == "coherence"].set_index("data")
+    assert s.loc["noise 0.25", "N / N_plain"] == pytest.approx(2.0, rel=0.1)
+    assert s.loc["noise 0.25", "verdict"] == "noise 0.25 needs more parameters"
+    assert s.loc["noise 0.25, grammar filter 0.75", "N / N_plain"] == pytest.approx(1, rel=0.1)
+    assert s.loc["noise 0.25, grammar filter 0.75", "verdict"] == "cannot tell apart"
+    page = open(report.write(r)).read()
+    assert "By data" in page and "coherence_by_data" in page
