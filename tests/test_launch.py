@@ -77,7 +77,8 @@ def test_paper_plan_marks_the_released_models():
 
 
 @pytest.mark.parametrize("name", ["quickstart.py", "one_vs_deep.py", "cpu_study.py",
-                                  "budgets.py", "architectures.py"])
+                                  "budgets.py", "architectures.py", "data_quality.py",
+                                  "distill.py"])
 def test_shipped_sweeps_plan(name):
     result = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", name))
     assert result.returncode == 0, result.stderr

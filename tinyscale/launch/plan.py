@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
 import re
 
 import ml_collections
@@ -96,8 +97,10 @@ def run_name(overrides: dict) -> str:
     for key, value in overrides.items():
         if key in _SHORT:
             parts.append(f"{_SHORT[key]}{value}")
-        else:
-            parts.append(f"{key.split('.')[-1]}={value}")
+        else:  # a path (a teacher run, a data dir) by its last part: names stay short
+            shown = os.path.basename(os.path.normpath(value)) \
+                if isinstance(value, str) and "/" in value else value
+            parts.append(f"{key.split('.')[-1]}={shown}")
     name = "-".join(parts) or "base"
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
 
