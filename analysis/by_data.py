@@ -28,7 +28,7 @@ def label(config: dict) -> str:
     from tinyscale import config as config_lib
     c = config_lib.from_saved(config)
     d, t = c.data, c.train
-    parts = []
+    parts = ["instruct"] if d.instruct else []
     if d.dataset == "generated":
         parts.append(f"generated ({os.path.basename(os.path.normpath(d.dir))})")
     if d.noise:

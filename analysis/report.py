@@ -28,7 +28,7 @@ from analysis import (
 )
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "consistency_above_chance", "completion",
-           "coherence")
+           "coherence", "instruction")
 JUDGE = ("judge_grammar", "judge_creativity", "judge_consistency", "judge_plot")
 
 

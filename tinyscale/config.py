@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.manual_dir = ""                    # folder holding the TinyStories .txt files (offline)
     d.synth_seed = 0                     # SynthStories corpus seed
     d.synth_richness = 1.0               # share of the SynthStories lexicon used, in (0, 1]
+    d.instruct = False                   # each story after its instructions: SynthStories-
+                                         # Instruct, or the TinyStoriesInstruct files
     d.train_stories = 20_000             # SynthStories stories in the training split
     d.eval_stories = 500                 # SynthStories stories in the eval split
     d.vocab_size = 1024                  # sentencepiece vocabulary size
@@ -323,6 +325,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _choice(c, "data.dataset", DATASETS)
     _choice(c, "data.tinystories_version", ("original", "gpt4"))
     _choice(c, "data.tokenizer", ("bpe", "unigram"))
+    if not isinstance(c.data.instruct, bool):
+        _fail("data.instruct", c.data.instruct, "use True or False")
     if c.data.dataset == "generated" and not c.data.dir:
         _fail("data.dir", "", "data.dataset=generated reads the folder `tinyscale data "
               "generate --from RUN --out DIR` wrote: set --config.data.dir=DIR")

@@ -44,6 +44,8 @@ def data_key(c: ml_collections.ConfigDict, noise: bool = True, filtered: bool = 
     values = {k: d[k] for k in ("dataset",) + DATA_KEYS[d.dataset]}
     if d.dataset == "tinystories":
         values["source"] = source_fingerprint(d.manual_dir)
+    if d.get("instruct"):  # only when set: data prepared before the knob keeps its key
+        values["instruct"] = True
     values.update(quality.key_values(d, noise, filtered))
     blob = json.dumps(values, sort_keys=True)
     return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from tinyscale.data import location, quality, synthstories, tokenizer
+from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
 from tinyscale.rundir import is_remote
 
@@ -39,9 +40,10 @@ def _sources(c: ml_collections.ConfigDict):
     """(train texts, eval texts, counts or None) as re-iterable callables."""
     d = c.data
     if d.dataset == "synthstories":
+        make = instruct.stories if d.instruct else synthstories.stories
+
         def split(name, count):
-            return lambda: (s.text for s in synthstories.stories(
-                count, d.synth_seed, name, d.synth_richness))
+            return lambda: (s.text for s in make(count, d.synth_seed, name, d.synth_richness))
         return split("train", d.train_stories), split("eval", d.eval_stories), (
             d.train_stories, d.eval_stories)
     from tinyscale.data import tinystories  # TFDS import is slow: only when needed
@@ -189,6 +191,11 @@ def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
                 f"{data_dir} holds data prepared with config.data.{key}={saved[key]!r}, not "
                 f"{c.data[key]!r}: use another --data-dir (config.data.dir), or the same "
                 "settings.")
+    if saved.get("instruct", False) != c.data.get("instruct", False):
+        raise TinyscaleError(
+            f"{data_dir} holds data prepared with config.data.instruct="
+            f"{saved.get('instruct', False)}, not {c.data.instruct}: use another --data-dir "
+            "(config.data.dir), or the same settings.")
     from tinyscale.config import Values, get_config
     was = quality.key_values(Values.of({**get_config().data.to_dict(), **saved}))
     now = quality.key_values(c.data)

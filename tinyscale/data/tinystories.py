@@ -27,7 +27,13 @@ FILES = {
     "original": {"train": "TinyStories-train.txt", "validation": "TinyStories-valid.txt"},
     "gpt4": {"train": "TinyStoriesV2-GPT4-train.txt",
              "validation": "TinyStoriesV2-GPT4-valid.txt"},
+    # TinyStories-Instruct: each entry's instructions (Features: / Words: / Summary: /
+    # Random sentence: lines), then "Story:" and the story (data.instruct=True)
+    "instruct": {"train": "TinyStoriesInstruct-train.txt",
+                 "validation": "TinyStoriesInstruct-valid.txt"},
 }
+_URLS = {"instruct": "https://huggingface.co/datasets/roneneldan/TinyStoriesInstruct/"
+                     "resolve/main/"}
 _SEPARATOR = re.compile(r"^<\|endoftext\|>.*$", re.MULTILINE)
 _MOJIBAKE = re.compile(r"[âÃÂ][\x80-\xbf\u0152-\u2122]+")
 _ASCII = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "\u00a0": " "})
@@ -79,6 +85,8 @@ class TinyStories(tfds.core.GeneratorBasedBuilder):
                           files=FILES["original"]),
         TinyStoriesConfig(name="gpt4", description="TinyStoriesV2: GPT-4 stories only",
                           files=FILES["gpt4"]),
+        TinyStoriesConfig(name="instruct", description="TinyStories-Instruct: stories "
+                          "after their instructions", files=FILES["instruct"]),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download the .txt files of https://huggingface.co/datasets/roneneldan/TinyStories "
@@ -96,7 +104,8 @@ class TinyStories(tfds.core.GeneratorBasedBuilder):
         if manual and all(os.path.exists(os.path.join(manual, f)) for f in files.values()):
             paths = {split: os.path.join(manual, f) for split, f in files.items()}
         else:
-            paths = dl_manager.download({s: _URL + f for s, f in files.items()})
+            url = _URLS.get(self.builder_config.name, _URL)
+            paths = dl_manager.download({s: url + f for s, f in files.items()})
         return {split: self._generate_examples(str(path)) for split, path in paths.items()}
 
     def _generate_examples(self, path: str):
@@ -141,7 +150,7 @@ def from_config(d) -> TinyStories:
     manual dir's files, so stories from another folder are never served from the cache."""
     from tinyscale.data import location
     source = location.source_fingerprint(d.manual_dir) or "download"
-    return build(d.tinystories_version,
+    return build("instruct" if d.instruct else d.tinystories_version,
                  os.path.join(os.path.expanduser(d.cache_dir), "tfds", source), d.manual_dir)
 
 

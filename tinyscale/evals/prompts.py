@@ -12,22 +12,32 @@ import dataclasses
 import random
 
 from tinyscale.data import synthstories
+from tinyscale.data.synthstories import instruct
 from tinyscale.data.synthstories.text import detokenize, split_sentences, tokenize
 from tinyscale.errors import TinyscaleError
 
 
 @dataclasses.dataclass(frozen=True)
 class Prompt:
-    text: str                      # the cut story, ending mid-sentence
+    text: str                      # the cut story, ending mid-sentence (after its header)
     reference: str                 # the rest of the original story (a true continuation)
     story: synthstories.Story | None = None  # entity records, on SynthStories
+    header: str = ""               # instruct data: the instruction lines and "Story: "
+    instructions: instruct.Instructions | None = None
+
+    @property
+    def story_text(self) -> str:
+        """The story's beginning, without the instructions."""
+        return self.text[len(self.header):]
 
 
-def cut_story(text: str, rng: random.Random) -> tuple[str, str]:
-    """(prompt, rest): cut inside a sentence in the middle of the story."""
+def cut_story(text: str, rng: random.Random, early: bool = False) -> tuple[str, str]:
+    """(prompt, rest): cut inside a sentence in the middle of the story (`early`: in its
+    second or third sentence, leaving an instructed story's instructions to follow)."""
     sentences = split_sentences(tokenize(text))
-    candidates = [i for i in range(len(sentences) * 2 // 5, max(1, len(sentences) * 7 // 10))
-                  if len(sentences[i]) >= 5] or [len(sentences) // 2]
+    span = range(1, min(3, len(sentences))) if early else range(
+        len(sentences) * 2 // 5, max(1, len(sentences) * 7 // 10))
+    candidates = [i for i in span if len(sentences[i]) >= 5] or [len(sentences) // 2]
     i = rng.choice(candidates)
     words = [k for k, t in enumerate(sentences[i]) if t[:1].isalpha()]
     cut = rng.choice(words[2:-1] or words[-1:])  # keep >= 2 words, cut before a word
@@ -36,7 +46,15 @@ def cut_story(text: str, rng: random.Random) -> tuple[str, str]:
     return " ".join(before), " " + " ".join(after)
 
 
-def synth_prompts(count: int, seed: int = 0, richness: float = 1.0) -> list[Prompt]:
+def synth_prompts(count: int, seed: int = 0, richness: float = 1.0,
+                  instructed: bool = False) -> list[Prompt]:
+    if instructed:  # SynthStories-Instruct: the instructions, then the story's beginning
+        out = []
+        for s in instruct.stories(count, seed, "prompt", richness):
+            header = s.instructions.header()
+            text, rest = cut_story(s.story.text, random.Random(s.story.text), early=True)
+            out.append(Prompt(header + text, rest, s.story, header, s.instructions))
+        return out
     prompts = []
     for story in synthstories.stories(count, seed, "prompt", richness):
         text, rest = cut_story(story.text, random.Random(story.text))
@@ -44,15 +62,17 @@ def synth_prompts(count: int, seed: int = 0, richness: float = 1.0) -> list[Prom
     return prompts
 
 
-def text_prompts(stories, count: int) -> list[Prompt]:
-    """Prompts cut from real stories (e.g. TinyStories validation)."""
+def text_prompts(stories, count: int, instructed: bool = False) -> list[Prompt]:
+    """Prompts cut from real stories (e.g. TinyStories validation); `instructed`: entries
+    of TinyStories-Instruct, each prompt its instructions and the story's beginning."""
     prompts = []
-    for text in stories:
+    for entry in stories:
         if len(prompts) == count:
             break
+        instructions, header, text = instruct.parse(entry) if instructed else (None, "", entry)
         if len(text.split()) >= 20:
-            prompt, rest = cut_story(text, random.Random(text))
-            prompts.append(Prompt(prompt, rest))
+            prompt, rest = cut_story(text, random.Random(text), early=instructed)
+            prompts.append(Prompt(header + prompt, rest, None, header, instructions))
     return prompts
 
 

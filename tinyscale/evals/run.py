@@ -15,6 +15,7 @@ import numpy as np
 
 from tinyscale import sample, steps, trained
 from tinyscale.data import generated, pipeline, tokenizer
+from tinyscale.data.synthstories import instruct
 from tinyscale.evals import MissingOptional, coherence, prompts
 from tinyscale.rundir import RunDir, write_atomic
 
@@ -22,12 +23,14 @@ from tinyscale.rundir import RunDir, write_atomic
 def _prompt_set(t: trained.Trained):
     c, data = t.config, generated.source(t.config.data, t.meta)
     if data.dataset == "synthstories":
-        return prompts.synth_prompts(c.eval.prompts, data.synth_seed, data.synth_richness)
+        return prompts.synth_prompts(c.eval.prompts, data.synth_seed, data.synth_richness,
+                                     data.instruct)
     if c.eval.prompts_file:
         return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
     from tinyscale.data import tinystories
     builder = tinystories.from_config(data)
-    return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts)
+    return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts,
+                                data.instruct)
 
 
 def held_out_loss(t: trained.Trained, mesh) -> dict:
@@ -63,7 +66,7 @@ def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
 def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
     """Per-completion scores; optional parts that are missing are skipped, and said so."""
     if dataset == "synthstories":
-        rows = [coherence.synth_scores(p.text, text, ended)
+        rows = [coherence.synth_scores(p.story_text, text, ended)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
     else:
         try:
@@ -73,8 +76,12 @@ def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
         except MissingOptional as missing:
             say(f"note: {missing}")
             grammar, linked = (lambda _: np.nan), None
-        rows = [coherence.english_scores(p.text, text, ended, grammar, linked)
+        rows = [coherence.english_scores(p.story_text, text, ended, grammar, linked)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
+    for p, (text, _), row in zip(prompt_set, completions, rows, strict=True):
+        if p.instructions is not None:  # instruct data: how many of them it followed
+            row["instruction"] = instruct.score(p.instructions, p.story_text, text,
+                                                english=dataset != "synthstories")
     return rows
 
 
@@ -134,6 +141,11 @@ def add_chance(result: dict, rows: list[dict], chance_rows: list[dict]) -> None:
     above chance with its standard error (of the paired per-prompt differences)."""
     for row, other in zip(rows, chance_rows, strict=True):
         row.update({f"{m}_chance": other[m] for m in coherence.METRICS if m in other})
+        if "instruction" in other:  # another story's continuation, read for these
+            row["instruction_chance"] = other["instruction"]  # instructions
+    values = np.array([r.get("instruction_chance", np.nan) for r in rows], float)
+    if np.isfinite(values).any():  # NaN: no instruction left open after the prompt
+        result["instruction_chance"] = float(np.nanmean(values))
     for m in coherence.METRICS:
         values = np.array([r[f"{m}_chance"] for r in rows if f"{m}_chance" in r], float)
         if len(values) and np.isfinite(values).all():

@@ -30,6 +30,7 @@ class Story:
     characters: dict[str, str]  # name -> gender ('f' / 'm'), in order of introduction
     objects: tuple[str, ...]    # object nouns, in order of introduction
     problem: str
+    sentences: tuple[str, ...] = ()  # the text, sentence by sentence
 
 
 def _roles(pattern: str) -> tuple[set[str], set[str]]:
@@ -109,10 +110,21 @@ def story(index: int, seed: int = 0, split: str = "train", richness: float = 1.0
     """Story number `index` of `split` under `seed`: a pure function of its arguments."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    rng = random.Random(f"synthstories/{seed}/{split}/{index}")
+    return compose(random.Random(f"synthstories/{seed}/{split}/{index}"), richness)
+
+
+def compose(rng: random.Random, richness: float, features: frozenset | None = None) -> Story:
+    """A story drawn with `rng`. `features` (SynthStories-Instruct, instruct.py) shape its
+    plot: Dialogue, BadEnding, MoralValue, Twist, Foreshadowing, Conflict; without them
+    (None) it draws exactly what it always drew, so the base corpus never changes."""
     w = _Writer(rng, richness)
     words = w.words
-    problem = rng.choice(sorted(grammar.PROBLEMS))
+    has = (lambda f: False) if features is None else features.__contains__
+    if features is None:
+        problem = rng.choice(sorted(grammar.PROBLEMS))
+    else:  # a conflict is a quarrel between the two children: the sharing problem
+        problem = "share" if has("Conflict") else rng.choice(
+            sorted(set(grammar.PROBLEMS) - {"share"}))
     planned = {"A", "O"}
     if problem == "share" or rng.random() < 0.6:
         planned.add("B")
@@ -135,20 +147,34 @@ def story(index: int, seed: int = 0, split: str = "train", richness: float = 1.0
     w.say(grammar.SETTING_MORE, planned - {"B"}, rng.randint(1, 2))
     if "B" in planned:
         w.say([p for p in grammar.SETTING_MORE if "{B.new}" in p], planned)
+    if has("Foreshadowing"):
+        w.say(grammar.FORESHADOWING, set())
     w.say([p for p in grammar.EVENT if "{O.a}" in p], planned)
     if "Q" in planned:
         w.say([p for p in grammar.EVENT if "{Q.a}" in p], planned)
     w.say(grammar.EVENT, planned - {"O", "Q"}, rng.randint(2, 4))
     problems, fixes = grammar.PROBLEMS[problem]
     w.say(problems, set(), rng.randint(1, 2))
+    if has("Twist"):
+        w.say(grammar.TWIST[:1], set())
+        w.say(grammar.TWIST[1:], set())
     w.say(grammar.FEELING, set(), rng.randint(0, 1))
-    w.say(grammar.DIALOGUE, set(), rng.randint(2, 3))
-    w.say(fixes, set(), rng.randint(1, 2))
-    w.say(grammar.FEELING, set(), rng.randint(0, 1))
-    w.say(grammar.ENDING, set(), rng.randint(1, 2))
+    dialogue = rng.randint(2, 3)
+    if features is None or has("Dialogue"):
+        w.say(grammar.DIALOGUE, set(), dialogue)
+    if has("BadEnding"):
+        w.say(grammar.BAD_ENDINGS[problem], set(), rng.randint(1, 2))
+    else:
+        w.say(fixes, set(), rng.randint(1, 2))
+        w.say(grammar.FEELING, set(), rng.randint(0, 1))
+        endings = grammar.ENDING if features is None else [
+            e for e in grammar.ENDING if e not in grammar.MORAL]
+        w.say(endings, set(), rng.randint(1, 2))
+    if has("MoralValue"):
+        w.say(grammar.MORAL, set())
     characters = {w.cast[r][0]: w.cast[r][1] for r in "AB" if r in w.introduced}
     objects = tuple(w.things[r] for r in "OQ" if r in w.introduced)
-    return Story(" ".join(w.sentences), characters, objects, problem)
+    return Story(" ".join(w.sentences), characters, objects, problem, tuple(w.sentences))
 
 
 def stories(count: int, seed: int = 0, split: str = "train", richness: float = 1.0,

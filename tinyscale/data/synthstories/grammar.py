@@ -173,8 +173,43 @@ FEELING = [
     "{A} gave {B.name} a big hug.",
 ]
 
+# The story features of SynthStories-Instruct (instruct.py), as TinyStories-Instruct
+# names them; the base corpus never uses these patterns, so it is unchanged by them.
+FORESHADOWING = [
+    "{A} did not know that this day would be special.",
+    "Something big was going to happen that day.",
+    "{A} had a feeling that something was about to happen.",
+    "Little did {A.name} know that the {O} would bring trouble.",
+]
+TWIST = [
+    "But then, something surprising happened.",
+    "To {A.name}'s surprise, the {O} could talk!",
+    "It turned out that the {O} was magic!",
+    "Suddenly, the {Q} started to sing!",
+]
+MORAL = [
+    "{A} learned that it is good to share.",
+    "{A} learned that it is good to be kind.",
+    "{A} learned to be careful with {A.his} things.",
+    "{A} learned that friends help each other.",
+    "The moral of the story is to always be kind.",
+]
+SAD = ["{A} was sad for a long time.", "It was a sad day for {A.name}."]
+BAD_ENDINGS = {  # a problem left unsolved
+    "lost": ["{A} never found the {O} again.",
+             "The {O} was gone forever, and {A} was very sad."] + SAD,
+    "broken": ["The {O} could not be fixed, and {A} cried.",
+               "The {O} stayed broken forever."] + SAD,
+    "stuck": ["The {O} stayed stuck, and {A} went home sad.",
+              "Nobody could get the {O} back."] + SAD,
+    "share": ["{A} and {B.name} did not play together again.",
+              "{B.name} went home, and {A} was alone."] + SAD,
+    "scared": ["The {Q} ran away and never came back.", "{A} stayed scared all night."] + SAD,
+}
+
 # Patterns usable as whole sentences (the validator's start symbol).
 SENTENCE_PATTERNS = list(dict.fromkeys(
     SETTING + SETTING_MORE + EVENT + DIALOGUE + ENDING + FEELING
-    + [p for problem, fixes in PROBLEMS.values() for p in problem + fixes]))
+    + [p for problem, fixes in PROBLEMS.values() for p in problem + fixes]
+    + FORESHADOWING + TWIST + MORAL + [p for ps in BAD_ENDINGS.values() for p in ps]))
 SUB_PATTERNS = {"say": SAY, "ask": ASK}

@@ -66,7 +66,8 @@ class TextReport:
 class Parser:
     """Backtracking matcher of token lists against the compiled patterns."""
 
-    def __init__(self):
+    def __init__(self, patterns: tuple[str, ...] | None = None):
+        """A parser of `patterns` (default: every sentence pattern of the grammar)."""
         words = lex.lexicon(1.0)
         self.cats = {name: frozenset(w.lower() for w in ws) for name, ws in words.items()}
         self.names = {n: "f" for n in lex.GIRL_NAMES} | {n: "m" for n in lex.BOY_NAMES}
@@ -74,7 +75,7 @@ class Parser:
         self.kinds = dict(lex.KINDS)
         self.objects = frozenset(lex.OBJECTS)
         self.places = frozenset(lex.PLACES)
-        self.patterns = [_compile(p) for p in grammar.SENTENCE_PATTERNS]
+        self.patterns = [_compile(p) for p in patterns or grammar.SENTENCE_PATTERNS]
         self.subs = {k: [_compile(p) for p in ps] for k, ps in grammar.SUB_PATTERNS.items()}
 
     def parse(self, tokens: list[str]) -> tuple[bool, int, list | None]:
