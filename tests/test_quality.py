@@ -43,6 +43,9 @@ def test_grammar_filter_recovers_the_corrupted_synthstories(tmp_path):
     assert all(v > 50 for v in noise["by_kind"].values()), noise  # every kind drawn
     assert filt["kept"] == 1500 and "scored 2,000 stories" in err
     assert filt["precision"] >= 0.95 and filt["recall"] >= 0.95, filt
+    saved = np.load(tmp_path / "filtered" / "filter.npz")
+    assert saved["kept"].sum() == 1500 and saved["corrupted"].sum() == 500
+    assert (saved["scores"][saved["kept"]].min() >= saved["scores"][~saved["kept"]].max())
     kept = stories(tmp_path / "filtered")
     assert len(kept) == 1500 and sum(validate(s).valid for s in kept) >= 0.95 * 1500
 

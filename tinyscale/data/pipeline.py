@@ -7,6 +7,7 @@ against meta.json's sizes and the tokenizer's hash):
     meta.json        dataset settings, vocabulary, EOS id, dtype, per-split counts and
                      bytes per token
     tokenizer.model  the sentencepiece model
+    filter.npz       with data.filter: each training story's score, kept, corrupted
     train.bin        the training split: every story's token ids followed by EOS,
     eval.bin         concatenated; raw little-endian uint16 (uint32 above 65,535 ids)
 
@@ -145,6 +146,7 @@ def _prepare_local(c, out: str, progress: bool) -> str:
         if quality.active(c.data):
             training = quality.Training(train_texts, n_train, c, progress)
             train_texts, n_train, report = training.texts, training.count, training.report
+            training.save(tmp)
         shutil.copy(model, os.path.join(tmp, "tokenizer.model"))
         sp = tokenizer.load(model)
         splits = {

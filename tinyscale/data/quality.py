@@ -12,7 +12,8 @@ story and keeps the best `data.filter_keep` share, as Phi kept "textbook-quality
   reference LM (SmolLM2-135M, `evals/reference_lm.py`), scored in batches.
 
 Scores are cached under `data.cache_dir/scores/`, keyed by the corpus (noise included)
-and the filter, so other `filter_keep` shares reuse them. The prepared data's meta.json
+and the filter, so other `filter_keep` shares reuse them, and saved with the prepared
+data (filter.npz: each story's score, kept or not, corrupted or not). The prepared data's meta.json
 records the noise (how many stories, of which kind) and the filter (kept, its cost, and
 its precision and recall at removing the stories the noise corrupted). The eval split is
 never touched: held-out loss is measured on clean text.
@@ -124,6 +125,7 @@ class Training:
         self.mask = noisy_mask(self.d, count)
         self.report: dict = {}
         self.kept: np.ndarray | None = None
+        self.scores: np.ndarray | None = None
         labels = None
         if self.d.noise:
             labels = [kind for _, kind in self._noisy()]
@@ -134,6 +136,7 @@ class Training:
                                     "by_kind": counts}
         if self.d.filter != "none":
             scores, cost = self._scores(progress)
+            self.scores = scores
             n_keep = max(1, round(self.d.filter_keep * len(scores)))
             order = np.argsort(-scores, kind="stable")  # best first; ties: corpus order
             self.kept = np.zeros(len(scores), bool)
@@ -142,6 +145,13 @@ class Training:
                                      "scored": len(scores), "kept": int(n_keep), **cost,
                                      **_recovery(self.kept, labels)}
         self.count = int(self.kept.sum()) if self.kept is not None else count
+
+    def save(self, folder: str) -> None:
+        """Next to the prepared data: filter.npz, every training story's score, whether
+        it was kept, and whether the noise corrupted it (`corrupted`)."""
+        if self.scores is not None:
+            np.savez(os.path.join(folder, "filter.npz"), scores=self.scores, kept=self.kept,
+                     corrupted=self.mask if self.names else np.zeros(len(self.kept), bool))
 
     def _noisy(self):
         for i, text in enumerate(self.source()):
