@@ -16,6 +16,7 @@ others on the same number, and add "distill_kl".
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,25 @@ def kl(student_x_BTD, w_VD, bias_V, teacher_logits_BTV, temperature: float) -> j
         jax.lax.stop_gradient(teacher_logits_BTV).astype(jnp.float32) / temperature)
     per_token = jnp.sum(jnp.exp(teacher_BTV) * (teacher_BTV - student_BTV), axis=-1)
     return per_token.mean()
+
+
+@functools.cache
+def forward_flops(teacher: str, seq_len: int) -> float:
+    """FLOPs per token of the teacher run's forward pass, from its config.json (0 when
+    there is no teacher, or no run there yet: a plan may be made before it is trained)."""
+    if not teacher:
+        return 0.0
+    from tinyscale import config as config_lib
+    from tinyscale import counting
+    from tinyscale.model import ModelSpec
+    from tinyscale.rundir import RunDir
+    run = RunDir(teacher)
+    saved = run.read_json(run.config) if run.path.is_dir() else None
+    if saved is None:
+        return 0.0
+    c = config_lib.from_saved(saved)
+    return counting.flops_per_token(ModelSpec.from_config(c.model, c.data.vocab_size),
+                                    seq_len) / 3  # training counts forward + backward
 
 
 def check(c) -> None:

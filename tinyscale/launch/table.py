@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tinyscale import config as config_lib
-from tinyscale import counting
+from tinyscale import counting, distill
 from tinyscale.launch.plan import RELEASED, Run
 from tinyscale.model import ModelSpec
 
@@ -48,7 +48,9 @@ def rows(runs: list[Run]) -> list[dict]:
     for run in runs:
         c = run.values
         counts = counting.of_config(c)
-        flops = counts.pop("flops_per_token")
+        # what each step computes: a teacher's forward pass too (tinyscale/distill.py)
+        flops = counts.pop("flops_per_token") + distill.forward_flops(
+            c.train.get("teacher", ""), c.train.seq_len)
         tokens = config_lib.total_steps(c) * c.train.batch_size * c.train.seq_len
         tokens += _cooldown_tokens(c)
         out.append({"name": run.name, "family": c.model.family, "width": c.model.d_model,
