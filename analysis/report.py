@@ -58,8 +58,10 @@ class Results:
     budgets: budgets.Budgets | None  # L(N, D), IsoFLOP, frontier (>= 2 budgets per size)
     by_architecture: architectures.ByArchitecture | None  # > 1 architecture in the sweep
     by_data: by_data.ByData | None  # > 1 data setting in the sweep
+    every_df: pd.DataFrame          # df of every run, whatever its architecture and data
+    baseline: list                  # the architecture / data the depth analyses read
 
-    n_runs = property(lambda self: self.df["run"].nunique())
+    n_runs = property(lambda self: self.every_df["run"].nunique())
     n_final = property(lambda self: len(self.final))
 
 
@@ -141,17 +143,36 @@ def _spread(final, metrics) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def baseline(final: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs the depth analyses read (fits, emergence, one block vs deep) and what was
+    chosen: with several architectures or data settings, those of the plain one (the
+    family alone; the plain corpus), else the most common -- runs of one shape and
+    different settings are not seeds of one point. The others are compared in the 'By
+    architecture' and 'By data' sections."""
+    keep, chosen = pd.Series(True, index=final.index), []
+    for column, plain in (("architecture", lambda v: " " not in v),
+                          ("data", lambda v: v == by_data.PLAIN)):
+        if column in final and final[column].nunique() > 1:
+            values = final[column]
+            candidates = [v for v in values.unique() if plain(v)]
+            pick = candidates[0] if len(candidates) == 1 else values.value_counts().idxmax()
+            keep &= values == pick
+            chosen.append(f"{column} {pick}")
+    return final[keep], chosen
+
+
 def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Results:
     """Every number of the report, from the run directories."""
     everything = runs.load(sweep_dir)
     df = everything[everything["branch_of"].isna()]  # branches: the token-budget analysis
-    final = runs.final(df)
+    every_final = runs.final(df)
+    final, chosen = baseline(every_final)
     missing = df.drop_duplicates("run")
     missing = missing[missing["state"] != "done"][["run", "state", "attempts", "error"]]
     fits = _fits(final, bootstrap) if len(final) >= 3 else {}
-    present = [m for m in METRICS if m in final and final[m].notna().any()]
+    present = [m for m in METRICS if m in every_final and every_final[m].notna().any()]
     continuous = [m for m in ("eval_loss", "fluency") if m in final]
-    samples = runs.samples(sweep_dir, final["run"]) if len(final) else {}
+    samples = runs.samples(sweep_dir, every_final["run"]) if len(every_final) else {}
     crossings = emergence.table(final, present + continuous, threshold, bootstrap, samples) \
         if len(final) >= 2 else []
     pairs = compare.matched_pairs(final) if len(final) else pd.DataFrame()
@@ -167,17 +188,20 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
                       for c in crossings]
     synth = "fluency" in final and "data.dataset" in final and \
         set(final["data.dataset"]) == {"synthstories"}
-    return Results(str(sweep_dir), threshold, df, final, missing,
-                   _runs_table(df, final, present), fits, pd.DataFrame(fit_rows), crossings,
+    return Results(str(sweep_dir), threshold, df[df["run"].isin(final["run"]) |
+                                                  ~df["run"].isin(every_final["run"])],
+                   final, missing,
+                   _runs_table(df, every_final, present), fits, pd.DataFrame(fit_rows),
+                   crossings,
                    pd.DataFrame(emergence_rows), pairs, compare.statement(pairs), curves,
                    loss_curves,
                    _judge_table(final), _judge_agreement(final), synth, present,
                    emergence.seeds_per_cell(final), _spread(final, present + continuous),
                    everything, budgets.compute(runs.final(everything), bootstrap),
-                   architectures.compute(final, present + continuous, threshold, bootstrap,
-                                         samples) if len(final) >= 2 else None,
-                   by_data.compute(final, present + continuous, threshold, bootstrap,
-                                   samples) if len(final) >= 2 else None)
+                   architectures.compute(every_final, present + continuous, threshold,
+                                         bootstrap, samples) if len(final) >= 2 else None,
+                   by_data.compute(every_final, present + continuous, threshold, bootstrap,
+                                   samples) if len(final) >= 2 else None, df, chosen)
 
 
 def draw(r: Results) -> dict:
@@ -200,11 +224,11 @@ def draw(r: Results) -> dict:
     if r.by_architecture is not None:
         for m in r.present:
             figures[f"{m}_by_architecture"] = plots.by_architecture(
-                r.df, m, r.by_architecture.crossings, r.threshold)
+                r.every_df, m, r.by_architecture.crossings, r.threshold)
     if r.by_data is not None:
         for m in r.present:
             figures[f"{m}_by_data"] = plots.by_setting(
-                r.df, m, "data", "params", r.by_data.crossings, "{}", r.threshold,
+                r.every_df, m, "data", "params", r.by_data.crossings, "{}", r.threshold,
                 "parameters")
     if r.budgets is not None:
         figures["isoflop"] = plots.isoflop(r.budgets)

@@ -134,6 +134,16 @@ difference (this architecture minus plain) over the pairs with its 95% interval.
 loss and higher coherence are better.</p>"""
 
 
+def baseline(r) -> str:
+    """Which runs the depth sections read, when the sweep holds several settings."""
+    if not r.baseline:
+        return ""
+    return (f"<p>The scaling-law, emergence and one-block-vs-deep sections read the "
+            f"{r.n_final} finished runs of {html.escape(' and '.join(r.baseline))}; the "
+            "other settings are set against them under <i>By architecture</i> and <i>By "
+            "data</i>.</p>")
+
+
 def by_architecture(r) -> str:
     a = r.by_architecture
     if a is None:
@@ -180,7 +190,8 @@ def page(r, images: list[str], sample_columns) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tinyscale report</title>
 <style>{STYLE}</style></head>
 <body><h1>tinyscale report: {html.escape(str(r.sweep_dir))}</h1>
-<p>{r.n_runs} runs, {r.n_final} finished and evaluated.</p>{unfinished}
+<p>{r.n_runs} runs, {r.every_df.loc[r.every_df["final"], "run"].nunique()} finished and
+evaluated.</p>{baseline(r)}{unfinished}
 <h2>Runs</h2>{table(r.runs)}
 <h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}

@@ -327,7 +327,9 @@ def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
                               logistic(counting.of_config(c)["active"], 6e4, seed)))
     write_sweep(root, runs_)
     r = report.compute(str(root), bootstrap=50)
-    assert set(r.final["architecture"]) == {"llama", "llama MoE 4 top-1"}
+    assert set(r.every_df["architecture"]) == {"llama", "llama MoE 4 top-1"}
+    # the depth sections read the plain architecture's runs; the mixtures are compared
+    assert set(r.final["architecture"]) == {"llama"} and r.baseline == ["architecture llama"]
     found = {c.family: c for c in r.by_architecture.crossings if c.metric == "coherence"}
     dense, moe = found["llama (active)"], found["llama MoE 4 top-1 (active)"]
     assert dense.status == moe.status == "crossed"
@@ -367,7 +369,9 @@ def test_emergence_by_data_and_the_parameters_each_setting_saves(tmp_path):
                               logistic(counting.of_config(c)["total"], midpoint, seed)))
     write_sweep(root, runs_)
     r = report.compute(str(root), bootstrap=50)
-    assert set(r.final["data"]) == {"plain", "noise 0.25", "noise 0.25, grammar filter 0.75"}
+    assert set(r.every_df["data"]) == {"plain", "noise 0.25",
+                                       "noise 0.25, grammar filter 0.75"}
+    assert set(r.final["data"]) == {"plain"} and len(r.final) == 12
     found = {c.family: c for c in r.by_data.crossings if c.metric == "coherence"}
     assert found["plain"].params == pytest.approx(6e4, rel=0.1)
     assert found["noise 0.25"].params == pytest.approx(1.2e5, rel=0.1)
@@ -379,3 +383,4 @@ def test_emergence_by_data_and_the_parameters_each_setting_saves(tmp_path):
     assert s.loc["noise 0.25, grammar filter 0.75", "verdict"] == "cannot tell apart"
     page = open(report.write(r)).read()
     assert "By data" in page and "coherence_by_data" in page
+    assert "read the 12 finished runs of data plain" in page
