@@ -37,7 +37,7 @@ def test_a_generated_corpus_is_prepared_data_with_its_quality(corpus, teacher, t
     g, q = meta["generated"], meta["quality"]
     assert g["from"] == str(teacher) and g["step"] == 150 and g["temperature"] == 1.0
     assert 0 < g["stories_per_s"] and 0 <= g["ended"] <= 1
-    assert set(q) == {"grammar", "consistency", "valid"}
+    assert set(q) == {"grammar", "mentions", "consistency", "valid"}
     assert all(0 <= v <= 1 for v in q.values())
     texts = (corpus / "stories.txt").read_text().split("\n<|endoftext|>\n")
     assert len([t for t in texts if t]) == 100

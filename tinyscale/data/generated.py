@@ -149,10 +149,14 @@ def _write(run, out: str, ids: list[list[int]], texts: list[str], generated: dic
 
 def validator_shares(texts: list[str]) -> dict:
     """What the SynthStories validator says of a corpus: the share of sentences the
-    grammar accepts, of stories with no consistency error, and of stories fully valid."""
+    grammar accepts, of name / pronoun / object mentions that fit the story (the eval's
+    consistency), of stories with no consistency error at all, and of stories fully
+    valid."""
     from tinyscale.data.synthstories.validate import validate
     reports = [validate(t) for t in texts]
     sentences = [s for r in reports for s in r.sentences]
+    checks = sum(s.checks for s in sentences)
     return {"grammar": sum(s.grammatical for s in sentences) / max(1, len(sentences)),
+            "mentions": 1 - sum(len(s.errors) for s in sentences) / max(1, checks),
             "consistency": sum(r.consistent for r in reports) / max(1, len(reports)),
             "valid": sum(r.valid for r in reports) / max(1, len(reports))}

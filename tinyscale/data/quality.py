@@ -264,7 +264,8 @@ def describe(meta: dict) -> str:
     if "quality" in meta:
         q = meta["quality"]
         parts.append(f"validator: grammatical sentences {q['grammar']:.3f}, consistent "
-                     f"stories {q['consistency']:.3f}, valid stories {q['valid']:.3f}")
+                     f"mentions {q.get('mentions', float('nan')):.3f}, consistent stories "
+                     f"{q['consistency']:.3f}, valid stories {q['valid']:.3f}")
     return "; ".join(parts)
 
 
