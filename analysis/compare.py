@@ -95,7 +95,7 @@ def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,
         prepared = {}
         for depth, g in families.items():
             values = g[metric] if metric not in emergence.CONTINUOUS else emergence.scaled(
-                final[metric], emergence.CONTINUOUS[metric])[g.index]
+                final[metric], emergence.CONTINUOUS[metric]).loc[g.index]
             params, value, resample = emergence.cells(g, metric, values, samples)
             prepared[depth] = (np.log10(params), value, resample)
         x1, y1, r1 = prepared[baseline]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import least_squares
 
 
@@ -109,12 +110,13 @@ def crossing(params_n, values, threshold: float = 0.5, family: str = "all",
 CONTINUOUS = {"eval_loss": False, "fluency": True}  # metric: higher is better
 
 
-def scaled(values, higher_is_better: bool = True) -> np.ndarray:
-    """Min-max scale a continuous metric to [0, 1] (loss: lower is better)."""
+def scaled(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
+    """Min-max scale a continuous metric to [0, 1] (loss: lower is better), keeping the
+    rows' labels (callers pick a family's rows by them)."""
     v = np.asarray(values, float)
     lo, hi = np.nanmin(v), np.nanmax(v)
     out = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
-    return out if higher_is_better else 1 - out
+    return pd.Series(out if higher_is_better else 1 - out, index=values.index)
 
 
 SHAPE = ("depth", "width", "heads", "params")  # runs that differ only in seed share a cell
@@ -186,7 +188,7 @@ def table(final, metrics, threshold: float = 0.5, bootstrap: int = 500,
         for family, g in groups:
             values = g[metric]
             if metric in CONTINUOUS:
-                values = scaled(final[metric], CONTINUOUS[metric])[g.index]
+                values = scaled(final[metric], CONTINUOUS[metric]).loc[g.index]
                 params, value, resample = cells(g, metric, values, None)
             else:
                 params, value, resample = cells(g, metric, values, samples)
