@@ -257,7 +257,8 @@ def by_setting(df, metric, column, x, crossings, family, threshold, xlabel):
                 ax.axvline(c.params, color=color, ls=":", lw=1.2)
                 if c.interval:
                     ax.axvspan(*c.interval, color=color, alpha=0.08)
-    ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    if threshold is not None:  # None: a continuous metric, its crossing is of the scaled one
+        ax.axhline(threshold, color="grey", lw=0.8, ls="--")
     _log_x(ax)
     ax.set(xlabel=xlabel, ylabel=metric,
            title=f"{metric.replace('_', ' ')} by {column}")

@@ -226,10 +226,10 @@ def draw(r: Results) -> dict:
             figures[f"{m}_by_architecture"] = plots.by_architecture(
                 r.every_df, m, r.by_architecture.crossings, r.threshold)
     if r.by_data is not None:
-        for m in r.present:
+        for m in r.present + ["eval_loss"]:
             figures[f"{m}_by_data"] = plots.by_setting(
-                r.every_df, m, "data", "params", r.by_data.crossings, "{}", r.threshold,
-                "parameters")
+                r.every_df, m, "data", "params", r.by_data.crossings, "{}",
+                None if m == "eval_loss" else r.threshold, "parameters")
     if r.budgets is not None:
         figures["isoflop"] = plots.isoflop(r.budgets)
         figures["frontier"] = plots.frontier(r.budgets)
