@@ -93,7 +93,12 @@ def test_a_packed_group_killed_with_sigkill_resumes_bit_identical(env, tmp_path)
             return metrics(path / "runs" / "s1")[-1]["step"]
         except (OSError, ValueError, IndexError):
             return 0
-    wait_for(lambda: logged() >= 15, proc, "step 15")  # after the checkpoint at 10
+    def saved(step):  # orbax renames a checkpoint to its step once it is complete
+        return all((path / "runs" / name / "checkpoints" / str(step)).is_dir()
+                   for name in SOLO)
+    # past step 15 and once every run's checkpoint at 10 is complete: the async save can
+    # still be running at step 15 on a loaded machine (the resume then started from 0)
+    wait_for(lambda: logged() >= 15 and saved(10), proc, "step 15 and checkpoint 10")
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its worker, with no warning
     proc.wait()
     result = run_cli("sweep", "run", tiny, "--sweep-dir", str(path), *PACK, env=env)
