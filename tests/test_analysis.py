@@ -385,3 +385,31 @@ def test_emergence_by_data_and_the_parameters_each_setting_saves(tmp_path):
     page = open(report.write(r)).read()
     assert "By data" in page and "coherence_by_data" in page
     assert "read the 12 finished runs of data plain" in page
+
+
+def test_instruction_following_emerges_by_depth(tmp_path):
+    """Instruct runs at depths 1 and 2 whose instruction share follows a logistic with a
+    later midpoint at depth 1: the report gives its emergence point per depth."""
+    from tinyscale import config as config_lib
+    from tinyscale import counting
+    root, named = tmp_path / "sweep", []
+    for depth, midpoint in ((1, 2e5), (2, 6e4)):
+        for width in (16, 24, 32, 48, 64, 96, 128):
+            for seed in (0, 1):
+                c = config_lib.get_config()
+                c.model.update(d_model=width, n_heads=max(1, width // 16), n_layers=depth)
+                c.data.instruct, c.seed = True, seed
+                named.append((f"d{width}-L{depth}-s{seed}", c,
+                              logistic(counting.of_config(c)["total"], midpoint, seed)))
+    write_sweep(root, named)
+    for name, _, value in named:  # the same shape for the instruction metric
+        path = root / "runs" / name / "eval.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "instruction": value,
+                                    "instruction_se": 0.01}))
+    r = report.compute(str(root), bootstrap=50)
+    found = {c.family: c for c in r.crossings if c.metric == "instruction"}
+    assert found["depth 1"].params == pytest.approx(2e5, rel=0.15)
+    assert found["depth 2"].params == pytest.approx(6e4, rel=0.15)
+    assert set(r.final["data"]) == {"instruct"}
+    page = open(report.write(r)).read()
+    assert "instruction" in page
