@@ -23,6 +23,13 @@ same count for torch's and tinyscale's GPT-Neo; the llama shape counts its own S
 / the float32 matmul peak, probed (jax, 2048^2) before and after the rounds. The other
 load on the machine during each block (all CPU time in /proc/stat minus the contestant's
 own) is printed in cores.
+
+After the rounds, the GEMM floor: the step's dense matmuls alone (every block's and the
+output projection's forward product and its two backward products, x W, g W^T, x^T g,
+timed one by one in jax and in torch, medians), as tokens/s -- what a step would reach if
+attention, norms, activations, the loss's softmax and the optimizer cost nothing. It says
+how far library choice and fusion can move the step: when the floor itself is below
+1.2 x torch's figure, no rewrite of the rest of the step reaches that ratio.
 """
 
 from __future__ import annotations
@@ -169,6 +176,47 @@ def _peak() -> float:
     return metrics.measure_matmul_peak(sizes=(2048,), repeats=5)
 
 
+def _gemms(shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """(rows, in, out) of each dense matmul of the GPT-Neo step, output projection last."""
+    d, layers, _ = shape
+    return layers * [(BATCH * SEQ, d, d)] * 4 + layers * [(BATCH * SEQ, d, 4 * d),
+                                                          (BATCH * SEQ, 4 * d, d)] \
+        + [(BATCH * SEQ, d, VOCAB)]
+
+
+def _median_time(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_floor(shape: tuple[int, int, int]) -> dict[str, float]:
+    """Tokens/s of the step's dense matmuls alone (forward, g W^T, x^T g), jax and torch."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    forms = {"jax": (jax.jit(lambda x, w: x @ w), jax.jit(lambda g, w: g @ w.T),
+                     jax.jit(lambda x, g: x.T @ g))}
+    rng = np.random.default_rng(0)
+    seconds = {"jax": 0.0, "torch": 0.0}
+    for m, k, n in sorted(set(_gemms(shape))):
+        count = _gemms(shape).count((m, k, n))
+        x, w, g = (rng.standard_normal(s, dtype=np.float32) for s in ((m, k), (k, n), (m, n)))
+        jx, jw, jg = (jnp.asarray(a) for a in (x, w, g))
+        fwd, dx, dw = forms["jax"]
+        seconds["jax"] += count * sum(_median_time(lambda f=f, a=a: f(*a).block_until_ready())
+                                      for f, a in ((fwd, (jx, jw)), (dx, (jg, jw)),
+                                                   (dw, (jx, jg))))
+        tx, tw, tg = (torch.from_numpy(a) for a in (x, w, g))
+        seconds["torch"] += count * sum(_median_time(lambda a=a, b=b: a @ b)
+                                        for a, b in ((tx, tw), (tg, tw.T), (tx.T, tg)))
+    return {name: BATCH * SEQ / s for name, s in seconds.items()}
+
+
 def bench_shape(shape: tuple[int, int, int], rounds: int, seconds: float, contestants):
     from tinyscale import counting
     from tinyscale.model import ModelSpec
@@ -192,10 +240,11 @@ def bench_shape(shape: tuple[int, int, int], rounds: int, seconds: float, contes
             busy = _busy_seconds() - busy0
             rates[name].append(k * BATCH * SEQ / block["elapsed"])
             other[name].append(max(0.0, busy - block["cpu"]) / block["elapsed"])
-    peaks.append(_peak())
     for proc, pipe, _ in workers.values():
         pipe.send(None)
         proc.join(timeout=30)
+    peaks.append(_peak())
+    floor = gemm_floor(shape)
     peak = statistics.median(peaks)
     d, layers, heads = shape
     results = []
@@ -208,7 +257,7 @@ def bench_shape(shape: tuple[int, int, int], rounds: int, seconds: float, contes
                         "first_step_s": workers[name][2]["first_step_s"],
                         "tokens_per_s": rate, "min": min(rates[name]), "max": max(rates[name]),
                         "mfu": rate * flops / peak, "other_load": statistics.median(other[name])})
-    return results, peak
+    return results, peak, floor
 
 
 def main():
@@ -232,7 +281,7 @@ def main():
     for shape_name in args.shapes.split(","):
         shape = tuple(int(x[1:]) for x in shape_name.split("-"))
         print(f"{shape_name}: building", flush=True)
-        results, peak = bench_shape(shape, args.rounds, args.seconds, contestants)
+        results, peak, floor = bench_shape(shape, args.rounds, args.seconds, contestants)
         torch_best = max((r["tokens_per_s"] for r in results
                           if r["contestant"].startswith("torch")), default=float("nan"))
         print(f"{shape_name} (matmul peak {peak / 1e9:.0f} GFLOP/s, median of "
@@ -245,7 +294,10 @@ def main():
                   f"{r['tokens_per_s']:>9,.0f} {r['min']:>7,.0f}-{r['max']:<7,.0f} "
                   f"{r['mfu']:>6.1%} {r['vs_best_torch']:>7.2f}x {r['other_load']:>9.2f}c",
                   flush=True)
-        everything[shape_name] = {"peak_flops": peak, "results": results}
+        print(f"  GEMM floor (the dense matmuls alone): jax {floor['jax']:,.0f} tokens/s "
+              f"({floor['jax'] / torch_best:.2f}x torch's best step), torch "
+              f"{floor['torch']:,.0f} ({floor['torch'] / torch_best:.2f}x)", flush=True)
+        everything[shape_name] = {"peak_flops": peak, "results": results, "gemm_floor": floor}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(everything, f, indent=1)
