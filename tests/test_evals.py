@@ -169,8 +169,9 @@ def test_coherence_increases_across_training(tmp_path):
     coherence with it. Where between 0.5M and 2M the jump comes moves with float
     rounding (measured, 96 prompts, above chance / coherence: unfused loss 0.08/0.48,
     -0.01/0.30, 0.64/0.73 -- coherence dipped before the jump; fused loss 0.11/0.09,
-    0.32/0.38, 0.64/0.72), so the final checkpoint is compared with each earlier one,
-    and only the first is required to be before the transition.
+    0.32/0.38, 0.64/0.72; query blocks of 64: 0.02/0.12, 0.44/0.73, 0.62/0.76), so the
+    final checkpoint must be beyond two standard errors above the first one (before the
+    transition) and not below the later ones beyond two standard errors.
     """
     import os
 
@@ -194,13 +195,16 @@ def test_coherence_increases_across_training(tmp_path):
               f"{r['consistency_above_chance']:.3f} coherence {r['coherence']:.3f}\n"
               f"  ...{sample['prompt'][-80:]}|{sample['continuation'][:200]}")
     final = scores[-1]
-    for early in scores[:-1]:  # beyond two standard errors of the difference
-        assert final["coherence"] >= early["coherence"] + 2 * np.hypot(
-            early["coherence_se"], final["coherence_se"])
+
+    def margin(early, key):  # two standard errors of the difference
+        return 2 * np.hypot(early[f"{key}_se"], final[f"{key}_se"])
+    for i, early in enumerate(scores[:-1]):
+        for key in ("coherence", "consistency_above_chance"):
+            if i == 0:  # before the transition: the final checkpoint is well above it
+                assert final[key] >= early[key] + margin(early, key), key
+            else:  # the jump may already be behind: no step back beyond the noise
+                assert final[key] >= early[key] - margin(early, key), key
         assert final["grammar"] >= early["grammar"] - 0.05
-        assert final["consistency_above_chance"] >= early["consistency_above_chance"] + \
-            2 * np.hypot(early["consistency_above_chance_se"],
-                         final["consistency_above_chance_se"])
     assert scores[0]["consistency_above_chance"] <= 0.2  # before the transition
     assert final["coherence"] >= 0.6 and final["consistency_above_chance"] >= 0.4
 
