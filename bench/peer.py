@@ -196,18 +196,18 @@ def _median_time(fn, repeats: int = 5) -> float:
 
 def gemm_floor(shape: tuple[int, int, int]) -> dict[str, float]:
     """Tokens/s of the step's dense matmuls alone (forward, g W^T, x^T g), jax and torch."""
+    import collections
+
     import jax
     import jax.numpy as jnp
     import torch
-    forms = {"jax": (jax.jit(lambda x, w: x @ w), jax.jit(lambda g, w: g @ w.T),
-                     jax.jit(lambda x, g: x.T @ g))}
+    fwd, dx, dw = (jax.jit(lambda x, w: x @ w), jax.jit(lambda g, w: g @ w.T),
+                   jax.jit(lambda x, g: x.T @ g))
     rng = np.random.default_rng(0)
     seconds = {"jax": 0.0, "torch": 0.0}
-    for m, k, n in sorted(set(_gemms(shape))):
-        count = _gemms(shape).count((m, k, n))
+    for (m, k, n), count in collections.Counter(_gemms(shape)).items():
         x, w, g = (rng.standard_normal(s, dtype=np.float32) for s in ((m, k), (k, n), (m, n)))
         jx, jw, jg = (jnp.asarray(a) for a in (x, w, g))
-        fwd, dx, dw = forms["jax"]
         seconds["jax"] += count * sum(_median_time(lambda f=f, a=a: f(*a).block_until_ready())
                                       for f, a in ((fwd, (jx, jw)), (dx, (jg, jw)),
                                                    (dw, (jx, jg))))
