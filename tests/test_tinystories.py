@@ -1,5 +1,6 @@
 """The TinyStories TFDS builder on files written in the real files' format and quirks."""
 
+import io
 import os
 import sys
 
@@ -101,3 +102,114 @@ def test_a_second_manual_dir_gives_its_own_stories(tmp_path):
             pipeline.tokens(data_dir, "train")[:400].tolist()))
     assert "Lily" in shown[0] and "Rex" not in shown[0]
     assert "Rex" in shown[1] and "Lily" not in shown[1]
+
+
+def test_instruct_files_under_either_name(tmp_path, capsys):
+    """The Hub's TinyStories-Instruct-*.txt, or TinyStoriesInstruct-*.txt; the Hub's name
+    wins when both are there, and one stderr line says which files are read."""
+    hub = tmp_path / "hub"
+    write_files(hub, "instruct")
+    assert sorted(os.listdir(hub)) == ["TinyStories-Instruct-train.txt",
+                                       "TinyStories-Instruct-valid.txt"]
+    old = tmp_path / "old"
+    os.makedirs(old)
+    for name in os.listdir(hub):
+        os.rename(hub / name, old / name.replace("TinyStories-Instruct", "TinyStoriesInstruct"))
+    both = tmp_path / "both"
+    write_files(both, "instruct")
+    for name in os.listdir(old):
+        with open(both / name, "w") as f:
+            f.write("An old story.\n")
+    for folder, read in ((old, "TinyStoriesInstruct"), (both, "TinyStories-Instruct")):
+        builder = tinystories.build("instruct", str(tmp_path / "tfds" / folder.name),
+                                    str(folder))
+        assert sorted(tinystories.texts(builder, "train")) == sorted(EXPECTED)
+        lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("reading")]
+        assert lines == [f"reading {read}-train.txt, {read}-valid.txt from {folder}"]
+
+
+def test_missing_instruct_files_name_both_spellings(tmp_path):
+    os.makedirs(tmp_path / "manual")
+    result = run_cli("data", "prepare", "--dataset", "tinystories", "--manual-dir",
+                     str(tmp_path / "manual"), "--config.data.instruct=True",
+                     "--data-dir", str(tmp_path / "data"),
+                     f"--config.data.cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    for name in ("TinyStories-Instruct-train.txt", "TinyStoriesInstruct-train.txt",
+                 "TinyStories-Instruct-valid.txt", "TinyStoriesInstruct-valid.txt"):
+        assert name in result.stderr
+
+
+def _curled(text: str) -> str:
+    """`text` as typeset: curly quotes and apostrophes, a dash, an ellipsis, an accent."""
+    out, opening = [], True
+    for char in text:
+        if char == '"':
+            out.append("\u201c" if opening else "\u201d")
+            opening = not opening
+        else:
+            out.append("\u2019" if char == "'" else char)
+    return "".join(out).replace(". ", "\u2026 ", 1).replace(", ", " \u2014 ", 1) \
+        + " Caf\u00e9 \u2018ok\u2019 \u2013 \u201cThe end.\u201d"
+
+
+def _mojibake(text: str, form: str) -> str:
+    """UTF-8 `text` read as cp1252 once, the way files of the wild hold it: `sloppy`
+    keeps the bytes cp1252 lacks as C1 controls (browsers, ftfy), `replace` makes them
+    U+FFFD, `ignore` drops them ("”" = E2 80 9D loses its 9D)."""
+    raw = text.encode("utf-8")
+    if form == "sloppy":
+        return "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in raw)
+    return raw.decode("cp1252", errors=form)
+
+
+def _english_stories():
+    from tests.controls import english_stories
+    return english_stories()
+
+
+@pytest.mark.parametrize("form", ["sloppy", "replace", "ignore"])
+def test_clean_mends_real_mojibake(form):
+    stories = [_curled(s) for s in _english_stories()[:8]]
+    assert any("\u201d\n" in s or "\u201d " in s for s in stories)  # "â€" + space / line end
+    for story in stories:
+        broken = _mojibake(story, form)
+        assert "\u00e2\u20ac" in broken and "\u00c3" in broken
+        mended = tinystories.clean(broken)
+        assert mended == tinystories.clean(story) == story.translate(tinystories._ASCII)
+        assert not any(bad in mended for bad in ("\u00e2\u20ac", "\u00c3", "\u00c2",
+                                                 "\u2020", "\ufffd"))
+
+
+def test_clean_leaves_legitimate_text_alone():
+    """Only the encoding is mended: accents, dashes, ligatures, full-width letters, HTML
+    entities and no-break-space pairs stay (curly quotes still become ASCII)."""
+    text = ("Zo\u00eb ate a cr\u00e8me br\u00fbl\u00e9e \u2014 na\u00efve \u2026 "
+            "\ufb01ne \uff21 &amp; \u00c0 la carte, \u00bfs\u00ed? \u00a9 1\u00b0C "
+            "\u201cHi,\u201d she said.")
+    assert tinystories.clean(text) == text.replace("\u201c", '"').replace("\u201d", '"')
+
+
+@pytest.mark.parametrize("raw", [RAW, RAW.rstrip(), RAW.replace("\r\n", "\n"),
+                                 "<|endoftext|>\r\n" + RAW + "<|endoftext|> trailing\r\n"])
+def test_streamed_split_equals_whole_text_split(tmp_path, raw):
+    path = tmp_path / "stories.txt"
+    path.write_bytes(raw.encode("utf-8"))
+    assert list(tinystories.read_stories(str(path))) == list(tinystories.split_stories(raw))
+    assert list(tinystories.stream_stories(io.StringIO(raw, newline="\n"))) \
+        == list(tinystories.split_stories(raw))
+
+
+def test_streaming_a_file_larger_than_a_buffer(tmp_path):
+    """Stories across buffer boundaries, one line longer than a buffer, and mojibake and
+    multi-byte characters split by them."""
+    long_line = "The dog ran and ran. " * (4 * io.DEFAULT_BUFFER_SIZE // 20)
+    broken = _mojibake(_curled('Tom said, "Let\'s go!"'), "ignore")
+    raw = "".join(f"Story {i}: {broken} \u00e9\u2019\r\n{long_line if i == 7 else ''}\r\n"
+                  "<|endoftext|>\r\n" for i in range(3000))
+    path = tmp_path / "big.txt"
+    path.write_bytes(raw.encode("utf-8"))
+    assert os.path.getsize(path) > 20 * io.DEFAULT_BUFFER_SIZE
+    streamed = list(tinystories.read_stories(str(path)))
+    assert streamed == list(tinystories.split_stories(raw)) and len(streamed) == 3000
+    assert streamed[7].endswith(long_line.strip()) and '"Let\'s go!"' in streamed[0]

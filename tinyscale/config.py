@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import ml_collections
 
@@ -19,6 +20,11 @@ CACHE_ROOT = "~/.cache/tinyscale"  # the default data.cache_dir: every cache liv
 # this variable; "" turns the cache off; unset, it is <data.cache_dir default>/jax.
 COMPILATION_CACHE_ENV = "TINYSCALE_COMPILATION_CACHE"
 DATASETS = ("synthstories", "tinystories", "generated")
+# data.tokenizer (data/tokenizer.py): sentencepiece model types, trained here, and
+# GPT-Neo's BPE cut to its top data.vocab_size tokens
+SENTENCEPIECE_TOKENIZERS, GPT_NEO_TOKENIZER = ("bpe", "unigram"), "gpt_neo_top10k"
+TOKENIZERS = SENTENCEPIECE_TOKENIZERS + (GPT_NEO_TOKENIZER,)
+TOPK_MIN_VOCAB = 260  # a restricted byte-level BPE: 3 special ids, 256 bytes, one more
 FAMILIES = ("llama", "gpt_neo", "phi")
 
 
@@ -37,12 +43,20 @@ def get_config() -> ml_collections.ConfigDict:
     d.synth_seed = 0                     # SynthStories corpus seed
     d.synth_richness = 1.0               # share of the SynthStories lexicon used, in (0, 1]
     d.instruct = False                   # each story after its instructions: SynthStories-
-                                         # Instruct, or the TinyStoriesInstruct files
+                                         # Instruct, or the TinyStories-Instruct files
     d.train_stories = 20_000             # SynthStories stories in the training split
     d.eval_stories = 500                 # SynthStories stories in the eval split
-    d.vocab_size = 1024                  # sentencepiece vocabulary size
-    d.tokenizer = "bpe"                  # sentencepiece model type: bpe | unigram
-    d.tokenizer_sample_mb = 20           # MB of training text the tokenizer learns from
+    d.vocab_size = 1024                  # the vocabulary size, exactly, for every tokenizer
+                                         # (gpt_neo_top10k: the K of top-K; the paper's is
+                                         # 10000, set it: the model's size follows it)
+    d.tokenizer = "bpe"                  # bpe | unigram (sentencepiece, trained here) |
+                                         # gpt_neo_top10k (the paper's: GPT-Neo's BPE cut to
+                                         # its vocab_size tokens most frequent in training)
+    d.tokenizer_file = ""                # a Hugging Face tokenizer.json (byte-level BPE) cut
+                                         # likewise to its vocab_size most frequent tokens;
+                                         # "" = data.tokenizer (leave that at bpe)
+    d.tokenizer_sample_mb = 20           # MB of training text the tokenizer learns (or
+                                         # counts its tokens' frequencies) from
     d.noise = 0.0                        # share of training stories replaced by corrupted
                                          # ones (data/quality.py), in [0, 1)
     d.noise_kinds = "all"                # their corruptions, comma-separated (synthstories/
@@ -259,6 +273,22 @@ def _check_experts(m) -> None:
             _fail(f"model.{knob}", value, "use a non-negative weight")
 
 
+def _check_tokenizer_file(d) -> None:
+    """data.tokenizer_file: "" or a readable file, which replaces data.tokenizer."""
+    path = d.tokenizer_file
+    if not isinstance(path, str):
+        _fail("data.tokenizer_file", path, 'give the path of a tokenizer.json, or ""')
+    if not path:
+        return
+    if not os.path.isfile(os.path.expanduser(path)):
+        _fail("data.tokenizer_file", path, "no such file: give the path of a Hugging Face "
+              "tokenizer.json (a byte-level BPE such as GPT-2's), or \"\" for "
+              "data.tokenizer")
+    if d.tokenizer != "bpe":
+        _fail("data.tokenizer", d.tokenizer, "data.tokenizer_file is set and its byte-level "
+              "BPE is used: leave data.tokenizer at bpe, or clear data.tokenizer_file")
+
+
 def attention_types(m) -> tuple[str, ...]:
     """Each layer's attention, global or local, from model.attention_pattern."""
     pattern = m.attention_pattern
@@ -324,7 +354,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check every knob a user might get wrong; return the config unchanged."""
     _choice(c, "data.dataset", DATASETS)
     _choice(c, "data.tinystories_version", ("original", "gpt4"))
-    _choice(c, "data.tokenizer", ("bpe", "unigram"))
+    _choice(c, "data.tokenizer", TOKENIZERS)
+    _check_tokenizer_file(c.data)
     if not isinstance(c.data.instruct, bool):
         _fail("data.instruct", c.data.instruct, "use True or False")
     if c.data.dataset == "generated" and not c.data.dir:
@@ -337,6 +368,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     quality.check(c.data)
     if not 64 <= c.data.vocab_size <= 65_535:
         _fail("data.vocab_size", c.data.vocab_size, "use a size from 64 to 65535")
+    if (c.data.tokenizer == GPT_NEO_TOKENIZER or c.data.tokenizer_file) \
+            and c.data.vocab_size < TOPK_MIN_VOCAB:
+        _fail("data.vocab_size", c.data.vocab_size, "a byte-level BPE keeps its 256 byte "
+              f"tokens and 3 special ids: use at least {TOPK_MIN_VOCAB} (the paper: 10000)")
     _choice(c, "model.family", FAMILIES)
     _positive(c, "model.d_model", "model.n_layers", "model.n_heads", "model.max_seq_len",
               "model.window_size", "model.n_kv_heads", "model.d_ff",

@@ -8,7 +8,8 @@ run, each prompted with the opening tokens of a story of the run's training spli
                      run learned (its prompts and metrics are this data's too);
                      `generated`: the run, step, sampling, cost; on SynthStories,
                      `quality`: the validator's grammar and consistency shares
-    tokenizer.model  the run's own (a teacher and its students share it)
+    tokenizer.model  the run's own, or its tokenizer_topk.json (a teacher and its
+                     students share it)
     train.bin        the generated stories (opening + sampled tokens), EOS after each
     eval.bin         the run's held-out split, so held-out losses compare with the source's
     stories.txt      the stories as text, separated by <|endoftext|> lines
@@ -122,13 +123,14 @@ def _write(run, out: str, ids: list[list[int]], texts: list[str], generated: dic
         flat = np.fromiter((t for story in ids for t in story + [tokenizer.EOS_ID]), dtype)
         flat.astype(dtype.newbyteorder("<")).tofile(os.path.join(tmp, "train.bin"))
         n_bytes = sum(len(t.encode()) for t in texts)
-        for name in ("tokenizer.model", "eval.bin"):
+        for name in (pipeline.tokenizer_name(src), "eval.bin"):
             shutil.copy(os.path.join(run.data_dir, name), os.path.join(tmp, name))
         with open(os.path.join(tmp, "stories.txt"), "w") as f:
             f.write("".join(f"{t}\n<|endoftext|>\n" for t in texts))
         data = source(run.config.data, src)
         meta = {**{k: src[k] for k in ("format_version", "vocab_size", "eos_id", "bos_id",
                                        "bytes_per_token", "tokenizer_sha256")},
+                "tokenizer_model": pipeline.tokenizer_name(src),
                 "data": {"dataset": "generated"}, "source": data.to_dict(),
                 "splits": {"train": {"stories": len(ids), "tokens": int(flat.size),
                                      "bytes": n_bytes, "bytes_per_token": n_bytes / flat.size,

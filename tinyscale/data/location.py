@@ -7,6 +7,7 @@ tokenizer, and the same settings always find theirs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,18 @@ def source_fingerprint(manual_dir: str) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]
 
 
+def file_sha256(path: str) -> str:
+    """The hash of a file's contents (a tokenizer.json: read once per version of it)."""
+    stat = os.stat(os.path.expanduser(path))
+    return _sha256(os.path.abspath(os.path.expanduser(path)), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def data_key(c: ml_collections.ConfigDict, noise: bool = True, filtered: bool = True) -> str:
     """A short hash of the settings (and the manual dir's files) that determine the data;
     without `filtered`, of the corpus before data.filter (its scores' cache), without
@@ -46,6 +59,8 @@ def data_key(c: ml_collections.ConfigDict, noise: bool = True, filtered: bool = 
         values["source"] = source_fingerprint(d.manual_dir)
     if d.get("instruct"):  # only when set: data prepared before the knob keeps its key
         values["instruct"] = True
+    if d.get("tokenizer_file"):  # likewise; the file's contents, wherever it lies
+        values["tokenizer_file"] = file_sha256(d.tokenizer_file)
     values.update(quality.key_values(d, noise, filtered))
     blob = json.dumps(values, sort_keys=True)
     return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

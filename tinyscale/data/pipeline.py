@@ -5,8 +5,10 @@ meta.json last, so a directory with meta.json is complete; each use checks the f
 against meta.json's sizes and the tokenizer's hash):
 
     meta.json        dataset settings, vocabulary, EOS id, dtype, per-split counts and
-                     bytes per token
-    tokenizer.model  the sentencepiece model
+                     bytes per token, the tokenizer's file name and hash
+    tokenizer.model  the sentencepiece model (data.tokenizer = bpe | unigram), or
+    tokenizer_topk.json  a byte-level BPE cut to its top-K tokens (gpt_neo_top10k,
+                     data.tokenizer_file; tokenizer.TopK); ids 0, 1, 2 = unk, bos, eos
     filter.npz       with data.filter: each training story's score, kept, corrupted
     train.bin        the training split: every story's token ids followed by EOS,
     eval.bin         concatenated; raw little-endian uint16 (uint32 above 65,535 ids)
@@ -128,26 +130,25 @@ def _prepare_local(c, out: str, progress: bool) -> str:
         _check_settings(out, c)
         verify(out)
         return out
+    tokenizer.check_source(c.data)  # before the corpus is read: that may take long
     train_texts, eval_texts, (n_train, n_eval) = _sources(c)
     tmp = f"{out.rstrip('/')}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
         if progress:
-            print(f"training a {c.data.vocab_size}-piece {c.data.tokenizer} tokenizer...",
-                  file=sys.stderr)
-        # trained on the clean corpus: every noise and filter setting shares it, so their
+            print(tokenizer.describe(c.data), file=sys.stderr)
+        # made from the clean corpus: every noise and filter setting shares it, so their
         # losses are per token of one vocabulary
         model = tokenizer.cached(train_texts(), location.data_key(c, noise=False,
-                                                                  filtered=False),
-                                 c.data.vocab_size, c.data.tokenizer,
-                                 c.data.tokenizer_sample_mb, c.data.cache_dir)
+                                                                  filtered=False), c.data)
+        name = tokenizer.file_name(c.data)
         report = {}
         if quality.active(c.data):
             training = quality.Training(train_texts, n_train, c, progress)
             train_texts, n_train, report = training.texts, training.count, training.report
             training.save(tmp)
-        shutil.copy(model, os.path.join(tmp, "tokenizer.model"))
+        shutil.copy(model, os.path.join(tmp, name))
         sp = tokenizer.load(model)
         splits = {
             "train": _write_split(sp, train_texts(), os.path.join(tmp, "train.bin"),
@@ -159,8 +160,11 @@ def _prepare_local(c, out: str, progress: bool) -> str:
                 "vocab_size": sp.get_piece_size(), "eos_id": tokenizer.EOS_ID,
                 "bos_id": tokenizer.BOS_ID, "splits": splits,
                 "bytes_per_token": splits["eval"]["bytes_per_token"],
-                "tokenizer_sha256": _sha256(os.path.join(tmp, "tokenizer.model")),
+                "tokenizer_model": name,
+                "tokenizer_sha256": _sha256(os.path.join(tmp, name)),
                 **report}
+        if c.data.tokenizer_file:  # the file itself, whatever its path
+            meta["tokenizer_file_sha256"] = location.file_sha256(c.data.tokenizer_file)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=2)
         _move_in(tmp, out)
@@ -186,7 +190,8 @@ def _sha256(path: str) -> str:
 
 def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
     """A prepared folder must hold the data these settings ask for."""
-    saved = load_meta(data_dir)["data"]
+    meta = load_meta(data_dir)
+    saved = meta["data"]
     for key in location.DATA_KEYS[c.data.dataset] + ("dataset",):
         if key in saved and saved[key] != c.data[key]:
             raise TinyscaleError(
@@ -198,6 +203,14 @@ def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
             f"{data_dir} holds data prepared with config.data.instruct="
             f"{saved.get('instruct', False)}, not {c.data.instruct}: use another --data-dir "
             "(config.data.dir), or the same settings.")
+    if c.data.dataset != "generated" and meta.get("tokenizer_file_sha256", "") != (
+            c.data.tokenizer_file and location.file_sha256(c.data.tokenizer_file)):
+        was = saved.get("tokenizer_file", "")
+        why = "a file that has changed since" if was == c.data.tokenizer_file else \
+            f"not {c.data.tokenizer_file!r}"
+        raise TinyscaleError(
+            f"{data_dir} holds data prepared with config.data.tokenizer_file={was!r}, {why}: "
+            "use another --data-dir (config.data.dir), or the same settings.")
     from tinyscale.config import Values, get_config
     was = quality.key_values(Values.of({**get_config().data.to_dict(), **saved}))
     now = quality.key_values(c.data)
@@ -221,11 +234,12 @@ def verify(data_dir: str) -> None:
             damaged = (f"{split}.bin holds {have if have is not None else 'no'} bytes, "
                        f"meta.json says {want:,}")
             break
-    model = os.path.join(data_dir, "tokenizer.model")
+    name = tokenizer_name(meta)
+    model = os.path.join(data_dir, name)
     if damaged is None and not os.path.exists(model):
-        damaged = "tokenizer.model is missing"
+        damaged = f"{name} is missing"
     elif damaged is None and meta.get("tokenizer_sha256", _sha256(model)) != _sha256(model):
-        damaged = "tokenizer.model does not match the hash in meta.json"
+        damaged = f"{name} does not match the hash in meta.json"
     if damaged:
         raise TinyscaleError(f"the prepared data in {data_dir} is damaged ({damaged}): "
                              "delete that folder and run `tinyscale data prepare` again.")
@@ -244,10 +258,17 @@ def load_meta(data_dir: str) -> dict:
                              "`tinyscale data prepare` again.") from None
 
 
+def tokenizer_name(meta: dict) -> str:
+    """The name of the tokenizer's file in a prepared data dir (tokenizer.model before
+    meta.json named it)."""
+    return meta.get("tokenizer_model", tokenizer.SENTENCEPIECE_FILE)
+
+
 def load_tokenizer(data_dir: str):
-    """The data's sentencepiece model, checked against meta.json first."""
+    """The data's tokenizer (a sentencepiece processor, or a tokenizer.TopK with the same
+    interface), checked against meta.json first."""
     verify(data_dir)
-    return tokenizer.load(os.path.join(data_dir, "tokenizer.model"))
+    return tokenizer.load(os.path.join(data_dir, tokenizer_name(load_meta(data_dir))))
 
 
 def tokens(data_dir: str, split: str) -> np.ndarray:
