@@ -77,6 +77,36 @@ def metric_vs_params(df, metric, crossings=(), threshold=0.5):
     return fig
 
 
+def writing(df):
+    """How the models write, against parameters by depth: words per completion (left),
+    and the shares that ended with EOS, were cut by the token budget, or loop (right) --
+    a model that "stops after 5-10 words" is a low point on the left with a high EOS
+    share on the right."""
+    f = final_rows(df)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    colors = _depth_colors(f["depth"])
+    for depth, g in f.groupby("depth"):
+        g = g.sort_values("params")
+        left.errorbar(g["params"], g["words"], yerr=g.get("words_se"), marker="o",
+                      color=colors[depth], label=f"depth {depth}", capsize=2)
+        for key, style in (("ended", "-"), ("truncated", "--"), ("looping", ":")):
+            if key in g:
+                right.plot(g["params"], g[key], ls=style, marker="o", ms=3,
+                           color=colors[depth], label=f"depth {depth}: {key}")
+    if "length_ratio" in f and f["length_ratio"].notna().any():
+        left.axhline(float(np.nanmedian(f["words"] / f["length_ratio"])), color="grey",
+                     ls="--", lw=0.8, label="reference continuation (median words)")
+    for ax in (left, right):
+        _log_x(ax)
+        ax.legend(fontsize=7)
+    left.set(xlabel="parameters N (total)", ylabel="words per completion",
+             title="completion length")
+    right.set(xlabel="parameters N (total)", ylabel="share of completions", ylim=(-0.03, 1.03),
+              title="ended (EOS) -, cut by budget --, looping :")
+    fig.tight_layout()
+    return fig
+
+
 STAGES = ("grammar", "consistency_above_chance", "coherence")
 
 

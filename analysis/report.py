@@ -60,6 +60,8 @@ class Results:
     by_data: by_data.ByData | None  # > 1 data setting in the sweep
     every_df: pd.DataFrame          # df of every run, whatever its architecture and data
     baseline: list                  # the architecture / data the depth analyses read
+    external: pd.DataFrame          # eval --hf models: reference points, not in the fits
+    diagnostics: pd.DataFrame       # per run: completion length/EOS/truncation/loops, ...
 
     n_runs = property(lambda self: self.every_df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -92,6 +94,36 @@ def _runs_table(df, final, present) -> pd.DataFrame:
                                  "grammar_prefix": "gram. prefix", "coherence_se": "coh. SE",
                                  "eval_loss_se": "loss SE",
                                  "consistency_above_chance": "cons. above chance"})
+
+
+# What each completion diagnostic is called in the report, in order: how long the model
+# writes and how it stops (so "stops after 5-10 words" shows at a glance), then how
+# varied and how new its stories are, and how close to real ones.
+DIAGNOSTICS = {"words": "words", "ended": "ended (EOS)", "truncated": "cut by budget",
+               "looping": "looping", "length_ratio": "length / reference",
+               "context_use": "LM context use (nats/token)",
+               "context_use_above_chance": "context use above chance",
+               "consistency_entity": "entity consistency",
+               "distinct_1": "distinct-1", "distinct_2": "distinct-2",
+               "distinct_3": "distinct-3", "novelty": "novelty (8-grams)", "mauve": "MAUVE"}
+
+
+def _diagnostics(final: pd.DataFrame, present: list) -> pd.DataFrame:
+    """Per finished run (and reference model): the completion diagnostics it has, with
+    their standard errors, beside its coherence."""
+    keys = [k for k in DIAGNOSTICS if k in final and final[k].notna().any()]
+    if final.empty or not keys:
+        return pd.DataFrame()
+    cols = {"run": final["run"], "params": final["params"]}
+    if "coherence" in final:
+        cols["coherence"] = final["coherence"]
+    for k in keys:
+        se = final[f"{k}_se"] if f"{k}_se" in final else None
+        cols[DIAGNOSTICS[k]] = [f"{v:.3g}" + (f" ± {e:.2g}" if se is not None and
+                                              pd.notna(e) else "")
+                                if pd.notna(v) else "" for v, e in zip(
+                                    final[k], se if se is not None else [None] * len(final))]
+    return pd.DataFrame(cols).sort_values("params").reset_index(drop=True)
 
 
 def _judge_table(final) -> pd.DataFrame | None:
@@ -161,9 +193,15 @@ def baseline(final: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return final[keep], chosen
 
 
-def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Results:
-    """Every number of the report, from the run directories."""
-    everything = runs.load(sweep_dir)
+def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
+            include_external: bool = False) -> Results:
+    """Every number of the report, from the run directories. Models scored with `eval
+    --hf` (external/) are reference points, listed apart and kept out of every fit and
+    curve unless `include_external`."""
+    loaded = runs.load(sweep_dir)
+    external = runs.final(loaded[loaded["external"]]) if "external" in loaded else \
+        loaded.iloc[:0]
+    everything = loaded if include_external else loaded[~loaded["external"]]
     df = everything[everything["branch_of"].isna()]  # branches: the token-budget analysis
     every_final = runs.final(df)
     final, chosen = baseline(every_final)
@@ -201,7 +239,8 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300) -> Res
                    architectures.compute(every_final, present + continuous, threshold,
                                          bootstrap, samples) if len(final) >= 2 else None,
                    by_data.compute(every_final, present + continuous, threshold, bootstrap,
-                                   samples) if len(final) >= 2 else None, df, chosen)
+                                   samples) if len(final) >= 2 else None, df, chosen,
+                   external, _diagnostics(pd.concat([every_final, external]), present))
 
 
 def draw(r: Results) -> dict:
@@ -211,6 +250,8 @@ def draw(r: Results) -> dict:
         if any(m in r.present for m in plots.STAGES):
             figures["stages"] = plots.stages(r.df, r.crossings, r.threshold)
         figures["loss_vs_params"] = plots.loss_vs_params(r.df, r.fit_results)
+        if "words" in r.final and r.final["words"].notna().any():
+            figures["writing"] = plots.writing(r.df)
         for m in r.present:
             figures[f"{m}_vs_params"] = plots.metric_vs_params(r.df, m, r.crossings,
                                                                r.threshold)
@@ -263,9 +304,9 @@ def _sample_columns(sweep_dir: epath.Path, final) -> list[tuple[str, list[dict]]
 
 
 def build(sweep_dir: str, out_dir: str | None = None, threshold: float = 0.5,
-          bootstrap: int = 300) -> str:
+          bootstrap: int = 300, include_external: bool = False) -> str:
     """Write report.html, figures/*.png and runs.csv; the report's path."""
-    return write(compute(sweep_dir, threshold, bootstrap), out_dir)
+    return write(compute(sweep_dir, threshold, bootstrap, include_external), out_dir)
 
 
 def write(results: Results, out_dir: str | None = None) -> str:

@@ -71,7 +71,7 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
             "params_active": counts["active"], "flops_per_token": per_token,
             "architecture": architecture_label(c.to_dict()),
             "data": data_label(c.to_dict()),
-            "branch_of": branch_of}
+            "branch_of": branch_of, "external": name.startswith("external/")}
     forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
         c.train.seq_len  # tokens the run trained for the branch before its fork
     evals = [m for m in rundir.read_metrics() if "eval_loss" in m]

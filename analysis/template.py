@@ -45,6 +45,20 @@ LOSS_CURVES = """<p>Held-out loss of depth k minus depth 1 at equal N (the middl
 range both cover, from a line in log loss against log N per family), with a 95%
 interval.</p>"""
 
+DIAGNOSTICS = """<p>How each model writes (means over its completions, ± standard error):
+how many words, the share that ended with EOS after a finished sentence, the share cut by
+<code>eval.max_new_tokens</code>, the share looping (a quarter or more of their word
+4-grams repeat an earlier one), words over the reference continuation's. A model that
+"stops after 5–10 words" shows here as few words and a low length ratio with a high EOS
+share. Real English adds the reference LM's context use (nats per token a completion
+gains from its own prompt over another's) and the entity tracker's consistency;
+creativity: distinct-n across completions, novelty (the share of 8-grams not in the
+training split) and MAUVE against the true continuations.</p>"""
+
+EXTERNAL = """<p>Models scored with <code>tinyscale eval --hf</code> on the same prompts.
+They are reference points: no fit, curve or emergence point of this report uses them
+(<code>tinyscale analyze --include-external</code> fits them with the runs).</p>"""
+
 AGREEMENT = """<p>Do the offline metrics agree with the judge? Across runs, each offline
 metric against the judge's grade that asks the same question (rank and linear
 correlation; runs = runs graded).</p>"""
@@ -197,6 +211,11 @@ evaluated.</p>{baseline(r)}{unfinished}
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
 {budgets(r)}
 <h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{table(r.emergence)}
+{"<h2>How the models write</h2>" + DIAGNOSTICS + table(r.diagnostics)
+ if not r.diagnostics.empty else ""}
+{"<h2>Reference models</h2>" + EXTERNAL + table(r.external[[c for c in (
+    "run", "params", "grammar", "consistency", "completion", "coherence", "fluency")
+    if c in r.external]]) if not r.external.empty else ""}
 {FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
 {by_architecture(r)}
 {by_data(r)}

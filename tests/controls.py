@@ -2,7 +2,8 @@
 
 SynthStories controls corrupt a true continuation everywhere they can, with the corpus's
 one corruption module (the prompt is read for bindings, never changed); `truncated`
-cuts the continuation to its first third, unfinished.
+stops (EOS) after the continuation's first third, mid-sentence; `stops early` finishes
+the cut sentence and stops there (the small model that "stops after 5-10 words").
 
 Real English: tests/data/english_sentences.txt holds 240 plain sentences nobody on this
 project wrote: half from Python's standard-library docstrings, half from the long
@@ -34,11 +35,16 @@ def _everywhere(corruption):
 
 def truncated(prompt, text, rng):
     words = text.split()
-    return " " + " ".join(words[: max(1, len(words) // 3)]), False
+    return " " + " ".join(words[: max(1, len(words) // 3)]), True
+
+
+def stops_early(prompt, text, rng):
+    end = re.search(r"""[.!?]+"?""", text)
+    return (text[:end.end()] if end else text), True
 
 
 CONTROLS = {**{name: _everywhere(c) for name, c in CORRUPTIONS.items()},
-            "truncated": truncated}
+            "truncated": truncated, "stops early": stops_early}
 
 
 def english_sentences() -> list[str]:
@@ -101,3 +107,85 @@ def english_sentences_from_host(n: int = 240, seed: int = 0,
     take = min(len(debian), n // 2)
     chosen = rng.sample(sorted(debian), take) + rng.sample(sorted(docs), n - take)
     return sorted(chosen)
+
+
+# ---- real English: the developer-written stories and their corruptions ----
+
+STORIES = os.path.join(os.path.dirname(__file__), "data", "english_stories")
+_OTHER_NAMES = ("Quentin", "Beatrix", "Otto", "Hazel", "Jasper", "Greta", "Felix", "Ivy",
+                "Rufus", "Pearl", "Milo", "Opal")
+_GENDER = {"he": "she", "she": "he", "him": "her", "his": "her", "himself": "herself",
+           "herself": "himself", "hers": "his"}
+# "her" before one of these is an object (him), before anything else a possessive (his)
+_AFTER_OBJECT = set("and but or to with at in on for from up down back again too . , ! ? \" "
+                    "so then when as very a an the".split())
+
+
+def english_stories(heldout: bool = False) -> list[str]:
+    """The developer-written stories in TinyStories' file format, in file order:
+    tests/data/english_stories/*.txt (the entity rules were written looking at these),
+    or with `heldout` its heldout/ folder (written apart, read by no rule's author)."""
+    from tinyscale.data.tinystories import split_stories
+    folder = os.path.join(STORIES, "heldout") if heldout else STORIES
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".txt"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                out.extend(split_stories(f.read()))
+    return out
+
+
+def story_names(story: str) -> set[str]:
+    """Capitalised words inside sentences (not after an end mark or an opening quote):
+    the story's proper names."""
+    return {m.group(1) for m in re.finditer(r"""(?<=[a-z,;] )([A-Z][a-z]+)\b""", story)} - {"I"}
+
+
+def renamed(story: str, text: str) -> str:
+    names = sorted(story_names(story))
+    fresh = [n for n in _OTHER_NAMES if n not in story]
+    for old, new in zip(names, fresh):
+        text = re.sub(rf"\b{old}\b", new, text)
+    return text
+
+
+def gender_swapped(text: str) -> str:
+    def swap(match):
+        word, after = match.group(1), match.group(2)
+        low = word.lower()
+        new = ("him" if after.strip().lower() in _AFTER_OBJECT or not after.strip() else "his") \
+            if low == "her" else _GENDER[low]
+        return (new.capitalize() if word[0].isupper() else new) + after
+    pattern = r"\b(he|she|him|his|her|himself|herself|hers)\b(\s*[\w.,!?\"]*)"
+    return re.sub(pattern, swap, text, flags=re.IGNORECASE)
+
+
+def _spans(text):
+    from tinyscale.evals.sentences import sentence_spans
+    return sentence_spans(text)
+
+
+def english_controls(story: str, rest: str, other_rest: str, rng: random.Random):
+    """name -> (continuation, ended with EOS) for the true continuation `rest` of `story`'s
+    prompt: another story's, renamed, pronouns' gender swapped, stopping after the cut
+    sentence, words shuffled within each sentence, one sentence looped to the budget,
+    cut (at a sentence end) near half its length."""
+    spans = _spans(rest)
+    first = rest[:spans[0][1]] if spans else rest
+    shuffled = rest
+    for a, b in reversed(spans[1:]):
+        words = rest[a:b].split()
+        rng.shuffle(words)
+        shuffled = shuffled[:a] + " ".join(words) + shuffled[b:]
+    middle = rest[spans[1][0]:spans[1][1]] if len(spans) > 1 else first.strip()
+    half_words = len(rest.split()) // 2
+    ends = [b for _, b in spans if len(rest[:b].split()) <= half_words] or [spans[0][1]]
+    return {
+        "another story's": (other_rest, True),
+        "characters renamed": (renamed(story, rest), True),
+        "pronouns' gender swapped": (gender_swapped(rest), True),
+        "stops after the cut sentence": (first, True),
+        "words shuffled": (shuffled, True),
+        "a sentence looped": (first + (" " + middle) * 12, False),
+        "cut at half its length": (rest[:ends[-1]], True),
+    }

@@ -27,13 +27,14 @@ def test_prompts_are_cut_mid_sentence_from_held_out_stories(prompt_set):
 
 
 def test_true_continuations_score_high_and_every_corruption_lower(prompt_set):
-    true = [synth_scores(p.text, p.reference, True)["coherence"] for p in prompt_set]
+    true = [synth_scores(p.text, p.reference, True, p.reference)["coherence"]
+            for p in prompt_set]
     print(f"\ntrue continuations: coherence {np.mean(true):.3f}")
     assert np.mean(true) >= 0.95
     for name, control in CONTROLS.items():
         rng = random.Random(name)
-        scores = [synth_scores(p.text, *control(p.text, p.reference, rng))["coherence"]
-                  for p in prompt_set]
+        scores = [synth_scores(p.text, *control(p.text, p.reference, rng), p.reference)[
+            "coherence"] for p in prompt_set]
         print(f"{name}: coherence {np.mean(scores):.3f}")
         assert np.mean(scores) <= np.mean(true) - 0.1
 
@@ -145,10 +146,10 @@ def test_reference_lm_separates_real_from_shuffled(english):
 def test_english_scores_with_a_grammar():
     prompt = "Tom had a red ball. One day, Tom went to the"
     good = english_scores(prompt, " park. Tom played with the ball.", True, lambda s: True)
-    bad = english_scores(prompt, " park. Then Zorg played with the ball", False, lambda s: False,
+    bad = english_scores(prompt, " park. Then Zorg played with the ball", True, lambda s: False,
                          lambda s: 0.5)
     assert good["coherence"] == 1.0 and bad["grammar_prefix"] == 0.5
-    assert bad["grammar"] == 0.0 and bad["completion"] == 0.0
+    assert bad["grammar"] == 0.0 and bad["completion"] == 0.0  # EOS mid-sentence
     assert bad["consistency"] == 0.5  # Tom (known, in the cut sentence) and Zorg (new)
 
 
@@ -215,3 +216,33 @@ def test_fluency_reads_each_sentence_once():
     assert distinct_sentences(loop) == ' sky was big. He was happy. She said, "Hi!" The'
     story = ' is that?" "I am sorry," said Mom. Mom helped Tom.'
     assert distinct_sentences(story) == story
+
+
+STORY_REST = (" the park. Tom threw the ball high. It landed in a tree. Tom was sad, but his"
+              " dad came with a long stick. He got the ball down. Tom said thank you, and"
+              " they went home for dinner.")
+
+
+def test_stopping_after_one_sentence_scores_well_below_the_whole_story():
+    from tinyscale.evals.coherence import completion_scores
+    whole = completion_scores(STORY_REST, ended=True, finished=True, reference=STORY_REST)
+    one = completion_scores(" the park.", ended=True, finished=True, reference=STORY_REST)
+    half = completion_scores(STORY_REST[:STORY_REST.index(" It landed") + 1].rstrip() + "",
+                             ended=True, finished=True, reference=STORY_REST)
+    assert whole["completion"] == 1.0 and whole["ended"] == 1.0
+    assert one["completion"] == pytest.approx(2 / (0.75 * 38))  # 2 words of 38
+    assert half["completion"] < 0.5
+    assert (one["words"], whole["words"]) == (2.0, 38.0)
+
+
+def test_a_story_cut_by_the_token_budget_is_scored_by_what_it_wrote():
+    from tinyscale.evals.coherence import completion_scores
+    cut = completion_scores(STORY_REST[:60], ended=False, finished=False,
+                            reference=STORY_REST)
+    assert cut["completion"] == 1.0 and cut["truncated"] == 1.0 and cut["ended"] == 0.0
+    broken = completion_scores(STORY_REST[:60], ended=True, finished=False,
+                               reference=STORY_REST)
+    assert broken["completion"] == 0.0  # EOS in the middle of a sentence
+    loop = completion_scores(" He was happy." * 12, ended=False, finished=True,
+                             reference=STORY_REST)
+    assert loop["looping"] == 1.0 and loop["completion"] < 0.3

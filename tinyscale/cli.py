@@ -191,7 +191,8 @@ def _sweep_teardown(args, overrides):
 
 def _analyze(args, overrides):
     from analysis import report
-    path = report.build(args.sweep_dir, args.out, args.threshold, args.bootstrap)
+    path = report.build(args.sweep_dir, args.out, args.threshold, args.bootstrap,
+                        args.include_external)
     print(f"wrote {path} (figures/ and runs.csv beside it)")
 
 
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", help="where to write (default: the sweep dir)")
     an.add_argument("--threshold", type=OPEN_UNIT, default=0.5, help="emergence threshold")
     an.add_argument("--bootstrap", type=POSITIVE, default=300, help="bootstrap resamples")
+    an.add_argument("--include-external", action="store_true",
+                    help="fit eval --hf models with the sweep's runs (default: they are "
+                         "reference points, listed apart)")
     an.set_defaults(func=_analyze)
     return parser
 

@@ -128,6 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
     e.beams = 1                          # beam search width
     e.fluency = True                     # score with the reference LM (SmolLM2-135M)
     e.fluency_prompts = 16               # completions the reference LM scores (it is slow on CPU)
+    e.novelty = True                     # share of completion 8-grams not in the training split
+    e.mauve = True                       # MAUVE against the true continuations (real English;
+                                         # the reference LM's features; needs >= 100 prompts
+                                         # to be stable, see docs/results.md)
     e.judge_url = ""                     # OpenAI-compatible base URL; "" = no LLM judge
     e.judge_model = "gpt-4o-mini"        # model name sent to the judge endpoint
     e.judge_key_env = "OPENAI_API_KEY"   # environment variable holding the judge's key

@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from tinyscale.config import SENTENCEPIECE_TOKENIZERS
 from tinyscale.errors import TinyscaleError
 
 
@@ -178,6 +179,13 @@ def export_hf(run_dir: str, out_dir: str, step: int | None = None, say=print) ->
     from tinyscale import trained
     config = trained.saved_config(run_dir)
     _arch(config)  # a shape no class holds: one line, before anything is read or written
+    if config.data.tokenizer not in SENTENCEPIECE_TOKENIZERS or config.data.tokenizer_file:
+        raise TinyscaleError(
+            f"export --format hf writes sentencepiece tokenizers only; this run's is "
+            f"config.data.tokenizer={config.data.tokenizer!r}"
+            f"{' with a tokenizer_file' if config.data.tokenizer_file else ''} (a top-K cut "
+            "that no Hugging Face tokenizer.json can express): train with data.tokenizer=bpe "
+            "or unigram to export.")
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise TinyscaleError(f"--out {out_dir} is not empty: give a new directory (nothing "
                              "is overwritten).")

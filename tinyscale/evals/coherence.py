@@ -7,16 +7,25 @@
                   does: on SynthStories the mean share of each sentence's tokens inside its
                   longest grammatical prefix; on real English the mean share of words
                   Link Grammar links (1 - null links / words);
-* consistency     share of the completion's mentions that are consistent: on SynthStories
-                  the validator's exact rules over every name, pronoun and object mention
-                  (names introduced, pronouns fit the focus, objects introduced); on real
-                  text the heuristic share of capitalised mid-sentence words (names) that
-                  the prompt already has;
-* completion      1 if the story ends (EOS emitted, last sentence finished), times
-                  1 - the share of repeated word 4-grams (degenerate loops score low);
+* consistency     share of the completion's mentions that are consistent with the story:
+                  on SynthStories the validator's exact rules over every name, pronoun and
+                  object mention; on real English the entity tracker's rules
+                  (`evals/entities.py`: names introduced, pronouns that fit a character,
+                  "the X" only for what was introduced), times the reference LM's context
+                  use when it runs (`context_factor`, see evals/run.py);
+* completion      the story ends well, at a length fit for its story, without loops:
+                  (1 - the share of repeated word 4-grams) x, when the model emitted EOS,
+                  [its last sentence is finished] x min(1, words / (LENGTH_TARGET x the
+                  reference continuation's words)). A completion cut by the token budget
+                  is scored by what it wrote (no length or ending factor) and marked
+                  `truncated`; stopping after the cut sentence scores low, not 1;
 * coherence       grammar x consistency x completion: the headline metric. A product,
                   not a mean, so that a failure of any one kind lowers it by its full
                   size (a wrong pronoun in one mention of seven costs 1/7, not 1/21).
+
+Diagnostics per completion (means in eval.json): `words`, `ended` (EOS after a finished
+sentence), `truncated` (cut by eval.max_new_tokens), `looping` (repeated 4-gram share of
+at least LOOP), `length_ratio` (words / the reference continuation's words).
 
 Chance: every metric is also measured on each prompt read with the model's completion of
 *another* prompt (`chance_pairs`): what the same completions score when they ignore the
@@ -33,10 +42,13 @@ import re
 
 import numpy as np
 
-from tinyscale.data.synthstories.text import TERMINAL, detokenize, split_sentences, tokenize
 from tinyscale.data.synthstories.validate import validate
+from tinyscale.evals import entities, sentences
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "completion", "coherence")
+DIAGNOSTICS = ("words", "ended", "truncated", "looping", "length_ratio")
+LENGTH_TARGET = 0.75  # share of the reference's words an ended story needs for full marks
+LOOP = 0.25           # repeated 4-gram share from which a completion counts as looping
 _WORD = re.compile(r"[A-Za-z']+")
 
 
@@ -47,15 +59,27 @@ def repetition(text: str, n: int = 4) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def _finished(tokens: list[str]) -> bool:
-    return tokens[-1] in TERMINAL or (tokens[-1] == '"' and len(tokens) > 1
-                                      and tokens[-2] in TERMINAL)
+def completion_scores(text: str, ended: bool, finished: bool,
+                      reference: str | None = None) -> dict:
+    """`completion` and its diagnostics. `ended`: the model emitted EOS (False: the token
+    budget cut it); `finished`: its last sentence is finished; `reference`: the true
+    continuation, whose length sets the target (None: no length target)."""
+    count = len(_WORD.findall(text))
+    ref = len(_WORD.findall(reference)) if reference else 0
+    rep = repetition(text)
+    if ended:
+        length = min(1.0, count / (LENGTH_TARGET * ref)) if ref else float(count > 0)
+        score = float(finished) * length * (1.0 - rep)
+    else:  # cut by the budget: it could not have written more
+        score = 1.0 - rep if count else 0.0
+    return {"completion": score, "words": float(count), "ended": float(ended and finished),
+            "truncated": float(not ended), "looping": float(rep >= LOOP),
+            "length_ratio": count / ref if ref else float("nan")}
 
 
-def _combine(scores: dict, ended: bool, completion_text: str) -> dict:
-    scores["completion"] = float(ended) * (1.0 - repetition(completion_text))
-    parts = [scores["grammar"], scores["consistency"], scores["completion"]]
-    scores["coherence"] = float(np.prod(parts))
+def _combine(scores: dict) -> dict:
+    scores["coherence"] = float(scores["grammar"] * scores["consistency"]
+                                * scores["completion"])
     return scores
 
 
@@ -66,53 +90,74 @@ def _consistency(sentences) -> float:
     return 1.0 - sum(len(s.errors) for s in sentences) / checks if checks else 1.0
 
 
-def synth_scores(prompt: str, completion: str, ended: bool) -> dict:
+def synth_scores(prompt: str, completion: str, ended: bool,
+                 reference: str | None = None) -> dict:
     """Scores of a SynthStories completion, read after its prompt."""
-    sentences = validate(completion, context=prompt).sentences
-    finished = [s for s in sentences if s.complete]
+    found = validate(completion, context=prompt).sentences
+    finished = [s for s in found if s.complete]
     scores = {
         "grammar": float(np.mean([s.grammatical for s in finished])) if finished else 0.0,
-        "grammar_prefix": float(np.mean([s.prefix_share for s in sentences]))
-        if sentences else 0.0,
-        "consistency": _consistency(sentences),
+        "grammar_prefix": float(np.mean([s.prefix_share for s in found]))
+        if found else 0.0,
+        "consistency": _consistency(found),
+        **completion_scores(completion, ended, bool(found) and found[-1].complete,
+                            reference),
     }
-    ended = ended and bool(sentences) and sentences[-1].complete
-    return _combine(scores, ended, completion)
+    return _combine(scores)
 
 
-def _names(tokens: list[str]) -> list[str]:
-    """Capitalised words that do not start a sentence or a quotation: names."""
-    names = []
-    for i, tok in enumerate(tokens[1:], 1):
-        if tok[:1].isupper() and tok not in ("I", "I'm", "I'll") and tokens[i - 1] not in (
-                '"', ".", "!", "?"):
-            names.append(tok)
-    return names
+def completion_sentences(prompt: str, completion: str) -> list[str]:
+    """The sentences the completion wrote, on the raw text: the prompt's unfinished last
+    sentence joined with the completion's start, then the completion's own."""
+    text = prompt + completion
+    return [" ".join(text[a:b].split()) for a, b in sentences.sentence_spans(text)
+            if b > len(prompt)]
 
 
-def english_scores(prompt: str, completion: str, ended: bool, grammar, linked=None) -> dict:
+def english_scores(prompt: str, completion: str, ended: bool, grammar, linked=None,
+                   reference: str | None = None) -> dict:
     """Scores of a completion in real English.
 
     `grammar(sentence) -> bool` and `linked(sentence) -> share of words linked` come from
     Link Grammar (`LinkGrammar.parses`, `LinkGrammar.linked_share`).
     """
-    prompt_sentences = split_sentences(tokenize(prompt))
-    tail = prompt_sentences[-1] if prompt_sentences and not _finished(
-        prompt_sentences[-1]) else []
-    sentences = split_sentences(tail + tokenize(completion))
-    finished = [s for s in sentences if _finished(s)]
-    texts = [detokenize(s) for s in finished]
-    known = set(_names(tokenize(prompt))) | set(tokenize(prompt)[:1])
-    names = [n for s in sentences for n in _names(s)]
+    found = completion_sentences(prompt, completion) if completion.strip() else []
+    finished = [s for s in found if sentences.is_finished(s)]
+    tracked = entities.track(prompt, completion)
     scores = {
-        "grammar": float(np.mean([grammar(t) for t in texts])) if texts else 0.0,
-        "grammar_prefix": float(np.mean([linked(t) for t in texts]))
-        if texts and linked else (0.0 if linked else float("nan")),
-        "consistency": float(np.mean([n in known for n in names])) if names else 1.0,
+        "grammar": float(np.mean([grammar(t) for t in finished])) if finished else 0.0,
+        "grammar_prefix": float(np.mean([linked(t) for t in finished]))
+        if finished and linked else (0.0 if linked else float("nan")),
+        "consistency": tracked.score,
+        "consistency_entity": tracked.score,
+        **completion_scores(completion, ended, bool(found) and sentences.is_finished(
+            found[-1]), reference),
     }
-    ended = ended and bool(sentences) and _finished(sentences[-1])
-    return _combine(scores, ended, completion)
+    return _combine(scores)
 
+
+# Nats per token of context use at which the factor below is 1/(1 + e^-1) = 0.73: the
+# true continuations of the developer-written stories reach a median of about four times
+# this (docs/results.md), so they score near 1, and a completion that ignores its
+# prompt scores 0.5.
+CONTEXT_SCALE = 0.25
+
+
+def context_factor(context_use: float) -> float:
+    """The reference LM's context use (nats per token the completion gains from its own
+    prompt over another's) as a factor in (0, 1): a logistic curve, 0.5 for a completion
+    that ignores its prompt, towards 1 the more of its story it carries over, below 0.5
+    for one that fits another story better. Never flat, so that every detail carried
+    over (a name, a gender, an object) still counts for a completion that already
+    carries much."""
+    return float(1.0 / (1.0 + np.exp(-context_use / CONTEXT_SCALE)))
+
+
+def with_context(row: dict, context_use: float) -> dict:
+    """`row`'s consistency and coherence with the reference LM's context use folded in."""
+    row["context_use"] = float(context_use)
+    row["consistency"] = row["consistency_entity"] * context_factor(context_use)
+    return _combine(row)
 
 
 def chance_pairs(count: int) -> list[int]:

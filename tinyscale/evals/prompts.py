@@ -2,7 +2,8 @@
 
 * SynthStories: stories of the `prompt` split (a seed range no training story uses),
   each with the generator's entity records, cut inside one of its middle sentences;
-* TinyStories: validation stories cut the same way;
+* TinyStories: validation stories cut the same way, on their own characters (sentence
+  ends found on the raw string, so prompt + reference is the story, byte for byte);
 * the paper's own `Evaluation prompts.yaml`, when the user has the file.
 """
 
@@ -15,6 +16,7 @@ from tinyscale.data import synthstories
 from tinyscale.data.synthstories import instruct
 from tinyscale.data.synthstories.text import detokenize, split_sentences, tokenize
 from tinyscale.errors import TinyscaleError
+from tinyscale.evals.sentences import WORD_START, sentence_spans
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,25 @@ def cut_story(text: str, rng: random.Random, early: bool = False) -> tuple[str, 
     return " ".join(before), " " + " ".join(after)
 
 
+def cut_text(text: str, rng: random.Random, early: bool = False) -> tuple[str, str]:
+    """(prompt, rest) of a real story, cut on its own characters before a word inside a
+    sentence in its middle (`early`: its second or third sentence): prompt + rest is the
+    story, character for character (paragraph breaks, quotes and contractions kept)."""
+    spans = sentence_spans(text)
+    span = range(1, min(3, len(spans))) if early else range(
+        len(spans) * 2 // 5, max(1, len(spans) * 7 // 10))
+    words = {i: [m.start() + spans[i][0] for m in WORD_START.finditer(
+        text[spans[i][0]:spans[i][1]])] for i in range(len(spans))}
+    candidates = [i for i in span if len(words[i]) >= 5] or [
+        max(range(len(spans)), key=lambda i: len(words[i]))]
+    i = rng.choice(candidates)
+    starts = words[i]
+    cut = rng.choice(starts[2:-1] or starts[-1:])  # keep >= 2 words, cut before a word
+    while cut > 0 and text[cut - 1].isspace():     # the space goes with the rest
+        cut -= 1
+    return text[:cut], text[cut:]
+
+
 def synth_prompts(count: int, seed: int = 0, richness: float = 1.0,
                   instructed: bool = False) -> list[Prompt]:
     if instructed:  # SynthStories-Instruct: the instructions, then the story's beginning
@@ -71,7 +92,7 @@ def text_prompts(stories, count: int, instructed: bool = False) -> list[Prompt]:
             break
         instructions, header, text = instruct.parse(entry) if instructed else (None, "", entry)
         if len(text.split()) >= 20:
-            prompt, rest = cut_story(text, random.Random(text), early=instructed)
+            prompt, rest = cut_text(text, random.Random(text), early=instructed)
             prompts.append(Prompt(header + prompt, rest, None, header, instructions))
     return prompts
 

@@ -37,7 +37,10 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _tokenizer(reader):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """The GGUF's BPE tokenizer; its control tokens (token type 3: <|im_start|>,
+    <|endoftext|>...) are special, each matched whole in text as its own id."""
+    from gguf import TokenType
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     field = reader.fields
     tokens = field["tokenizer.ggml.tokens"].contents()
     merges = [tuple(m.split(" ", 1)) for m in field["tokenizer.ggml.merges"].contents()]
@@ -46,6 +49,10 @@ def _tokenizer(reader):
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tok.decoder = decoders.ByteLevel()
+    types = field["tokenizer.ggml.token_type"].contents() \
+        if "tokenizer.ggml.token_type" in field else []
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, kind in zip(tokens, types) if kind == TokenType.CONTROL])
     return tok
 
 
@@ -132,13 +139,39 @@ class ReferenceLM:
             ids = self.tokenizer.encode(text).ids
             rows.append([self.start_id] + ctx + ids)
             spans.append((len(ctx), len(ctx) + len(ids)))
-        length = -(-max(len(r) for r in rows) // 32) * 32
-        batch = np.zeros((len(rows), length), np.int32)
+        # few shapes, few compilations: rows to a multiple of 8, length of 64
+        length = -(-max(len(r) for r in rows) // 64) * 64
+        batch = np.zeros((-(-len(rows) // 8) * 8, length), np.int32)
         for i, r in enumerate(rows):
             batch[i, :len(r)] = r
         logp = np.asarray(self._token_logp(self.arrays, jnp.asarray(batch)))
         return np.array([logp[i, a:b].mean() if b > a else np.nan
                          for i, (a, b) in enumerate(spans)])
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _last_hidden(self, arrays, tokens_BT, last_B):
+        x_BTD = self.params.model(arrays).features(tokens_BT)
+        return jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)[:, 0]
+
+    def features(self, texts: list[str], contexts: list[str] | None = None,
+                 batch_size: int = 16) -> np.ndarray:
+        """MAUVE's features: the final hidden state (after the final norm) at each text's
+        last token, read after its context (if any); float32 [len(texts), d_model]. An
+        empty text gives the state at its context's last token."""
+        contexts = contexts or [""] * len(texts)
+        rows = [[self.start_id] + (self.tokenizer.encode(c).ids if c else [])
+                + self.tokenizer.encode(t).ids for t, c in zip(texts, contexts, strict=True)]
+        out = np.zeros((len(rows), self.spec.d_model), np.float32)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            length = -(-max(len(r) for r in chunk) // 32) * 32
+            batch = np.zeros((batch_size, length), np.int32)  # one shape per length
+            last = np.zeros(batch_size, np.int32)
+            for i, r in enumerate(chunk):  # right-padded: causal, so pads change nothing
+                batch[i, :len(r)], last[i] = r, len(r) - 1
+            out[start:start + len(chunk)] = np.asarray(self._last_hidden(
+                self.arrays, jnp.asarray(batch), jnp.asarray(last)))[:len(chunk)]
+        return out
 
 
 def fluency(mean_logp: np.ndarray) -> np.ndarray:

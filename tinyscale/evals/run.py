@@ -16,7 +16,7 @@ import numpy as np
 from tinyscale import sample, steps, trained
 from tinyscale.data import generated, pipeline, tokenizer
 from tinyscale.data.synthstories import instruct
-from tinyscale.evals import MissingOptional, coherence, prompts
+from tinyscale.evals import MissingOptional, coherence, creativity, mauve, prompts
 from tinyscale.rundir import RunDir, write_atomic
 
 
@@ -64,9 +64,11 @@ def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
 
 
 def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
-    """Per-completion scores; optional parts that are missing are skipped, and said so."""
+    """Per-completion scores; optional parts that are missing are skipped, and said so.
+    Row i reads completion i after prompt i (the chance rows pass other prompts'
+    completions); the prompt's reference continuation sets the length target."""
     if dataset == "synthstories":
-        rows = [coherence.synth_scores(p.story_text, text, ended)
+        rows = [coherence.synth_scores(p.story_text, text, ended, p.reference)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
     else:
         try:
@@ -76,7 +78,8 @@ def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
         except MissingOptional as missing:
             say(f"note: {missing}")
             grammar, linked = (lambda _: np.nan), None
-        rows = [coherence.english_scores(p.story_text, text, ended, grammar, linked)
+        rows = [coherence.english_scores(p.story_text, text, ended, grammar, linked,
+                                         p.reference)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
     for p, (text, _), row in zip(prompt_set, completions, rows, strict=True):
         if p.instructions is not None:  # instruct data: how many of them it followed
@@ -96,30 +99,108 @@ def distinct_sentences(text: str) -> str:
     return (" " if text[:1].isspace() else "") + " ".join(kept)
 
 
-def add_fluency(rows, prompt_set, completions, limit: int, cache_dir: str,
-                say=print) -> None:
-    """Reference-LM fluency of the first `limit` completions (the others get none).
+CONTEXT_CHARS, TEXT_CHARS = 384, 256  # what the reference LM reads of prompt, completion
 
-    The reference LM reads the last 128 characters of the prompt and the first 256 of
-    the completion's distinct sentences: enough context for a story's next sentences, and
-    bounded cost. A sentence that repeats an earlier one is dropped first: any LM finds a
-    loop easy to predict (a small model's loops would outscore a larger model's varied
-    stories; the README's Evaluation section has the numbers); `completion` penalises
-    the loop itself.
-    """
+
+class ReferenceScores:
+    """log p_ref(completion | prompt) per token for (completion, prompt) index pairs,
+    each pair computed once, in batches. The reference LM reads the last CONTEXT_CHARS
+    characters of the prompt and the first TEXT_CHARS of the completion's distinct
+    sentences: enough context for a story's next sentences, at bounded cost. A sentence
+    that repeats an earlier one is dropped first: any LM finds a loop easy to predict (a
+    small model's loops would outscore a larger model's varied stories); `completion`
+    penalises the loop itself."""
+
+    def __init__(self, lm, prompt_set, completions, batch: int = 16):
+        self.lm, self.batch, self.cache = lm, batch, {}
+        self.texts = [distinct_sentences(text)[:TEXT_CHARS] for text, _ in completions]
+        self.contexts = [p.text[-CONTEXT_CHARS:] for p in prompt_set]
+
+    def logp(self, pairs: list[tuple[int, int]]) -> np.ndarray:
+        todo = sorted({pair for pair in pairs if pair not in self.cache})
+        for i in range(0, len(todo), self.batch):
+            chunk = todo[i:i + self.batch]
+            values = self.lm.mean_logp([self.texts[c] for c, _ in chunk],
+                                       [self.contexts[p] for _, p in chunk])
+            self.cache.update(zip(chunk, values, strict=True))
+        return np.array([self.cache[pair] for pair in pairs], float)
+
+
+def load_reference_lm(cache_dir: str, say=print):
+    """The reference LM, or None (and a note) when it is not installed."""
     try:
-        from tinyscale.evals.reference_lm import ReferenceLM, fluency
-        lm = ReferenceLM(cache_dir=cache_dir)
+        from tinyscale.evals.reference_lm import ReferenceLM
+        return ReferenceLM(cache_dir=cache_dir)
     except MissingOptional as missing:
         say(f"note: {missing}")
-        return
-    texts = [distinct_sentences(text)[:256] for text, _ in completions[:limit]]
-    contexts = [p.text[-128:] for p in prompt_set[:limit]]
-    logp = np.concatenate([lm.mean_logp(texts[i:i + 16], contexts[i:i + 16])
-                           for i in range(0, len(texts), 16)]) if texts else []
-    for row, value in zip(rows, logp, strict=False):
-        row["fluency"] = float(fluency(value)) if np.isfinite(value) else 0.0
+        return None
+
+
+def add_fluency(rows, scores: ReferenceScores, limit: int) -> None:
+    """Reference-LM fluency of the first `limit` completions (the others get none)."""
+    count = min(limit, len(rows))
+    logp = scores.logp([(i, i) for i in range(count)])
+    for row, value in zip(rows[:count], logp, strict=True):
+        row["fluency"] = float(np.exp(value)) if np.isfinite(value) else 0.0  # the
+        # geometric-mean token probability, in [0, 1]
         row["reference_logp"] = float(value)
+
+
+def context_pairs(count: int) -> tuple[list[int], list[int]]:
+    """(the other prompt a true row's completion is also read after, the other prompt a
+    chance row's completion is also read after): never the row's own prompt, and for a
+    chance row never the prompt its completion was written for (when count > 2)."""
+    chance = coherence.chance_pairs(count)
+    return chance, [(i + 1) % count if count > 2 else chance[i] for i in range(count)]
+
+
+def add_context_use(rows, chance_rows, scores: ReferenceScores) -> None:
+    """Consistency from the reference LM (real English): for each row, the pointwise
+    mutual information log p_ref(c | its prompt) - log p_ref(c | another prompt) per
+    token, folded into consistency and coherence (`coherence.with_context`)."""
+    n = len(rows)
+    other, chance_other = context_pairs(n)
+    chance = coherence.chance_pairs(n)
+    own = scores.logp([(i, i) for i in range(n)])
+    off = scores.logp([(i, other[i]) for i in range(n)])
+    chance_own = scores.logp([(chance[i], i) for i in range(n)])
+    chance_off = scores.logp([(chance[i], chance_other[i]) for i in range(n)])
+    for row, value in zip(rows, own - off, strict=True):
+        coherence.with_context(row, value if np.isfinite(value) else 0.0)
+    for row, value in zip(chance_rows, chance_own - chance_off, strict=True):
+        coherence.with_context(row, value if np.isfinite(value) else 0.0)
+
+
+def bootstrap_se(statistic, texts: list[str], resamples: int = 200, seed: int = 0) -> float:
+    """Standard error of a statistic of the whole list of completions (distinct-n),
+    from resampling completions."""
+    if len(texts) < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    values = [statistic([texts[i] for i in rng.integers(0, len(texts), len(texts))])
+              for _ in range(resamples)]
+    return float(np.std(values, ddof=1))
+
+
+def add_creativity(t, prompt_set, completions, lm, say=print) -> dict:
+    """distinct-1/2/3 (with bootstrap standard errors), novelty against the run's
+    training split (when it has one), and MAUVE against the true continuations (real
+    English, when the reference LM and mauve-text are installed)."""
+    e, texts = t.config.eval, [text for text, _ in completions]
+    data_dir = getattr(t, "data_dir", None)  # eval --hf models have no training split
+    index = creativity.NgramIndex.build_or_load(data_dir, say=say) \
+        if e.novelty and data_dir else None
+    out = creativity.summary(texts, index)
+    for n in (1, 2, 3):
+        out[f"distinct_{n}_se"] = bootstrap_se(
+            lambda sample, n=n: creativity.distinct_n(sample, n), texts)
+    if e.mauve and lm is not None:
+        try:
+            out.update(mauve.mauve_of_texts(texts, [p.reference for p in prompt_set],
+                                            [p.text for p in prompt_set], lm=lm))
+        except MissingOptional as missing:
+            say(f"note: {missing}")
+    return out
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -135,29 +216,36 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+CHANCE = (*coherence.METRICS, "consistency_entity", "context_use")
+
+
 def add_chance(result: dict, rows: list[dict], chance_rows: list[dict]) -> None:
     """Each metric's chance baseline (prompts read with other prompts' completions) into
-    `result` as <metric>_chance, into each row as <metric>_chance, and consistency
-    above chance with its standard error (of the paired per-prompt differences)."""
+    `result` and into each row as <metric>_chance, and each consistency signal above
+    chance with its standard error (of the paired per-prompt differences):
+    (value - chance) / (1 - chance) for the shares, value - chance for context_use."""
     for row, other in zip(rows, chance_rows, strict=True):
-        row.update({f"{m}_chance": other[m] for m in coherence.METRICS if m in other})
+        row.update({f"{m}_chance": other[m] for m in CHANCE if m in other})
         if "instruction" in other:  # another story's continuation, read for these
             row["instruction_chance"] = other["instruction"]  # instructions
     values = np.array([r.get("instruction_chance", np.nan) for r in rows], float)
     if np.isfinite(values).any():  # NaN: no instruction left open after the prompt
         result["instruction_chance"] = float(np.nanmean(values))
-    for m in coherence.METRICS:
+    for m in CHANCE:
         values = np.array([r[f"{m}_chance"] for r in rows if f"{m}_chance" in r], float)
         if len(values) and np.isfinite(values).all():
             result[f"{m}_chance"] = float(values.mean())
-    chance = result.get("consistency_chance")
-    if chance is None or "consistency" not in result:
-        return
-    result["consistency_above_chance"] = coherence.above_chance(result["consistency"], chance)
-    diffs = np.array([r["consistency"] - r["consistency_chance"] for r in rows], float)
-    result["consistency_above_chance_se"] = float(
-        diffs.std(ddof=1) / math.sqrt(len(diffs)) / (1.0 - chance)) \
-        if len(diffs) > 1 and chance < 1.0 else 0.0
+    for m in ("consistency", "consistency_entity", "context_use"):
+        chance = result.get(f"{m}_chance")
+        if chance is None or m not in result:
+            continue
+        scale = 1.0 if m == "context_use" else 1.0 - chance
+        diffs = np.array([r[m] - r[f"{m}_chance"] for r in rows], float)
+        result[f"{m}_above_chance"] = float(np.mean(diffs) / scale) if scale > 0 \
+            else float("nan")
+        result[f"{m}_above_chance_se"] = float(
+            diffs.std(ddof=1) / math.sqrt(len(diffs)) / scale) \
+            if len(diffs) > 1 and scale > 0 else 0.0
 
 
 def _judge(c, prompt_set, completions, rows, say) -> int:
@@ -206,25 +294,33 @@ def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
     completions = complete(t, prompt_set)
     dataset = generated.source(c.data, t.meta).dataset
     rows = score(dataset, prompt_set, completions, say)
-    if c.eval.fluency:
-        add_fluency(rows, prompt_set, completions, c.eval.fluency_prompts, c.data.cache_dir,
-                    say)
+    chance_rows = score(dataset, prompt_set, [
+        completions[j] for j in coherence.chance_pairs(len(completions))], say)
+    english = dataset != "synthstories"
+    lm = load_reference_lm(c.data.cache_dir, say) if c.eval.fluency or english else None
+    if lm is not None:
+        lm_scores = ReferenceScores(lm, prompt_set, completions)
+        if english:
+            add_context_use(rows, chance_rows, lm_scores)
+        if c.eval.fluency:
+            add_fluency(rows, lm_scores, c.eval.fluency_prompts)
     if c.eval.judge_url:
         result["judge_failed"] = _judge(c, prompt_set, completions, rows, say)
     result.update(summarize(rows))
-    add_chance(result, rows, score(dataset, prompt_set, [
-        completions[j] for j in coherence.chance_pairs(len(completions))], say))
+    add_chance(result, rows, chance_rows)
+    result.update(add_creativity(t, prompt_set, completions, lm if english else None, say))
     ages = [r["judge_age_group"] for r in rows if "judge_age_group" in r]
     if ages:
         result["judge_age_group"] = max(set(ages), key=ages.count)
     result["settings"] = {k: c.eval[k] for k in (
-        "prompts", "max_new_tokens", "temperature", "beams", "fluency", "judge_model")}
+        "prompts", "max_new_tokens", "temperature", "beams", "fluency", "judge_model",
+        "novelty", "mauve")}
     result["settings"]["judge"] = bool(c.eval.judge_url)
     result["n_completions"] = len(rows)
     at = None if t.newest else t.step
     run.write_json(run.eval_file(at), result)
     write_atomic(run.samples_file(at), "".join(json.dumps(
-        {"prompt": p.text, "continuation": text, "ended": ended, "reference": p.reference, **row})
+        {"prompt": p.text, "continuation": text, "eos": ended, "reference": p.reference, **row})
         + "\n" for p, (text, ended), row in zip(prompt_set, completions, rows, strict=True)))
     result["written"] = str(run.eval_file(at))
     return result
@@ -232,7 +328,9 @@ def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
 
 def print_summary(result: dict, file=sys.stdout) -> None:
     keys = ["loss", "bits_per_byte", *coherence.METRICS, "consistency_above_chance",
-            "fluency"]
+            "consistency_entity", "context_use", "context_use_above_chance", "fluency",
+            *coherence.DIAGNOSTICS, "distinct_1", "distinct_2", "distinct_3", "novelty",
+            "mauve"]
     for key in keys + [k for k in result if k.startswith("judge_") and not k.endswith("_se")
                        and k != "judge_failed"]:
         if key in result:
