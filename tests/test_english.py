@@ -55,6 +55,8 @@ def test_real_english_through_prepare_train_eval_analyze(tmp_path):
     keys = ("grammar", "consistency", "consistency_entity", "context_use", "completion",
             "coherence", "words", "ended", "truncated", "looping", "distinct_1",
             "distinct_2", "distinct_3", "novelty", "mauve", "fluency")
+    stored = (sweep / "prompts.jsonl").read_text().splitlines()
+    assert len(stored) == 12  # the sweep's prompts, kept for every run and eval --hf model
     for run in sorted((sweep / "runs").iterdir()):
         result = json.loads((run / "eval.json").read_text())
         for key in keys:
@@ -63,7 +65,9 @@ def test_real_english_through_prepare_train_eval_analyze(tmp_path):
             assert f"{key}_chance" in result and f"{key}_above_chance" in result, key
         samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 12
-        for s in samples:  # cut on its own characters: the story, byte for byte, mended
+        for s, line in zip(samples, stored, strict=True):
+            assert s["prompt"] == json.loads(line)["prompt"]
+            # cut on its own characters: the story, byte for byte, mended
             assert s["prompt"] + s["reference"] in valid, s["prompt"][:80]
     report = run_cli("analyze", str(sweep), "--bootstrap", "20")
     assert report.returncode == 0, report.stderr[-2000:]

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 
 from tinyscale.data import synthstories
@@ -112,3 +113,22 @@ def load_paper_prompts(path: str) -> list[Prompt]:
         raise TinyscaleError(f"{path} holds no list of prompts: expected a YAML list.")
     texts = [x if isinstance(x, str) else x.get("prompt", "") for x in items]
     return [Prompt(t.rstrip("\n"), "") for t in texts if t and t.strip()]
+
+
+def stored(prompt_set: list[Prompt]) -> str:
+    """Real-text prompts as JSON lines (prompt, reference, header), for a sweep to keep."""
+    return "".join(json.dumps({"prompt": p.text, "reference": p.reference,
+                               "header": p.header}) + "\n" for p in prompt_set)
+
+
+def read_stored(text: str) -> list[Prompt]:
+    """Prompts written by `stored` (instructions parsed again from the header)."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            header = row.get("header", "")
+            instructions = instruct.parse(row["prompt"] + row["reference"])[0] \
+                if header else None
+            out.append(Prompt(row["prompt"], row["reference"], None, header, instructions))
+    return out

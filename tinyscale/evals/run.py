@@ -16,21 +16,61 @@ import numpy as np
 from tinyscale import sample, steps, trained
 from tinyscale.data import generated, pipeline, tokenizer
 from tinyscale.data.synthstories import instruct
+from tinyscale.errors import TinyscaleError
 from tinyscale.evals import MissingOptional, coherence, creativity, mauve, prompts
 from tinyscale.rundir import RunDir, write_atomic
 
+PROMPTS_FILE = "prompts.jsonl"  # <sweep>/prompts.jsonl: the real-text prompts of a sweep
 
-def _prompt_set(t: trained.Trained):
+
+def _sweep_of(run: RunDir):
+    """The sweep directory of a run (<sweep>/runs/<name>) or of a model scored beside
+    it (<sweep>/external/<name>), or None."""
+    parent = run.path.parent
+    if run.sweep_dir is not None:
+        return run.sweep_dir
+    if parent.name == "external" and (parent.parent / "sweep.json").exists():
+        return parent.parent
+    return None
+
+
+def _real_prompts(t) -> list[prompts.Prompt]:
+    c, data = t.config, generated.source(t.config.data, t.meta)
+    if c.eval.prompts_file:
+        return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
+    from tinyscale.data import tinystories  # tensorflow-datasets: only for real text
+    builder = tinystories.from_config(data)
+    return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts,
+                                data.instruct)
+
+
+def _prompt_set(t: trained.Trained, run: RunDir, say=print):
+    """The prompts to complete. SynthStories' are built from the corpus seed (the same for
+    every run of a sweep by construction); real-text prompts are stored in the sweep the
+    first time one of its runs is evaluated, and every later run (and `eval --hf` model)
+    reads them from there, so all are scored on the same prompts."""
     c, data = t.config, generated.source(t.config.data, t.meta)
     if data.dataset == "synthstories":
         return prompts.synth_prompts(c.eval.prompts, data.synth_seed, data.synth_richness,
                                      data.instruct)
-    if c.eval.prompts_file:
-        return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
-    from tinyscale.data import tinystories
-    builder = tinystories.from_config(data)
-    return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts,
-                                data.instruct)
+    sweep = _sweep_of(run)
+    stored = sweep / PROMPTS_FILE if sweep is not None else None
+    if stored is not None and stored.exists():
+        try:
+            prompt_set = prompts.read_stored(stored.read_text())
+        except (ValueError, KeyError, TypeError):
+            raise TinyscaleError(f"{stored} is damaged: delete it (the sweep's runs will be "
+                                 "scored on prompts cut again from the validation split)."
+                                 ) from None
+        if len(prompt_set) != c.eval.prompts:
+            say(f"note: scoring the {len(prompt_set)} prompts stored in {stored}, not "
+                f"config.eval.prompts={c.eval.prompts}: every run of a sweep is scored on "
+                "the same prompts")
+        return prompt_set
+    prompt_set = _real_prompts(t)
+    if stored is not None:
+        write_atomic(stored, prompts.stored(prompt_set))
+    return prompt_set
 
 
 def held_out_loss(t: trained.Trained, mesh) -> dict:
@@ -290,7 +330,7 @@ def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
     """Complete the prompts, score the completions, write eval.json and samples.jsonl
     (eval-step<N>.* for an earlier step) into `run`; `result` holds the losses."""
     c = t.config
-    prompt_set = _prompt_set(t)
+    prompt_set = _prompt_set(t, run, say)
     completions = complete(t, prompt_set)
     dataset = generated.source(c.data, t.meta).dataset
     rows = score(dataset, prompt_set, completions, say)
