@@ -67,13 +67,6 @@ def list_dirs(run_path) -> list:
     return sorted(found, key=lambda p: int(p.name))
 
 
-def is_branch_dir(path) -> bool:
-    """True for <run>/branches/<tokens>: the one place a run directory may nest."""
-    path = RunDir(path).path
-    return path.name.isdigit() and path.parent.name == FOLDER and \
-        (path.parent.parent / "config.json").exists()
-
-
 def fork(branch: Branch, step: int, state, run: RunDir, lead: bool) -> bool:
     """Save the run's `state` at `step` (= branch.fork) as the branch's first checkpoint,
     with its config.json, the run's metrics up to the fork, and state.json. Nothing is done

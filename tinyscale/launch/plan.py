@@ -16,7 +16,6 @@ import os
 import re
 
 import ml_collections
-import numpy as np
 
 from tinyscale import config as config_lib
 from tinyscale import config_file, counting
@@ -49,17 +48,6 @@ def with_seeds(runs: list[dict], seeds: list[int]) -> list[dict]:
     return [{**run, "seed": s} for run in runs for s in seeds]
 
 
-def heads_by_width(runs: list[dict], head_size: int = 64, minimum: int = 1) -> list[dict]:
-    """Set model.n_heads = d_model / head_size (at least `minimum`)."""
-    return [{**r, "model.n_heads": max(minimum, r["model.d_model"] // head_size)} for r in runs]
-
-
-def log_spaced(low: float, high: float, count: int, multiple: int = 16) -> list[int]:
-    """`count` integers from low to high, evenly spaced in log, rounded to a multiple."""
-    values = np.exp(np.linspace(math.log(low), math.log(high), count))
-    return sorted({max(multiple, int(round(v / multiple)) * multiple) for v in values})
-
-
 def width_for_parameters(target: float, base: ml_collections.ConfigDict, n_layers: int,
                          head_size: int = 16, kind: str = "non_embedding") -> int:
     """The d_model (a multiple of head_size) whose parameter count is closest to target."""
@@ -71,17 +59,6 @@ def width_for_parameters(target: float, base: ml_collections.ConfigDict, n_layer
         if abs(math.log(n / target)) < best_gap:
             best, best_gap = d, abs(math.log(n / target))
     return best
-
-
-def tokens_per_parameter(runs: list[dict], base, ratio: float,
-                         kind: str = "total") -> list[dict]:
-    """Set train.tokens = ratio x parameters (Chinchilla: about 20)."""
-    out = []
-    for run in runs:
-        c = apply(base, run, "<helper>", "<run>")
-        out.append({**run, "train.tokens": int(ratio * counting.of_config(c)[kind]),
-                    "train.steps": 0})
-    return out
 
 
 # ---- expansion ------------------------------------------------------------------------
