@@ -5,8 +5,16 @@ is the step (batches are a pure function of it). Restoring takes the shardings o
 state it is given, so a run resumes onto whatever mesh it runs on now.
 
 A checkpoint is trusted only once it restores: one that does not (a file deleted, a
-disk that lost a write) is renamed `damaged-<step>` — kept, out of orbax's sight — and
-the next older one is tried.
+disk that lost a write, a folder emptied) is skipped for the next older one. Training
+(which writes) renames it `damaged-<step>` — kept, out of orbax's sight, so that the run
+saves that step again; a reader (`read_only`: eval, sample, export) changes nothing in
+the run and only names it.
+
+orbax infers a folder's layout from the step folders it sees: one emptied folder makes
+it ask for named items (`Composite`), which it refuses otherwise, so a restore that is
+refused for want of one is tried again as `Composite(default=...)` -- the layout `save`
+writes (<step>/default). Without that, one emptied folder made every good checkpoint
+fail to restore too.
 """
 
 from __future__ import annotations
@@ -16,13 +24,17 @@ import orbax.checkpoint as ocp
 
 from tinyscale.errors import TinyscaleError
 
+ITEM = "default"  # the item name orbax gives a single PyTree save
+
 
 class Checkpoints:
-    def __init__(self, directory, keep: int, async_save: bool = True):
-        self.directory = directory
+    def __init__(self, directory, keep: int, async_save: bool = True,
+                 read_only: bool = False):
+        """`read_only`: for readers of a run -- nothing is created, deleted or renamed."""
+        self.directory, self.read_only = directory, read_only
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save)
+            max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
+            enable_async_checkpointing=async_save, read_only=read_only)
         self.manager = ocp.CheckpointManager(directory, options=options)
 
     def steps(self) -> list[int]:
@@ -42,11 +54,17 @@ class Checkpoints:
         args = ocp.args.PyTreeRestore(
             target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True)
-        return self.manager.restore(step, args=args)
+        try:
+            return self.manager.restore(step, args=args)
+        except ValueError as error:  # orbax read the folder as holding named items
+            if "Composite" not in str(error):
+                raise
+            return self.manager.restore(step, args=ocp.args.Composite(**{ITEM: args}))[ITEM]
 
     def restore_good(self, state_like, step: int | None = None, say=print):
-        """(step, state) of the newest checkpoint that restores; damaged
-        newer ones are set aside with a message. (None, None) when there is none.
+        """(step, state) of the newest checkpoint that restores; damaged newer ones are
+        named in one line each (and set aside, unless read-only). (None, None) when there
+        is none.
 
         With `step` given, that checkpoint or a one-line error."""
         for candidate in reversed(self.steps()) if step is None else [step]:
@@ -57,7 +75,11 @@ class Checkpoints:
                     raise TinyscaleError(f"checkpoint {candidate} in {self.directory} is "
                                          f"damaged ({type(error).__name__}): pick another "
                                          f"--step from {self.steps()}.") from None
-                self._set_aside(candidate, error, say)
+                if self.read_only:
+                    say(f"checkpoint {candidate} of {self.directory} does not restore "
+                        f"({type(error).__name__}); left as it is, trying the one before")
+                else:
+                    self._set_aside(candidate, error, say)
         return None, None
 
     def _set_aside(self, step: int, error: Exception, say) -> None:

@@ -77,7 +77,8 @@ def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None
     mesh = mesh or parallel.make_mesh(config)
     params = steps.Params(ModelSpec.from_config(config.model, meta["vocab_size"]), mesh,
                           config.seed, materialize=False)
-    ckpt = checkpoint.Checkpoints(run.checkpoints, keep=config.train.keep_checkpoints)
+    ckpt = checkpoint.Checkpoints(run.checkpoints, keep=config.train.keep_checkpoints,
+                                  read_only=True)  # a reader changes nothing in the run
     try:
         if step is not None and step not in ckpt.steps():
             raise TinyscaleError(f"{workdir} has no checkpoint at step {step} (it has "
@@ -87,8 +88,8 @@ def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None
     finally:
         ckpt.close()
     if found is None:
-        raise TinyscaleError(f"no checkpoint of {workdir} restores (each was set aside as "
-                             "damaged-*): train the run again in a new --workdir.")
+        raise TinyscaleError(f"no checkpoint of {workdir} restores (each is named above): "
+                             "train the run again in a new --workdir.")
     return Trained(config, meta, params, state["params"], found, data_dir, newest)
 
 

@@ -1,0 +1,47 @@
+"""Commands that only read a run change nothing in it: with the newest checkpoint
+folder of a finished run emptied (a disk that filled, a copy cut short), `sample`,
+`eval` and `export` use the previous checkpoint, say which they skipped, and leave
+every file of the run as it was (eval adds its eval-step<N>.json beside eval.json,
+which it never replaces with an older step's)."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_malformed import SMOKE, md5s
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("readers")
+    result = run_cli("train", "--config", SMOKE, "--workdir", str(root / "run"),
+                     f"--config.data.cache_dir={root / 'cache'}", "--config.train.steps=20",
+                     "--config.eval.prompts=2", "--config.eval.max_new_tokens=8")
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_left_alone(finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    newest = run / "checkpoints" / "20"
+    shutil.rmtree(newest)
+    newest.mkdir()  # the folder is there, its files are not
+    before = md5s(run)
+    sample = run_cli("sample", str(run), "--prompt", "Once upon a time", "--max-new-tokens",
+                     "5")
+    assert sample.returncode == 0, sample.stderr
+    assert "checkpoint 20" in sample.stderr and "left as it is" in sample.stderr
+    evaluated = run_cli("eval", str(run), "--config.eval.prompts=2",
+                        "--config.eval.max_new_tokens=8")
+    assert evaluated.returncode == 0, evaluated.stderr
+    exported = run_cli("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
+    assert exported.returncode == 0, exported.stderr
+    assert "step 10" in exported.stdout + exported.stderr
+    after = md5s(run)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing changed
+    assert set(after) - set(before) == {"eval-step10.json", "samples-step10.jsonl"}
+    assert json.loads((run / "eval-step10.json").read_text())["step"] == 10
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20"]
