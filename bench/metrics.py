@@ -19,6 +19,7 @@ continuation scores above its corruption (ties count half).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -54,7 +55,10 @@ def win_rate(true, corrupted) -> float:
     return float(np.mean((true > corrupted) + 0.5 * (true == corrupted)))
 
 
-def english_rows(stories: list[str], say=print) -> dict[str, list[dict]]:
+SAY = functools.partial(print, flush=True)
+
+
+def english_rows(stories: list[str], say=SAY) -> dict[str, list[dict]]:
     """name -> per-prompt scores of the true continuation and of each corruption."""
     prompt_set = []
     for story in stories:

@@ -65,8 +65,9 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
-def _options(lib, max_null_count: int):
-    """Parse options as the SWIG bindings' ParseOptions(linkage_limit=100, ...) sets them."""
+def _options(lib, max_null_count: int, max_parse_time: int = -1):
+    """Parse options as the SWIG bindings' ParseOptions(linkage_limit=100, ...) sets them;
+    `max_parse_time` in seconds (-1: none)."""
     o = lib.parse_options_create()
     for knob, value in (("verbosity", 0), ("linkage_limit", 100), ("min_null_count", 0),
                         ("max_null_count", max_null_count), ("islands_ok", 0),
@@ -76,10 +77,13 @@ def _options(lib, max_null_count: int):
         fn = getattr(lib, f"parse_options_set_{knob}")
         fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_int], None
         fn(o, value)
-    lib.parse_options_set_max_parse_time(o, -1)
+    lib.parse_options_set_max_parse_time(o, max_parse_time)
     for knob in ("test", "debug", "dialect"):
         getattr(lib, f"parse_options_set_{knob}")(o, b"")
     return o
+
+
+LENIENT_SECONDS = 2  # the most a linked_share parse may take
 
 
 class LinkGrammar:
@@ -89,7 +93,11 @@ class LinkGrammar:
         if not self.dictionary:
             raise MissingOptional("Link Grammar's English dictionary is missing (real-English "
                                   f"grammar is skipped): {INSTALL}")
-        self.options, self.lenient = _options(lib, 0), _options(lib, 250)
+        # the search for the fewest null links can take minutes on a long word salad (a
+        # small model's, or a shuffled sentence): past LENIENT_SECONDS Link Grammar gives
+        # its best parse so far, which has at least as many null links as the best one
+        self.options = _options(lib, 0)
+        self.lenient = _options(lib, 250, LENIENT_SECONDS)
 
     def _parse(self, sentence: str, options, read):
         lib = self._lib
