@@ -19,6 +19,8 @@ fail to restore too.
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -33,9 +35,17 @@ class Checkpoints:
         """`read_only`: for readers of a run -- nothing is created, deleted or renamed."""
         self.directory, self.read_only = directory, read_only
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
-            enable_async_checkpointing=async_save, read_only=read_only)
-        self.manager = ocp.CheckpointManager(directory, options=options)
+            max_to_keep=None if read_only else keep, create=not read_only,
+            cleanup_tmp_directories=not read_only, enable_async_checkpointing=async_save,
+            read_only=read_only, save_interval_steps=0 if read_only else 1)
+        absl = logging.getLogger("absl")
+        level = absl.level
+        if read_only:  # orbax warns "Given directory is read only" on every reader
+            absl.setLevel(logging.ERROR)
+        try:
+            self.manager = ocp.CheckpointManager(directory, options=options)
+        finally:
+            absl.setLevel(level)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
