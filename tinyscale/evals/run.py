@@ -139,14 +139,16 @@ def distinct_sentences(text: str) -> str:
     return (" " if text[:1].isspace() else "") + " ".join(kept)
 
 
-CONTEXT_CHARS, TEXT_CHARS = 384, 256  # what the reference LM reads of prompt, completion
+CONTEXT_CHARS, TEXT_CHARS = 1024, 512  # what the reference LM reads of prompt, completion
 
 
 class ReferenceScores:
     """log p_ref(completion | prompt) per token for (completion, prompt) index pairs,
     each pair computed once, in batches. The reference LM reads the last CONTEXT_CHARS
     characters of the prompt and the first TEXT_CHARS of the completion's distinct
-    sentences: enough context for a story's next sentences, at bounded cost. A sentence
+    sentences: the whole beginning of a TinyStories-length story (where its characters
+    and their genders are introduced) and the completion's next sentences, at bounded
+    cost (docs/results.md compares shorter windows). A sentence
     that repeats an earlier one is dropped first: any LM finds a loop easy to predict (a
     small model's loops would outscore a larger model's varied stories); `completion`
     penalises the loop itself."""
