@@ -85,14 +85,17 @@ def writing(df):
     f = final_rows(df)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     colors = _depth_colors(f["depth"])
-    for depth, g in f.groupby("depth"):
+    for depth, g in f.groupby("depth"):  # points: runs; lines: the mean over seeds
         g = g.sort_values("params")
-        left.errorbar(g["params"], g["words"], yerr=g.get("words_se"), marker="o",
-                      color=colors[depth], label=f"depth {depth}", capsize=2)
+        mean = g.groupby("params").mean(numeric_only=True).reset_index()
+        left.errorbar(g["params"], g["words"], yerr=g.get("words_se"), marker="o", ls="",
+                      color=colors[depth], capsize=2)
+        left.plot(mean["params"], mean["words"], color=colors[depth], label=f"depth {depth}")
         for key, style in (("ended", "-"), ("truncated", "--"), ("looping", ":")):
             if key in g:
-                right.plot(g["params"], g[key], ls=style, marker="o", ms=3,
-                           color=colors[depth], label=f"depth {depth}: {key}")
+                right.plot(g["params"], g[key], ls="", marker="o", ms=3, color=colors[depth])
+                right.plot(mean["params"], mean[key], ls=style, color=colors[depth],
+                           label=f"depth {depth}: {key}")
     if "length_ratio" in f and f["length_ratio"].notna().any():
         left.axhline(float(np.nanmedian(f["words"] / f["length_ratio"])), color="grey",
                      ls="--", lw=0.8, label="reference continuation (median words)")
