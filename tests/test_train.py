@@ -178,7 +178,11 @@ def test_a_second_trainer_of_a_running_run_is_refused(reference, cache, tmp_path
     first = start(workdir, cache)
     wait_for(lambda: json_or(workdir / "state.json", {}).get("state") == "running", first,
              "the first trainer registering")
-    second = run_cli(*train_args(workdir, cache, "--config.train.steps=40"))
+    first.send_signal(signal.SIGSTOP)  # held mid-run, however slow the second one starts
+    try:
+        second = run_cli(*train_args(workdir, cache, "--config.train.steps=40"))
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2 and "is being trained by pid" in second.stderr
     assert second.stderr.strip().count("\n") == 0
     _, err = first.communicate(timeout=300)
