@@ -39,7 +39,12 @@ from tests.controls import (  # noqa: E402
 from tinyscale.evals import MissingOptional, coherence  # noqa: E402
 from tinyscale.evals.coherence import METRICS, synth_scores  # noqa: E402
 from tinyscale.evals.prompts import Prompt, cut_text, synth_prompts  # noqa: E402
-from tinyscale.evals.run import ReferenceScores, context_pairs, load_reference_lm  # noqa: E402
+from tinyscale.evals.run import (  # noqa: E402
+    ReferenceScores,
+    context_pairs,
+    english_grammar,
+    load_reference_lm,
+)
 
 # Each corruption and the metric meant to catch it (coherence must catch all of them).
 MEANT = {"another story's": "consistency", "characters renamed": "consistency",
@@ -72,13 +77,7 @@ def english_rows(stories: list[str], say=SAY) -> dict[str, list[dict]]:
                                     random.Random(story))
         for name, value in controls.items():
             variants.setdefault(name, []).append(value)
-    try:
-        from tinyscale.evals.linkgrammar import LinkGrammar
-        lg = LinkGrammar()
-        grammar, linked = lg.parses, lg.linked_share
-    except MissingOptional as missing:
-        say(f"note: {missing}")
-        grammar, linked = (lambda _: np.nan), None
+    grammar, linked = english_grammar(say)
     lm = load_reference_lm(os.path.expanduser("~/.cache/tinyscale"), say)
     other, _ = context_pairs(n)
     rows = {}

@@ -18,6 +18,7 @@ from tinyscale.data import generated, pipeline, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
 from tinyscale.evals import MissingOptional, coherence, creativity, mauve, prompts
+from tinyscale.evals.linkgrammar import LinkGrammar
 from tinyscale.rundir import RunDir, write_atomic
 
 PROMPTS_FILE = "prompts.jsonl"  # <sweep>/prompts.jsonl: the real-text prompts of a sweep
@@ -103,6 +104,17 @@ def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
     return results
 
 
+def english_grammar(say=print):
+    """(parses, linked_share) of Link Grammar, or (NaN, None) and a note when it is not
+    installed."""
+    try:
+        lg = LinkGrammar()
+    except MissingOptional as missing:
+        say(f"note: {missing}")
+        return (lambda _: np.nan), None
+    return lg.parses, lg.linked_share
+
+
 def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
     """Per-completion scores; optional parts that are missing are skipped, and said so.
     Row i reads completion i after prompt i (the chance rows pass other prompts'
@@ -111,13 +123,7 @@ def score(dataset: str, prompt_set, completions, say=print) -> list[dict]:
         rows = [coherence.synth_scores(p.story_text, text, ended, p.reference)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
     else:
-        try:
-            from tinyscale.evals.linkgrammar import LinkGrammar
-            lg = LinkGrammar()
-            grammar, linked = lg.parses, lg.linked_share
-        except MissingOptional as missing:
-            say(f"note: {missing}")
-            grammar, linked = (lambda _: np.nan), None
+        grammar, linked = english_grammar(say)
         rows = [coherence.english_scores(p.story_text, text, ended, grammar, linked,
                                          p.reference)
                 for p, (text, ended) in zip(prompt_set, completions, strict=True)]
