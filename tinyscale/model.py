@@ -72,14 +72,13 @@ class ModelSpec:
         from tinyscale.config import attention_types
         types = attention_types(m)
         rotary = 0 if m.family == "gpt_neo" else int(m.d_model // m.n_heads *
-                                                      m.get("rotary_fraction", 1.0))
-        parallel = m.family == "phi" or bool(m.get("parallel_block", False))
+                                                      m.rotary_fraction)
+        parallel = m.family == "phi" or bool(m.parallel_block)
         return cls(m.family, vocab_size, m.d_model, m.n_layers, m.n_heads,
                    m.n_kv_heads or m.n_heads, d_ff, m.max_seq_len, m.window_size, types,
                    m.rope_theta, rotary, parallel, m.norm_eps,
                    m.tie_embeddings and m.family != "phi", m.dtype, m.param_dtype,
-                   m.get("n_experts", 0), m.get("experts_per_token", 2),
-                   m.get("router_aux_coef", 0.0), m.get("router_z_coef", 0.0))
+                   m.n_experts, m.experts_per_token, m.router_aux_coef, m.router_z_coef)
 
 
 def _dense(spec, d_in, d_out, axes, rngs, bias=False, std=0.02):
