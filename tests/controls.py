@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from tinyscale.data.synthstories.corrupt import CORRUPTIONS
+from tinyscale.evals.sentences import sentence_spans
 
 ENGLISH = os.path.join(os.path.dirname(__file__), "data", "english_sentences.txt")
 
@@ -160,17 +161,12 @@ def gender_swapped(text: str) -> str:
     return re.sub(pattern, swap, text, flags=re.IGNORECASE)
 
 
-def _spans(text):
-    from tinyscale.evals.sentences import sentence_spans
-    return sentence_spans(text)
-
-
 def english_controls(story: str, rest: str, other_rest: str, rng: random.Random):
     """name -> (continuation, ended with EOS) for the true continuation `rest` of `story`'s
     prompt: another story's, renamed, pronouns' gender swapped, stopping after the cut
     sentence, words shuffled within each sentence, one sentence looped to the budget,
     cut (at a sentence end) near half its length."""
-    spans = _spans(rest)
+    spans = sentence_spans(rest)
     first = rest[:spans[0][1]] if spans else rest
     shuffled = rest
     for a, b in reversed(spans[1:]):

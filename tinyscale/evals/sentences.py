@@ -33,8 +33,3 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def is_finished(sentence: str) -> bool:
     """Whether a sentence ends with its end mark (closing quotes allowed)."""
     return re.search(r"""[.!?]+["')\]]*\s*$""", sentence) is not None
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased words (letters, digits, apostrophes inside), punctuation dropped."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)*", text.lower())
