@@ -24,7 +24,7 @@ from analysis import emergence
 def label(config: dict) -> str:
     """The architecture of a run's (flattened or nested) config."""
     from tinyscale import config as config_lib
-    from tinyscale.model import ModelSpec
+    from tinyscale.model.transformer import ModelSpec
     c = config_lib.from_saved(config)
     m = c.model
     parts = [m.family]

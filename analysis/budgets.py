@@ -1,12 +1,12 @@
 """Token budgets: L(N, D) on a sweep's own runs, IsoFLOP curves, the compute-optimal frontier.
 
 Whenever the finished runs hold >= 2 token budgets for each of >= 3 sizes (the branches of
-wsd runs, tinyscale/branches.py, or separate runs), L(N, D) = E + A/N^alpha + B/D^beta is
+wsd runs, tinyscale/train/branches.py, or separate runs), L(N, D) = E + A/N^alpha + B/D^beta is
 fitted to every (N, D, final held-out loss) point with `analysis.fit.fit_chinchilla`
 (bootstrap intervals over the points).
 
 Compute is counted as the runs count it, C = f(N) x D with f the training FLOPs per token
-of tinyscale/counting.py, which at this scale is far from 6N (attention over the sequence
+of tinyscale/model/counting.py, which at this scale is far from 6N (attention over the sequence
 and the output layer weigh as much as the blocks). Over the sweep's shapes f is fitted as
 a power law, f = k N^gamma (log-log least squares), so on an IsoFLOP curve
 D = C / (k N^gamma) and the loss-minimising size is, exactly,

@@ -8,7 +8,7 @@ parameters four ways (`params`, `params_embedding`,
 `flops` (training FLOPs so far), the losses at that step (`eval_loss`, `eval_bpb`,
 `train_loss`), and on each run's last row (`final`) the evaluation of eval.json: every
 coherence metric with its standard error (`coherence`, `coherence_se`, ...). The
-branches of a run (tinyscale/branches.py: a cool-down at a smaller token budget) are
+branches of a run (tinyscale/train/branches.py: a cool-down at a smaller token budget) are
 runs too, named `<run>/branches/<tokens>`, with `branch_of` = the run (None for every
 other run) and `trained_flops` = the FLOPs trained in that directory (a branch's
 cool-down only; `flops` counts as if it were trained alone). Runs that failed, are
@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from tinyscale import config as config_lib
-from tinyscale import counting
-from tinyscale.rundir import RunDir, resolve
+from tinyscale.model import counting
+from tinyscale.train.rundir import RunDir, resolve
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
                   "model.d_ff", "model.n_experts", "model.experts_per_token",
@@ -104,8 +104,8 @@ def load(sweep_dir: str) -> pd.DataFrame:
         from tinyscale.errors import TinyscaleError
         raise TinyscaleError(f"{sweep_dir} is neither a sweep directory (sweep.json) nor a "
                              "run directory (config.json).")
-    from tinyscale import branches
     from tinyscale.evals.hf import EXTERNAL
+    from tinyscale.train import branches
     if (path / "sweep.json").exists() and (path / EXTERNAL).exists():  # eval --hf models
         runs += [(f"{EXTERNAL}/{d.name}", json.loads((d / "config.json").read_text()),
                   RunDir(d)) for d in sorted((path / EXTERNAL).iterdir())

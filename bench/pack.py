@@ -4,7 +4,7 @@
 
 The quickstart's settings (vocabulary 1024, sequence 256, batch 8, float32, AdamW),
 random tokens, on whatever devices JAX sees. In one process: the solo train step
-(tinyscale/steps.py) and the packed step of K runs (tinyscale/packed.py, the same step
+(tinyscale/train/steps.py) and the packed step of K runs (tinyscale/train/packed.py, the same step
 under jax.vmap, each run with its own seed and learning rate), in alternating blocks of
 about `--seconds` s, `--rounds` rounds; medians. Models per hour counts training only
 (steps/s x runs per step / steps per run of `--tokens`), and with each program's compile
@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyscale import config as config_lib
-from tinyscale import optim, packed, parallel, steps
-from tinyscale.model import ModelSpec
+from tinyscale import parallel
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import optim, packed, steps
 
 VOCAB, SEQ, BATCH = 1024, 256, 8
 

@@ -7,7 +7,7 @@ The peer is what a researcher would pick instead: Hugging Face `GPTNeoForCausalL
 TinyStories architecture), all-global attention, dropout 0, trained with AdamW (fused,
 decay on matrices only) and global-norm clipping, eagerly and under `torch.compile`
 (the loss's forward and backward compiled; the fused optimizer step runs as is).
-tinyscale trains the same shape with its own step (`tinyscale.steps`), in the `gpt_neo`
+tinyscale trains the same shape with its own step (`tinyscale.train.steps`), in the `gpt_neo`
 family (all-global, the same parameters) and in the default `llama` family. Every
 contestant uses the config's defaults: lr, betas, eps, decay 0.1, clipping at 1.0.
 
@@ -18,7 +18,7 @@ Each contestant lives in its own process (no two thread pools share the cores), 
 once per shape; time to first step (tracing, compiling and one step) is measured there.
 Then two warm-up steps, excluded, and `--rounds` rounds in which the contestants take
 turns, A B C D A B C D, each running a block of about `--seconds`. Tokens/s is the
-median over rounds. MFU = tokens/s x training FLOPs per token (tinyscale.counting, the
+median over rounds. MFU = tokens/s x training FLOPs per token (tinyscale.model.counting, the
 same count for torch's and tinyscale's GPT-Neo; the llama shape counts its own SwiGLU)
 / the float32 matmul peak, probed (jax, 2048^2) before and after the rounds. The other
 load on the machine during each block (all CPU time in /proc/stat minus the contestant's
@@ -102,8 +102,9 @@ def _torch_step(d: int, layers: int, heads: int, compiled: bool):
 def _tinyscale_step(family: str, d: int, layers: int, heads: int):
     import jax
 
-    from tinyscale import optim, parallel, steps
-    from tinyscale.model import ModelSpec
+    from tinyscale import parallel
+    from tinyscale.model.transformer import ModelSpec
+    from tinyscale.train import optim, steps
     c = _config(family, d, layers, heads)
     mesh = parallel.make_mesh(c)
     spec = ModelSpec.from_config(c.model, VOCAB)
@@ -134,7 +135,7 @@ def _worker(name: str, shape: tuple[int, int, int], pipe) -> None:
     else:
         import jax  # noqa: F401
 
-        import tinyscale.steps  # noqa: F401
+        import tinyscale.train.steps  # noqa: F401
     start = time.perf_counter()
     if name.startswith("torch"):
         step, sync, n = _torch_step(d, layers, heads, compiled=name == "torch.compile")
@@ -172,7 +173,7 @@ def _busy_seconds() -> float:
 
 
 def _peak() -> float:
-    from tinyscale import metrics
+    from tinyscale.train import metrics
     return metrics.measure_matmul_peak(sizes=(2048,), repeats=5)
 
 
@@ -218,8 +219,8 @@ def gemm_floor(shape: tuple[int, int, int]) -> dict[str, float]:
 
 
 def bench_shape(shape: tuple[int, int, int], rounds: int, seconds: float, contestants):
-    from tinyscale import counting
-    from tinyscale.model import ModelSpec
+    from tinyscale.model import counting
+    from tinyscale.model.transformer import ModelSpec
     ctx = mp.get_context("spawn")
     workers = {}
     for name in contestants:  # built one at a time: each compile has the machine

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyscale import config as config_lib
-from tinyscale import parallel, steps
-from tinyscale.model import ModelSpec
-from tinyscale.sample import Sampling, generate
+from tinyscale import parallel
+from tinyscale.model.sample import Sampling, generate
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import steps
 
 
 def main():

@@ -22,8 +22,10 @@ import jax
 import numpy as np
 
 from tinyscale import config as config_lib
-from tinyscale import counting, metrics, optim, parallel, steps
-from tinyscale.model import ModelSpec
+from tinyscale import parallel
+from tinyscale.model import counting
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import metrics, optim, steps
 
 
 def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, **model):

@@ -23,7 +23,7 @@ active and by total parameters. The README has what it found.
 import importlib.util
 import os
 
-from tinyscale.config_file import variant
+from tinyscale.config.file import variant
 from tinyscale.launch.plan import with_seeds
 
 _spec = importlib.util.spec_from_file_location(
@@ -37,7 +37,7 @@ SEEDS = (0, 1)
 
 
 def llama_d_ff(width: int) -> int:
-    """The dense llama MLP width (tinyscale/model.py: 8/3 d, up to a multiple of 32)."""
+    """The dense llama MLP width (tinyscale/model/transformer.py: 8/3 d, up to a multiple of 32)."""
     return 32 * -(-int(8 * width / 3) // 32)
 
 

@@ -5,7 +5,7 @@
 
 Five widths (16..96, depth 2, the quickstart's corpus and learning rates) x two seeds.
 Each run trains 2M tokens on a warmup-stable-decay schedule and forks cool-downs at 250K,
-500K and 1M tokens (tinyscale/branches.py), so every size gives four (N, D) points for
+500K and 1M tokens (tinyscale/train/branches.py), so every size gives four (N, D) points for
 the price of 2M + 20% of the three smaller budgets. The report fits
 L(N, D) = E + A/N^alpha + B/D^beta to all 40 points, draws the IsoFLOP curves and the
 compute-optimal frontier, and counts the FLOPs branching saved against training every
@@ -15,7 +15,7 @@ budget from scratch. The README has what it found.
 import importlib.util
 import os
 
-from tinyscale.config_file import variant
+from tinyscale.config.file import variant
 from tinyscale.launch.plan import product, with_seeds
 
 _spec = importlib.util.spec_from_file_location(

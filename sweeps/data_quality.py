@@ -22,7 +22,7 @@ plain corpus, the ratio of parameters each setting needs. The README has what it
 import importlib.util
 import os
 
-from tinyscale.config_file import variant
+from tinyscale.config.file import variant
 from tinyscale.launch.plan import with_seeds
 
 _spec = importlib.util.spec_from_file_location(

@@ -25,7 +25,7 @@ above), or from TINYSCALE_TEACHER and TINYSCALE_GENERATED.
 import importlib.util
 import os
 
-from tinyscale.config_file import variant
+from tinyscale.config.file import variant
 from tinyscale.launch.plan import with_seeds
 
 _spec = importlib.util.spec_from_file_location(

@@ -21,7 +21,7 @@ subject of one_vs_deep.py.
 """
 
 from tinyscale.config import get_config as default_config
-from tinyscale.config_file import variant
+from tinyscale.config.file import variant
 from tinyscale.launch.plan import product, with_seeds
 
 WIDTHS = (16, 32, 64, 96)

@@ -12,7 +12,7 @@ to be stable: docs/results.md), the reference LM reading all of them.
 """
 
 from tinyscale.config import get_config as default_config
-from tinyscale.config_file import variant
+from tinyscale.config.file import variant
 from tinyscale.launch.plan import product
 
 HIDDEN = (64, 128, 256, 512, 768, 1024)

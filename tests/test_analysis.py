@@ -313,7 +313,7 @@ def test_emergence_by_architecture_with_active_and_total_parameters(tmp_path):
     in *active* parameters: by active parameters they emerge at the same point, by total
     parameters the mixtures later; the report has the section and the figure."""
     from tinyscale import config as config_lib
-    from tinyscale import counting
+    from tinyscale.model import counting
     root = tmp_path / "sweep"
     runs_ = []
     for experts in (0, 4):
@@ -353,7 +353,7 @@ def test_emergence_by_data_and_the_parameters_each_setting_saves(tmp_path):
     parameters), and on the noisy one filtered (back to the plain point): each setting's
     emergence point, and N / N_plain with an interval that says which way."""
     from tinyscale import config as config_lib
-    from tinyscale import counting
+    from tinyscale.model import counting
     root = tmp_path / "sweep"
     runs_ = []
     # the plain runs last: the depth sections' rows are not the first of the table
@@ -391,7 +391,7 @@ def test_instruction_following_emerges_by_depth(tmp_path):
     """Instruct runs at depths 1 and 2 whose instruction share follows a logistic with a
     later midpoint at depth 1: the report gives its emergence point per depth."""
     from tinyscale import config as config_lib
-    from tinyscale import counting
+    from tinyscale.model import counting
     root, named = tmp_path / "sweep", []
     for depth, midpoint in ((1, 2e5), (2, 6e4)):
         for width in (16, 24, 32, 48, 64, 96, 128):

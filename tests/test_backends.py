@@ -99,7 +99,7 @@ def test_slurm_resubmit_skips_a_run_whose_lock_is_held(env, tmp_path, monkeypatc
     SweepDir(str(sweep_dir)).create(TINY + ":1", *plan.expand(TINY + ":1", {}))
     run = sweep_dir / "runs" / "d16-L1-h2"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tinyscale.rundir import RunDir; "
+        [sys.executable, "-c", "import sys; from tinyscale.train.rundir import RunDir; "
          f"assert RunDir({str(run)!r}).acquire(600); print('held', flush=True); "
          "sys.stdin.read()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True)

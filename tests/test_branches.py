@@ -1,4 +1,4 @@
-"""Token budgets by branching (tinyscale/branches.py): a branch is the wsd run to its
+"""Token budgets by branching (tinyscale/train/branches.py): a branch is the wsd run to its
 budget, trained alone, bit for bit; it resumes after SIGTERM and SIGKILL like a run; a
 sweep of branched runs is analysed as (N, D) points (analysis/budgets.py)."""
 

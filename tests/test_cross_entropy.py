@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tinyscale import cross_entropy, parallel, steps
-from tinyscale.cross_entropy import mean_cross_entropy
-from tinyscale.model import ModelSpec
+from tinyscale import parallel
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import losses as cross_entropy
+from tinyscale.train import steps
+from tinyscale.train.losses import mean_cross_entropy
 
 from .test_model import VARIANTS, build
 

@@ -1,4 +1,4 @@
-"""Distillation (tinyscale/distill.py): a finished run's logits teach a new run."""
+"""Distillation (tinyscale/train/distill.py): a finished run's logits teach a new run."""
 
 import json
 

@@ -189,7 +189,7 @@ def test_coherence_increases_across_training(tmp_path):
     for step in (250, 500, 977):  # 0.5M, 1M and 2M tokens
         r = evals.evaluate(str(workdir), step)
         scores.append(r)
-        from tinyscale.rundir import RunDir
+        from tinyscale.train.rundir import RunDir
         samples = RunDir(workdir).samples_file(None if step == 977 else step)  # 977: final
         sample = json.loads(samples.read_text().splitlines()[0])
         print(f"\nstep {step}: grammar {r['grammar']:.3f} consistency above chance "

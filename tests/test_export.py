@@ -35,7 +35,7 @@ def test_an_export_loads_in_transformers_with_the_same_logits(cache, tmp_path, a
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     assert type(hf).__name__ == arch
 
-    from tinyscale import trained
+    from tinyscale.train import trained
     t = trained.load(str(run), say=lambda m: None)
     tokens = np.random.default_rng(0).integers(0, t.meta["vocab_size"], (2, 40))
     ours = np.asarray(t.params.model(t.arrays)(tokens))

@@ -26,7 +26,7 @@ def gcs(tmp_path_factory):
 
 CONTENDER = """
 import os, sys, time
-from tinyscale.rundir import RunDir
+from tinyscale.train.rundir import RunDir
 run = RunDir(sys.argv[1])
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):
@@ -61,8 +61,8 @@ def test_of_hosts_racing_for_a_run_exactly_one_wins(gcs, tmp_path):
     hosts = [f"host-{i}" for i in range(6)]
     first = race(run, tmp_path / "go", 60, hosts, gcs)
     assert first.count("won") == 1, first  # an absent lease: created once
-    from tinyscale import lease
-    from tinyscale.rundir import RunDir
+    from tinyscale.train import lease
+    from tinyscale.train.rundir import RunDir
     record = RunDir(run).lock_owner(60)
     assert record["host"] == hosts[first.index("won")]
     expired = lease.GcsLease(f"{run}/lock", 60)  # a lease that expired: taken over once
@@ -80,7 +80,7 @@ def test_a_lease_is_renewed_while_held_and_freed_when_its_holder_dies(gcs, tmp_p
     holder = contenders(run, go, ttl, ["host-a"], gcs)[0]
     assert holder.stdout.readline().strip() == "ready"
     assert holder.stdout.readline().strip() == "won"
-    from tinyscale.rundir import RunDir
+    from tinyscale.train.rundir import RunDir
     os.environ["TINYSCALE_HOST"] = "host-b"
     try:
         run_b = RunDir(run)
@@ -92,7 +92,7 @@ def test_a_lease_is_renewed_while_held_and_freed_when_its_holder_dies(gcs, tmp_p
         assert not any(seen)
         # read as the lease code reads it: pinned to one generation (a plain read of an
         # object that is being renewed can mix two generations and come back torn)
-        from tinyscale import lease
+        from tinyscale.train import lease
         assert lease.GcsLease(str(run_b.lock_file), ttl).read()[0]["host"] == "host-a"
         holder.send_signal(signal.SIGKILL)
         holder.wait()
@@ -169,7 +169,7 @@ def test_a_trainer_that_loses_its_lease_stops_without_saving(gcs, cache):
     and leaves the lease and the run's state to the new holder."""
     from etils import epath
 
-    from tinyscale import lease
+    from tinyscale.train import lease
     url = f"{gcs.bucket('stolen')}/d32"
     env = {**os.environ, **gcs.env, "TINYSCALE_HOST": "host-a"}
     proc = subprocess.Popen(train_cmd(url, cache, "--config.train.steps=2000",
@@ -253,7 +253,7 @@ def test_sweep_status_shows_the_live_step_the_holder_and_its_lease_age(gcs, cach
     epath.Path(f"{run}/metrics.jsonl").write_text(json.dumps(
         {"step": 17, "tokens": 8704, "train_loss": 3.25, "tokens_per_s": 900.0}) + "\n")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tinyscale.rundir import RunDir; "
+        [sys.executable, "-c", "import sys; from tinyscale.train.rundir import RunDir; "
          f"assert RunDir({run!r}).acquire(8); print('held', flush=True); sys.stdin.read()"],
         cwd=ROOT, env={**env, "TINYSCALE_HOST": "host-x"}, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True)

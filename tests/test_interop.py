@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tinyscale import counting
-from tinyscale.interop import gpt_neo_config, load_gpt_neo, load_llama, load_phi
-from tinyscale.model import ModelSpec
+from tinyscale.interop.hf import gpt_neo_config, load_gpt_neo, load_llama, load_phi
+from tinyscale.model import counting
+from tinyscale.model.transformer import ModelSpec
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -277,7 +277,7 @@ def test_a_second_trainer_of_a_locked_run_is_refused(world):
     """A live process holding the run's lock (as a trainer does) keeps others out."""
     workdir = world / "locked"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tinyscale.rundir import RunDir; "
+        [sys.executable, "-c", "import sys; from tinyscale.train.rundir import RunDir; "
          f"assert RunDir({str(workdir)!r}).acquire(600); print('held', flush=True); "
          "sys.stdin.read()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True)

@@ -5,8 +5,9 @@ import pytest
 from flax import nnx
 
 from tinyscale import config as config_lib
-from tinyscale import counting, parallel
-from tinyscale.model import ModelSpec, Transformer, causal_attention
+from tinyscale import parallel
+from tinyscale.model import counting
+from tinyscale.model.transformer import ModelSpec, Transformer, causal_attention
 
 
 def build(family="llama", vocab=256, **model):
@@ -87,7 +88,7 @@ def test_counts_equal_actual_parameter_sizes(variant):
 def test_dropless_experts_equal_a_dense_loop_over_experts():
     """The sorted, grouped (ragged_dot) MoE layer against every expert applied to every
     token and weighted by the router: values and gradients; the load sows shares."""
-    from tinyscale.model import dense_experts, router_stats
+    from tinyscale.model.transformer import dense_experts, router_stats
     _, model = build(n_experts=4, experts_per_token=2, n_layers=2)
     moe = model.blocks[0].mlp
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 24, 64)), jnp.float32)

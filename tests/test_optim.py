@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tinyscale import config as config_lib
-from tinyscale import optim
 from tinyscale.errors import TinyscaleError
+from tinyscale.train import optim
 
 
 def lr_curve(total, **train):

@@ -1,4 +1,4 @@
-"""Packing (tinyscale/packed.py, launch.pack): K runs of one shape as one program.
+"""Packing (tinyscale/train/packed.py, launch.pack): K runs of one shape as one program.
 
 A packed run's losses equal its solo run's to float32 rounding (the batched matmuls sum
 in another order: measured 4.8e-7 at most over 30 steps; the test allows 1e-5), its run

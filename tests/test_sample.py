@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.test_model import build
-from tinyscale.sample import Sampling, generate
+from tinyscale.model.sample import Sampling, generate
 
 
 def recompute_greedy(model, prompt, n, eos=2, length=32):
@@ -67,7 +67,7 @@ def test_a_local_layers_cache_is_a_ring_of_the_window():
     and beam search through the ring equal the uncached model."""
     from flax import nnx
 
-    from tinyscale.model import init_caches
+    from tinyscale.model.transformer import init_caches
     c, model = build(family="llama", attention_pattern="local,global", window_size=4,
                      n_layers=2)
     caches = init_caches(model.spec, jnp.zeros((3,), jnp.int32), 200)

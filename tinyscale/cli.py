@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinyscale import config_file, process
+from tinyscale import process
+from tinyscale.config import file as config_file
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
 
 
@@ -99,14 +100,15 @@ def _print_summary(data_dir: str, n_stories: int = 3) -> None:
 
 
 def _train(args, overrides):
-    from tinyscale import train
+    from tinyscale.train import trainer as train
     config = _config(args, overrides)
     return train.main(config, args.workdir)
 
 
 def _sample(args, overrides):
-    from tinyscale import sample, trained
     from tinyscale.data import tokenizer
+    from tinyscale.model import sample
+    from tinyscale.train import trained
     config = trained.saved_config(args.run_dir, overrides)
     run = trained.load(args.run_dir, args.step, config=config)
     sp = run.sp
@@ -139,7 +141,7 @@ def _eval(args, overrides):
 
 
 def _export(args, overrides):
-    from tinyscale import export
+    from tinyscale.interop import export
     export.export_hf(args.run_dir, args.out, args.step,
                      say=lambda m: print(m, file=sys.stderr))
 

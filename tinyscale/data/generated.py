@@ -75,8 +75,9 @@ def generate(run_dir: str, stories: int, out: str, temperature: float = 1.0,
     """Write a corpus of `stories` stories sampled from `run_dir` into `out`; its meta."""
     from tqdm import tqdm
 
-    from tinyscale import sample, trained
     from tinyscale.data import pipeline, tokenizer
+    from tinyscale.model import sample
+    from tinyscale.train import trained
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise TinyscaleError(f"--out {out} exists and is not an empty folder: give a new "
                              "folder (a generated corpus is never written over another).")

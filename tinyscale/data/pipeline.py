@@ -34,7 +34,7 @@ import numpy as np
 from tinyscale.data import location, quality, synthstories, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
-from tinyscale.rundir import is_remote
+from tinyscale.train.rundir import is_remote
 
 FORMAT_VERSION = 1
 

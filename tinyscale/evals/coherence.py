@@ -165,3 +165,9 @@ def chance_pairs(count: int) -> list[int]:
     baseline: the one half the prompt set away (never its own when count > 1)."""
     shift = max(1, count // 2)
     return [(i + shift) % count for i in range(count)]
+
+
+def above_chance(value: float, chance: float) -> float:
+    """(value - chance) / (1 - chance) for a share: 0 at chance, 1 at the ceiling (nan
+    when chance is already the ceiling)."""
+    return (value - chance) / (1.0 - chance) if chance < 1.0 else float("nan")

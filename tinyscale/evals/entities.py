@@ -62,6 +62,9 @@ from tinyscale.evals import entities_words as lx
 from tinyscale.evals.entities_words import Tok, bare, lemma, singular, tokenize
 
 FOCUS = 1   # sentences before the current one whose characters are in focus
+DOUBT = 0.5   # the cost of a doubtful pronoun, against 1 for an error
+ASSIGN = True
+SKIP = True
 _GENDERED = {"he": "m", "him": "m", "his": "m", "himself": "m",
              "she": "f", "her": "f", "hers": "f", "herself": "f"}
 _PLURAL = frozenset("they them their theirs themselves".split())
@@ -73,10 +76,13 @@ _TOY = frozenset("teddy toy stuffed".split())   # "a teddy bear" is no animal
 class EntityScore:
     checks: int          # mentions in the completion that were checked
     errors: list[str]    # one short readable reason per inconsistent mention
+    doubts: list[str] = dataclasses.field(default_factory=list)   # each costs DOUBT
 
     @property
     def score(self) -> float:
-        return 1.0 - len(self.errors) / self.checks if self.checks else 1.0
+        if not self.checks:
+            return 1.0
+        return 1.0 - (len(self.errors) + DOUBT * len(self.doubts)) / self.checks
 
 
 @dataclasses.dataclass
@@ -97,13 +103,14 @@ class _Story:
         self.plural_seen = False
         self.last_noun = ""                  # the last noun mentioned (a character key)
         self.errors: list[str] = []
+        self.doubts: list[str] = []
         self.checks = 0
 
     def run(self) -> EntityScore:
         for i, tok in enumerate(self.toks):
             if tok.word:
                 self._word(i, tok)
-        return EntityScore(self.checks, self.errors)
+        return EntityScore(self.checks, self.errors, self.doubts)
 
     def _judge(self, tok: Tok, error: str | None) -> None:
         if tok.start >= self.boundary:
@@ -251,6 +258,12 @@ class _Story:
             if key is None:
                 return f"'{low}' fits no character"
             error = f"'{low}' fits no character in focus" if focus else None
+        other = [k for k in focus if self.chars[k].gender not in (None, gender)]
+        if error is None and tok.start >= self.boundary and other:
+            if ASSIGN and self.chars[key].gender is None:
+                self.doubts.append(f"'{low}' makes {key} {gender} beside {other[0]}")
+            elif SKIP and focus and focus[0] != key and focus[0] in other:
+                self.doubts.append(f"'{low}' skips {focus[0]} for {key}")
         self.chars[key].gender = gender
         self._mention(key, tok, pronoun=True)
         return error

@@ -2,7 +2,7 @@
 
 The model (GPT-Neo -- the released roneneldan/TinyStories-* -- Phi, Llama, Mistral or
 Mixtral, a local directory in the Hugging Face layout: offline, nothing is downloaded)
-is loaded into tinyscale's own Transformer (tinyscale/interop.py) and completes exactly
+is loaded into tinyscale's own Transformer (tinyscale/interop/hf.py) and completes exactly
 the prompts of the sweep's runs, with its own tokenizer (`AutoTokenizer` from the same
 directory), under the sweep's eval settings; the completions are scored by the same
 metrics. The result is a run-like directory, `SWEEP_DIR/external/<name>/` -- config.json
@@ -20,7 +20,7 @@ import json
 import os
 
 from tinyscale.errors import TinyscaleError
-from tinyscale.rundir import RunDir
+from tinyscale.train.rundir import RunDir
 
 EXTERNAL = "external"  # <sweep>/external/<name>: models from elsewhere, scored as runs
 
@@ -52,7 +52,7 @@ class HFModel:
 
 
 def _loader(hf_config: dict):
-    from tinyscale import interop
+    from tinyscale.interop import hf as interop
     kind = hf_config.get("model_type", "")
     loaders = {"gpt_neo": interop.load_gpt_neo, "phi": interop.load_phi,
                "llama": interop.load_llama, "mistral": interop.load_llama,
@@ -69,8 +69,9 @@ def load(hf_dir: str, base) -> HFModel:
     from flax import nnx
 
     from tinyscale import config as config_lib
-    from tinyscale import parallel, steps
-    from tinyscale.model import ModelSpec
+    from tinyscale import parallel
+    from tinyscale.model.transformer import ModelSpec
+    from tinyscale.train import steps
     path = os.path.join(hf_dir, "config.json")
     if not os.path.exists(path):
         raise TinyscaleError(f"--hf {hf_dir} holds no config.json: give a local Hugging Face "

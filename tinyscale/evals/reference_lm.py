@@ -85,8 +85,9 @@ class ReferenceLM:
             raise MissingOptional(f"gguf is not installed (fluency is skipped): {INSTALL}") \
                 from None
         from tinyscale import config as config_lib
-        from tinyscale import parallel, steps
-        from tinyscale.model import ModelSpec
+        from tinyscale import parallel
+        from tinyscale.model.transformer import ModelSpec
+        from tinyscale.train import steps
         reader = gguf.GGUFReader(path or gguf_path())
         meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("llama.")}
         c = config_lib.get_config()

@@ -13,13 +13,14 @@ import sys
 
 import numpy as np
 
-from tinyscale import sample, steps, trained
 from tinyscale.data import generated, pipeline, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
 from tinyscale.evals import MissingOptional, coherence, creativity, mauve, prompts
 from tinyscale.evals.linkgrammar import LinkGrammar
-from tinyscale.rundir import RunDir, write_atomic
+from tinyscale.model import sample
+from tinyscale.train import steps, trained
+from tinyscale.train.rundir import RunDir, write_atomic
 
 PROMPTS_FILE = "prompts.jsonl"  # <sweep>/prompts.jsonl: the real-text prompts of a sweep
 
@@ -289,8 +290,8 @@ def add_chance(result: dict, rows: list[dict], chance_rows: list[dict]) -> None:
             continue
         scale = 1.0 if m == "context_use" else 1.0 - chance
         diffs = np.array([r[m] - r[f"{m}_chance"] for r in rows], float)
-        result[f"{m}_above_chance"] = float(np.mean(diffs) / scale) if scale > 0 \
-            else float("nan")
+        result[f"{m}_above_chance"] = float(np.mean(diffs)) if m == "context_use" \
+            else coherence.above_chance(float(np.mean([r[m] for r in rows])), chance)
         result[f"{m}_above_chance_se"] = float(
             diffs.std(ddof=1) / math.sqrt(len(diffs)) / scale) \
             if len(diffs) > 1 and scale > 0 else 0.0

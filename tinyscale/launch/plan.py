@@ -18,8 +18,9 @@ import re
 import ml_collections
 
 from tinyscale import config as config_lib
-from tinyscale import config_file, counting
+from tinyscale.config import file as config_file
 from tinyscale.errors import TinyscaleError
+from tinyscale.model import counting
 
 # The released TinyStories models (Hugging Face roneneldan/TinyStories-*): GPT-Neo,
 # (hidden size, layers), vocabulary 50257, 2048 positions, 16 heads.

@@ -13,7 +13,7 @@ import time
 
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import si
-from tinyscale.rundir import is_remote
+from tinyscale.train.rundir import is_remote
 
 
 def render(sweep_dir: str) -> str:

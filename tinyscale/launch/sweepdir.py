@@ -2,7 +2,7 @@
 
     <sweep_dir>/sweep.json        the expanded sweep: the sweep file's text and argument,
                                   the base config, and each run's name, overrides, config
-    <sweep_dir>/runs/<name>/      a run directory (tinyscale/rundir.py) + `lock`
+    <sweep_dir>/runs/<name>/      a run directory (tinyscale/train/rundir.py) + `lock`
     <sweep_dir>/jax_cache/        the persistent compilation cache all its runs share
     <sweep_dir>/workers/          the heartbeats of slot workers (launch/worker.py)
 
@@ -21,7 +21,7 @@ from etils import epath
 from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.plan import Run
-from tinyscale.rundir import RunDir, resolve, write_atomic
+from tinyscale.train.rundir import RunDir, resolve, write_atomic
 
 
 def _refuse_change(path, name: str, was: dict, now: dict, prefix: str = "") -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from tinyscale import config as config_lib
-from tinyscale import counting, distill
 from tinyscale.launch.plan import RELEASED, Run
-from tinyscale.model import ModelSpec
+from tinyscale.model import counting
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import distill
 
 
 def si(x: float) -> str:
@@ -35,7 +36,7 @@ def compute(c) -> tuple[float, int]:
 
 
 def _cooldown_tokens(c) -> int:
-    """Tokens the branches of a run train (their cool-downs: tinyscale/branches.py)."""
+    """Tokens the branches of a run train (their cool-downs: tinyscale/train/branches.py)."""
     t, total = c.train, 0
     for budget in t.get("branches", ()):
         steps = config_lib.branch_steps(c, budget)
@@ -48,7 +49,7 @@ def rows(runs: list[Run]) -> list[dict]:
     for run in runs:
         c = run.values
         counts = counting.of_config(c)
-        # what each step computes: a teacher's forward pass too (tinyscale/distill.py)
+        # what each step computes: a teacher's forward pass too (tinyscale/train/distill.py)
         flops = counts.pop("flops_per_token") + distill.forward_flops(
             c.train.get("teacher", ""), c.train.seq_len)
         tokens = config_lib.total_steps(c) * c.train.batch_size * c.train.seq_len
@@ -87,7 +88,7 @@ def estimate(total_flops: float, launch, backend: str = "local",
         peak *= int(count) * per * launch.tpu_slots
         where = f"{launch.tpu_slots} x {launch.tpu_accelerator}"
     else:
-        from tinyscale import metrics
+        from tinyscale.train import metrics
         peak, where = metrics.peak_flops(launch_peak), "this machine"
     seconds = total_flops / (ASSUMED_MFU * peak)
     line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({si(peak)}FLOP/s peak): about "

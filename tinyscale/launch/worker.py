@@ -25,8 +25,8 @@ import traceback
 
 from tinyscale.errors import RESUMABLE, TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
-from tinyscale.lease import host_id
-from tinyscale.rundir import write_atomic
+from tinyscale.train.lease import host_id
+from tinyscale.train.rundir import write_atomic
 
 EXIT_LOCKED = 0  # another process trains this run: nothing to do here
 
@@ -53,7 +53,7 @@ def train_index(sweep_dir: str, index: int) -> int:
 
 def train_indices(sweep_dir: str, indices: list[int]) -> int:
     """Train runs `indices`: one alone, several as one program (launch.pack,
-    tinyscale/packed.py) -- those still runnable and not locked elsewhere."""
+    tinyscale/train/packed.py) -- those still runnable and not locked elsewhere."""
     if len(indices) == 1:
         return train_index(sweep_dir, indices[0])
     sweep = SweepDir(sweep_dir)
@@ -81,7 +81,7 @@ def train_indices(sweep_dir: str, indices: list[int]) -> int:
 
 
 def _train_packed(sweep: SweepDir, indices: list[int]) -> int:
-    from tinyscale import packed
+    from tinyscale.train import packed
     runs = [sweep.runs()[i] for i in indices]
     rundirs = [sweep.rundir(r["name"]) for r in runs]
     try:
@@ -98,7 +98,7 @@ def _train_packed(sweep: SweepDir, indices: list[int]) -> int:
 
 
 def _train(sweep: SweepDir, index: int) -> int:
-    from tinyscale import train
+    from tinyscale.train import trainer as train
     run = sweep.runs()[index]
     config = run_config(run)
     rundir = sweep.rundir(run["name"])

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from tinyscale.errors import TinyscaleError
-from tinyscale.rundir import RunDir, is_remote, write_atomic
+from tinyscale.train.rundir import RunDir, is_remote, write_atomic
 
 
 def _duration(seconds: float) -> str:

@@ -206,7 +206,7 @@ def _load(path: str, to_config, load_weights, mesh=None):
     from flax import nnx
 
     from tinyscale import parallel
-    from tinyscale.model import ModelSpec, Transformer
+    from tinyscale.model.transformer import ModelSpec, Transformer
     with open(os.path.join(path, "config.json")) as f:
         c = to_config(json.load(f))
     mesh = mesh or parallel.make_mesh(c)

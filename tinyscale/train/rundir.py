@@ -87,7 +87,7 @@ class RunDir:
     def set_state(self, state: str, **fields) -> dict:
         assert state in STATES, state
         current = self.state()
-        from tinyscale.lease import host_id
+        from tinyscale.train.lease import host_id
         current.update(fields, state=state, host=host_id(), pid=os.getpid(),
                        heartbeat=time.time())
         self.write_json(self.state_file, current)
@@ -120,7 +120,7 @@ class RunDir:
                                  "existing run directory.")
         for parent in list(p.parents)[:-1]:
             if parent == p.parent.parent and p.parent.name == BRANCHES and p.name.isdigit():
-                continue  # a branch of that run (tinyscale/branches.py)
+                continue  # a branch of that run (tinyscale/train/branches.py)
             if (parent / "config.json").exists() and (parent / "checkpoints").exists():
                 raise TinyscaleError(f"--workdir {p} lies inside the run directory {parent}: "
                                      "give a path outside every run directory.")
@@ -135,14 +135,14 @@ class RunDir:
         """Who holds the run's lock ({host, pid, ...}), or None.
 
         A local lock is an flock the kernel drops when its process dies, so it is never
-        stale. On gs:// it is a lease (tinyscale/lease.py), held until it expires
+        stale. On gs:// it is a lease (tinyscale/train/lease.py), held until it expires
         (`stale_after_s` after its last renewal) or its process dies on this host.
         """
         key = str(self.lock_file)
         if key in _HELD:
             return _HELD[key][1]
         if is_remote(key):
-            from tinyscale import lease
+            from tinyscale.train import lease
             record, _ = lease.GcsLease(key, stale_after_s).read()
             return record if lease.live(record) else None
         try:
@@ -165,7 +165,7 @@ class RunDir:
         if key in _HELD:
             return True
         if is_remote(key):
-            from tinyscale import lease
+            from tinyscale.train import lease
             held = lease.GcsLease(key, stale_after_s)
             if not held.acquire():
                 return False
@@ -186,7 +186,7 @@ class RunDir:
             if same:
                 break
             os.close(fd)
-        from tinyscale.lease import host_id
+        from tinyscale.train.lease import host_id
         owner = {"host": host_id(), "pid": os.getpid(), "time": time.time()}
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(owner).encode())

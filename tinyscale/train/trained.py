@@ -10,12 +10,13 @@ import ml_collections
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tinyscale import checkpoint, parallel, steps
 from tinyscale import config as config_lib
+from tinyscale import parallel
 from tinyscale.data import pipeline
 from tinyscale.errors import TinyscaleError
-from tinyscale.model import ModelSpec
-from tinyscale.rundir import RunDir
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import checkpoint, steps
+from tinyscale.train.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -37,7 +38,7 @@ def saved_config(workdir: str, overrides: dict[str, str] | None = None,
                  ) -> ml_collections.ConfigDict:
     """The run's config.json over today's defaults, with `eval.*` overrides applied (the
     run's other knobs are what it was trained with and cannot change)."""
-    from tinyscale import config_file
+    from tinyscale.config import file as config_file
     run = RunDir(workdir)
     saved = run.read_json(run.config) if run.path.is_dir() else None
     if saved is None:

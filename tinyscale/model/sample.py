@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinyscale.model import init_caches
+from tinyscale.model.transformer import init_caches
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tinyscale import distill, parallel
-from tinyscale.cross_entropy import mean_cross_entropy
-from tinyscale.model import ModelSpec, Transformer, router_stats
+from tinyscale import parallel
+from tinyscale.model.transformer import ModelSpec, Transformer, router_stats
+from tinyscale.train import distill
+from tinyscale.train.losses import mean_cross_entropy
 
 
 class Params:
@@ -57,8 +58,8 @@ def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float =
               teacher_logits_BTV: jax.Array | None = None, weight: float = 0.0,
               temperature: float = 1.0):
     """(training loss, metrics): token_losses(...).mean() -- with the output projection
-    fused into the cross-entropy (tinyscale/cross_entropy.py) -- mixed, given a teacher's
-    logits, with the distillation term (tinyscale/distill.py) as weight : 1 - weight;
+    fused into the cross-entropy (tinyscale/train/losses.py) -- mixed, given a teacher's
+    logits, with the distillation term (tinyscale/train/distill.py) as weight : 1 - weight;
     plus, for a mixture of experts, aux_coef x load balance + z_coef x router z-loss.
     Metrics: "loss" (the cross-entropy alone, comparable across models), "distill_kl",
     and the router's "moe_balance", "moe_z" and "expert_load" [layers, experts]."""
@@ -80,7 +81,7 @@ def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float =
 
 def step_fn(params: Params, grad_accum: int, teacher: distill.Teacher | None = None):
     """The train step, not jitted: (arrays, opt_state, batch_BT, tx, teacher_arrays) ->
-    (arrays, opt_state, {"loss", "grad_norm", ...}). tinyscale/packed.py maps it over
+    (arrays, opt_state, {"loss", "grad_norm", ...}). tinyscale/train/packed.py maps it over
     runs. With a `teacher`, its parameters come in as `teacher_arrays`."""
     m = params.spec
     coefs = (m.router_aux_coef, m.router_z_coef) if m.n_experts else (0.0, 0.0)

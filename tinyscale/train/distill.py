@@ -54,9 +54,9 @@ def forward_flops(teacher: str, seq_len: int) -> float:
     if not teacher:
         return 0.0
     from tinyscale import config as config_lib
-    from tinyscale import counting
-    from tinyscale.model import ModelSpec
-    from tinyscale.rundir import RunDir
+    from tinyscale.model import counting
+    from tinyscale.model.transformer import ModelSpec
+    from tinyscale.train.rundir import RunDir
     run = RunDir(teacher)
     saved = run.read_json(run.config) if run.path.is_dir() else None
     if saved is None:
@@ -70,7 +70,7 @@ def check(c) -> None:
     """Refuse a train.teacher that is not a finished run (before anything is written)."""
     if not c.train.teacher:
         return
-    from tinyscale.rundir import RunDir
+    from tinyscale.train.rundir import RunDir
     run = RunDir(c.train.teacher)
     state = run.state().get("state") if run.path.is_dir() else None
     if state != "done":
@@ -85,7 +85,8 @@ def load(c, mesh, student_meta: dict) -> Teacher | None:
     tokenizer. None without train.teacher."""
     if not c.train.teacher:
         return None
-    from tinyscale import counting, trained
+    from tinyscale.model import counting
+    from tinyscale.train import trained
     check(c)
     path = c.train.teacher
     teacher = trained.load(path, mesh=mesh, say=lambda m: None)

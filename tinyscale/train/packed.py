@@ -3,7 +3,7 @@
 Runs that differ only in knobs a step can take as numbers -- the seed (parameter init and
 data order) and the optimizer's scalars (PACKABLE) -- share one compiled step over a
 leading run axis: parameters, optimizer states and batches are stacked, and `jax.vmap`
-maps the solo train step (tinyscale/steps.py) over them, each run's optimizer built from
+maps the solo train step (tinyscale/train/steps.py) over them, each run's optimizer built from
 its own scalars. A small model leaves an accelerator (or a CPU's vector units) mostly
 idle; K of them in one program fill it (bench/pack.py measures models per hour).
 
@@ -30,13 +30,15 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tinyscale import checkpoint, counting, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
+from tinyscale import parallel
 from tinyscale.data import pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
-from tinyscale.lease import host_id
-from tinyscale.model import ModelSpec
-from tinyscale.rundir import RunDir, is_remote
+from tinyscale.model import counting
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import checkpoint, metrics, optim, steps
+from tinyscale.train.lease import host_id
+from tinyscale.train.rundir import RunDir, is_remote
 
 PACKABLE = ("seed", "train.lr", "train.b1", "train.b2", "train.eps", "train.weight_decay",
             "train.final_lr_ratio")
@@ -201,7 +203,7 @@ class PackedTrainer:
                                "opt_state": self._slice(opt_state, i)})
 
     def run(self) -> int:
-        from tinyscale.train import _Signals
+        from tinyscale.train.trainer import _Signals
         arrays, opt_state, step, walls = self._start()
         names = [r.path.name for r in self.runs]
         if self.lead:
@@ -297,7 +299,7 @@ class PackedTrainer:
         return 0 if evaluated and len(live) == self.k else 1
 
     def _evaluate(self, i: int, step: int) -> bool:
-        """Run i's final evaluation, as a solo run's (tinyscale/train.py) does it."""
+        """Run i's final evaluation, as a solo run's (tinyscale/train/trainer.py) does it."""
         from tinyscale.evals import run as evals
         run, writer = self.runs[i], self.writers[i]
         ok = True
@@ -326,7 +328,7 @@ class PackedTrainer:
 def main(configs: list, workdirs: list[str]) -> int:
     """Train (or resume) the runs in `workdirs` as one program; 0 when all are done.
     Runs already done are left out; the caller holds no locks (they are taken here)."""
-    from tinyscale import train
+    from tinyscale.train import trainer as train
     runs = []
     for config, workdir in zip(configs, workdirs, strict=True):
         config.output.workdir = str(workdir)

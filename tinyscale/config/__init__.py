@@ -102,7 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
     t.branches = ()                      # wsd: smaller token budgets, each a cool-down forked
                                          # from the stable phase (runs/<name>/branches/<tokens>)
     t.teacher = ""                       # a finished run's directory (same tokenizer) whose
-                                         # logits this run learns from (tinyscale/distill.py)
+                                         # logits this run learns from (tinyscale/train/distill.py)
     t.distill_weight = 0.5               # loss = w T^2 KL(teacher_T || student_T) + (1-w) CE
     t.distill_temperature = 2.0          # T: both softmaxes of the distillation term
     t.warmup_steps = 50                  # linear warmup from 0
@@ -153,7 +153,7 @@ def get_config() -> ml_collections.ConfigDict:
     la.parallel = 1                      # local backend: runs at once, on disjoint devices
     la.pack = ml_collections.FieldReference(1, field_type=object)
                                          # local backend: runs of one shape trained as one
-                                         # program (tinyscale/packed.py): K, or "auto"
+                                         # program (tinyscale/train/packed.py): K, or "auto"
     la.stale_after_s = 600               # gs:// leases, TPU worker heartbeats: void this
                                          # long after their last renewal
     la.slurm_partition = ""              # sbatch --partition ("" = the cluster default)

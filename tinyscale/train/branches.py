@@ -21,8 +21,8 @@ import dataclasses
 import json
 
 from tinyscale import config as config_lib
-from tinyscale.rundir import BRANCHES as FOLDER
-from tinyscale.rundir import RunDir, is_remote, write_atomic
+from tinyscale.train.rundir import BRANCHES as FOLDER
+from tinyscale.train.rundir import RunDir, is_remote, write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ def fork(branch: Branch, step: int, state, run: RunDir, lead: bool) -> bool:
     with its config.json, the run's metrics up to the fork, and state.json. Nothing is done
     when the branch has a checkpoint already (the run resumed from before its fork: the
     state is the same)."""
-    from tinyscale.checkpoint import Checkpoints
+    from tinyscale.train.checkpoint import Checkpoints
     target = branch.rundir
     folder = target.checkpoints if is_remote(target.path) else target.checkpoints.resolve()
     if lead:

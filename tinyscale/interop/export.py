@@ -8,7 +8,7 @@ twice: the sentencepiece model itself (tokenizer.model) and a `tokenizers` BPE/U
 built from it (tokenizer.json, loaded by `AutoTokenizer`), which encodes as
 sentencepiece does. A shape no transformers class has (a llama mixing local and global
 layers, a parallel block outside phi) is refused with one line. The inverse of
-tinyscale/interop.py: exporting and loading back gives the same logits (tests).
+tinyscale/interop/hf.py: exporting and loading back gives the same logits (tests).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def hf_config(c, vocab_size: int) -> dict:
                 "activation_function": "gelu_new", "layer_norm_epsilon": m.norm_eps,
                 "resid_dropout": 0.0, "embed_dropout": 0.0, "attention_dropout": 0.0,
                 "tie_word_embeddings": True}
-    from tinyscale.model import ModelSpec
+    from tinyscale.model.transformer import ModelSpec
     spec = ModelSpec.from_config(m, vocab_size)
     rope = {"rope_type": "default", "rope_theta": m.rope_theta}
     out = {**common, "hidden_size": m.d_model, "num_hidden_layers": m.n_layers,
@@ -176,7 +176,7 @@ def tokenizer_files(sp_model: str, out_dir: str) -> None:
 
 def export_hf(run_dir: str, out_dir: str, step: int | None = None, say=print) -> str:
     """Write the run (its newest checkpoint, or `step`) as a Hugging Face checkpoint."""
-    from tinyscale import trained
+    from tinyscale.train import trained
     config = trained.saved_config(run_dir)
     _arch(config)  # a shape no class holds: one line, before anything is read or written
     if config.data.tokenizer not in SENTENCEPIECE_TOKENIZERS or config.data.tokenizer_file:

@@ -23,13 +23,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from tinyscale import branches, checkpoint, counting, distill, metrics, optim, parallel, steps
 from tinyscale import config as config_lib
+from tinyscale import parallel
 from tinyscale.data import pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
-from tinyscale.lease import host_id
-from tinyscale.model import ModelSpec
-from tinyscale.rundir import RunDir, is_remote
+from tinyscale.model import counting
+from tinyscale.model.transformer import ModelSpec
+from tinyscale.train import branches, checkpoint, distill, metrics, optim, steps
+from tinyscale.train.lease import host_id
+from tinyscale.train.rundir import RunDir, is_remote
 
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
@@ -101,7 +103,7 @@ def main(config, workdir: str) -> int:
 
 
 def _train_branch(branch, mesh, data_dir) -> int:
-    """Train a branch's cool-down (tinyscale/branches.py) as the run it is."""
+    """Train a branch's cool-down (tinyscale/train/branches.py) as the run it is."""
     run = branch.rundir
     run.check_workdir()
     _check_same_run(run, branch.config)
@@ -309,8 +311,8 @@ class Trainer:
         """The full evaluation; a failure is kept on the run, not lost with it.
         `host_arrays`: the final parameters in host memory (multi-host: evaluated on
         this process's own devices, not read back from the checkpoint)."""
-        from tinyscale import trained
         from tinyscale.evals import run as evals
+        from tinyscale.train import trained
         self.writer.message("evaluating story completions...")
         try:
             workdir = str(self.rundir.path)
