@@ -18,13 +18,13 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from analysis import emergence
+from analysis import compare, emergence
+from tinyscale import config as config_lib
+from tinyscale.model.spec import ModelSpec
 
 
 def label(config: dict) -> str:
     """The architecture of a run's (flattened or nested) config."""
-    from tinyscale import config as config_lib
-    from tinyscale.model.transformer import ModelSpec
     c = config_lib.from_saved(config)
     m = c.model
     parts = [m.family]
@@ -59,7 +59,6 @@ def matched(final: pd.DataFrame, tolerance: float = 1.5) -> pd.DataFrame:
     """Each run of an architecture other than its family's plain one (`llama`) paired
     with the plain run of the same depth nearest in active and, separately, in total
     parameters (within a factor `tolerance`), with the differences and their intervals."""
-    from analysis import compare
     rows = []
     for arch, g in final.groupby("architecture"):
         plain = final[final["architecture"] == arch.split()[0]]

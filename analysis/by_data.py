@@ -19,13 +19,13 @@ import os
 import pandas as pd
 
 from analysis import compare, emergence
+from tinyscale import config as config_lib
 
 PLAIN = "plain"
 
 
 def label(config: dict) -> str:
     """The data setting of a run's (flattened or nested) config."""
-    from tinyscale import config as config_lib
     c = config_lib.from_saved(config)
     d, t = c.data, c.train
     parts = ["instruct"] if d.instruct else []

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis import emergence
+
 METRICS = ("eval_loss", "grammar", "consistency", "completion", "coherence")
 
 
@@ -83,7 +85,6 @@ def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,
     1 against depth 1; a data setting against the plain corpus): the ratio N_k / N_1 of
     the parameters at which family k and the baseline cross `threshold` (below 1: family
     k gets there with fewer parameters), its 95% bootstrap interval and a verdict."""
-    from analysis import emergence
     families = dict(tuple(final.groupby(by)))
     if baseline not in families:
         return pd.DataFrame()
@@ -131,7 +132,6 @@ def loss_differences(final: pd.DataFrame, bootstrap: int = 300, seed: int = 0) -
     """For each depth k > 1: held-out loss of depth k minus depth 1 at equal N (the
     geometric middle of the N range both families cover), from a line fitted to
     log loss against log N per family, with a bootstrap interval (shapes, then seeds)."""
-    from analysis import emergence
     families = {d: g.dropna(subset=["eval_loss"]) for d, g in final.groupby("depth")}
     if 1 not in families or "eval_loss" not in final:
         return pd.DataFrame()

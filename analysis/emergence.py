@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from tinyscale.evals.coherence import above_chance
+
 
 @dataclasses.dataclass
 class Crossing:
@@ -125,7 +127,6 @@ SHAPE = ("depth", "width", "heads", "params")  # runs that differ only in seed s
 def run_value(metric: str, rows: list[dict]) -> float:
     """A run's value of `metric` from its per-prompt rows (samples.jsonl)."""
     if metric == "consistency_above_chance":
-        from tinyscale.evals.coherence import above_chance
         return above_chance(np.mean([r["consistency"] for r in rows]),
                             np.mean([r["consistency_chance"] for r in rows]))
     return float(np.mean([r[metric] for r in rows]))

@@ -14,6 +14,7 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 from etils import epath
+from scipy import stats
 
 from analysis import (
     architectures,
@@ -146,7 +147,6 @@ MATCHING = (("grammar", "judge_grammar"), ("grammar_prefix", "judge_grammar"),
 def _judge_agreement(final) -> pd.DataFrame | None:
     """Across runs: Spearman and Pearson correlation of each offline metric with the
     judge's matching grade, with the number of runs graded."""
-    from scipy import stats
     rows = []
     for metric, grade in MATCHING:
         if metric not in final or grade not in final:

@@ -23,8 +23,12 @@ import json
 import numpy as np
 import pandas as pd
 
+from analysis import architectures, by_data
 from tinyscale import config as config_lib
+from tinyscale.errors import TinyscaleError
+from tinyscale.evals.hf import EXTERNAL
 from tinyscale.model import counting
+from tinyscale.train import branches
 from tinyscale.train.rundir import RunDir, resolve
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
@@ -47,13 +51,11 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 
 def data_label(config: dict) -> str:
-    from analysis.by_data import label
-    return label(config)
+    return by_data.label(config)
 
 
 def architecture_label(config: dict) -> str:
-    from analysis.architectures import label
-    return label(config)
+    return architectures.label(config)
 
 
 def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = None
@@ -101,11 +103,8 @@ def load(sweep_dir: str) -> pd.DataFrame:
     elif (path / "config.json").exists():
         runs = [(path.name, json.loads((path / "config.json").read_text()), RunDir(path))]
     else:
-        from tinyscale.errors import TinyscaleError
         raise TinyscaleError(f"{sweep_dir} is neither a sweep directory (sweep.json) nor a "
                              "run directory (config.json).")
-    from tinyscale.evals.hf import EXTERNAL
-    from tinyscale.train import branches
     if (path / "sweep.json").exists() and (path / EXTERNAL).exists():  # eval --hf models
         runs += [(f"{EXTERNAL}/{d.name}", json.loads((d / "config.json").read_text()),
                   RunDir(d)) for d in sorted((path / EXTERNAL).iterdir())

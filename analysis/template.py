@@ -7,6 +7,9 @@ import html
 
 import pandas as pd
 
+from analysis.architectures import matched_summary
+from analysis.plots import STAGES
+
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
 figure{display:inline-block;margin:.5em;width:520px} img{width:100%}
 table.t{border-collapse:collapse;font-size:13px;margin:.5em 0}
@@ -116,7 +119,6 @@ def seeds(r) -> str:
 
 def stages(r) -> str:
     """The stages of coherence in the order the sweep finds them (all depths together)."""
-    from analysis.plots import STAGES
     found = {c.metric: c for c in r.crossings if c.family == "all depths" and c.metric in STAGES}
     if not found:
         return ""
@@ -162,7 +164,6 @@ def by_architecture(r) -> str:
     a = r.by_architecture
     if a is None:
         return ""
-    from analysis.architectures import matched_summary
     summary = matched_summary(a.matched)
     return (f"<h2>By architecture</h2>{ARCHITECTURES}{table(a.table)}"
             + (f"{MATCHED}{table(summary)}" if not summary.empty else ""))

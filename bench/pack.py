@@ -24,7 +24,7 @@ import numpy as np
 
 from tinyscale import config as config_lib
 from tinyscale import parallel
-from tinyscale.model.transformer import ModelSpec
+from tinyscale.model.spec import ModelSpec
 from tinyscale.train import optim, packed, steps
 
 VOCAB, SEQ, BATCH = 1024, 256, 8

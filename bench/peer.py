@@ -103,7 +103,7 @@ def _tinyscale_step(family: str, d: int, layers: int, heads: int):
     import jax
 
     from tinyscale import parallel
-    from tinyscale.model.transformer import ModelSpec
+    from tinyscale.model.spec import ModelSpec
     from tinyscale.train import optim, steps
     c = _config(family, d, layers, heads)
     mesh = parallel.make_mesh(c)
@@ -220,7 +220,7 @@ def gemm_floor(shape: tuple[int, int, int]) -> dict[str, float]:
 
 def bench_shape(shape: tuple[int, int, int], rounds: int, seconds: float, contestants):
     from tinyscale.model import counting
-    from tinyscale.model.transformer import ModelSpec
+    from tinyscale.model.spec import ModelSpec
     ctx = mp.get_context("spawn")
     workers = {}
     for name in contestants:  # built one at a time: each compile has the machine

@@ -19,7 +19,7 @@ import numpy as np
 from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.model.sample import Sampling, generate
-from tinyscale.model.transformer import ModelSpec
+from tinyscale.model.spec import ModelSpec
 from tinyscale.train import steps
 
 

@@ -37,7 +37,7 @@ SEEDS = (0, 1)
 
 
 def llama_d_ff(width: int) -> int:
-    """The dense llama MLP width (tinyscale/model/transformer.py: 8/3 d, up to a multiple of 32)."""
+    """The dense llama MLP width (tinyscale/model/layers.py: 8/3 d, up to a multiple of 32)."""
     return 32 * -(-int(8 * width / 3) // 32)
 
 

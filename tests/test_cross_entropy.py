@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyscale import parallel
-from tinyscale.model.transformer import ModelSpec
+from tinyscale.model.spec import ModelSpec
 from tinyscale.train import losses as cross_entropy
 from tinyscale.train import steps
 from tinyscale.train.losses import mean_cross_entropy

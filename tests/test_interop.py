@@ -8,7 +8,7 @@ import pytest
 
 from tinyscale.interop.hf import gpt_neo_config, load_gpt_neo, load_llama, load_phi
 from tinyscale.model import counting
-from tinyscale.model.transformer import ModelSpec
+from tinyscale.model.spec import ModelSpec
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -6,8 +6,11 @@ from flax import nnx
 
 from tinyscale import config as config_lib
 from tinyscale import parallel
+from tinyscale.config import check as config_check
 from tinyscale.model import counting
-from tinyscale.model.transformer import ModelSpec, Transformer, causal_attention
+from tinyscale.model.attention import causal_attention
+from tinyscale.model.spec import ModelSpec
+from tinyscale.model.transformer import Transformer
 
 
 def build(family="llama", vocab=256, **model):
@@ -16,7 +19,7 @@ def build(family="llama", vocab=256, **model):
     for k, v in model.items():
         c.model[k] = v
     c.data.vocab_size = vocab
-    config_lib.validate(c)
+    config_check.validate(c)
     with parallel.using(parallel.make_mesh(c)):
         return c, Transformer(ModelSpec.from_config(c.model, vocab), rngs=nnx.Rngs(0))
 
@@ -88,7 +91,7 @@ def test_counts_equal_actual_parameter_sizes(variant):
 def test_dropless_experts_equal_a_dense_loop_over_experts():
     """The sorted, grouped (ragged_dot) MoE layer against every expert applied to every
     token and weighted by the router: values and gradients; the load sows shares."""
-    from tinyscale.model.transformer import dense_experts, router_stats
+    from tinyscale.model.moe import dense_experts, router_stats
     _, model = build(n_experts=4, experts_per_token=2, n_layers=2)
     moe = model.blocks[0].mlp
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 24, 64)), jnp.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tinyscale import config as config_lib
+from tinyscale.config import check as config_check
 from tinyscale.errors import TinyscaleError
 from tinyscale.train import optim
 
@@ -13,7 +14,7 @@ from tinyscale.train import optim
 def lr_curve(total, **train):
     c = config_lib.get_config()
     c.train.update(lr=1e-2, warmup_steps=10, final_lr_ratio=0.1, **train)
-    config_lib.validate(c)
+    config_check.validate(c)
     s = optim.schedule(c.train, total)
     return np.array([float(s(i)) for i in range(total + 1)])
 

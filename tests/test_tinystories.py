@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from tests.conftest import run_cli
-from tinyscale.data import tinystories
+from tinyscale import config as config_lib
+from tinyscale.config import check as config_check
+from tinyscale.data import pipeline, tinystories
 
 # Stories as the Hugging Face files hold them, with their quirks: Windows line ends,
 # blank lines, an empty story, and UTF-8 read as cp1252 once ("â€™" for "’").
@@ -88,8 +90,6 @@ def test_empty_file_is_one_line_exit_2(tmp_path):
 
 def test_a_second_manual_dir_gives_its_own_stories(tmp_path):
     """The cache is keyed by the manual dir's files: another folder is another corpus."""
-    from tinyscale import config as config_lib
-    from tinyscale.data import pipeline
     other = RAW.replace("Lily", "Rex")
     shown = []
     for name, text in (("first", RAW), ("second", other)):
@@ -97,7 +97,7 @@ def test_a_second_manual_dir_gives_its_own_stories(tmp_path):
         c = config_lib.get_config()
         c.data.update(dataset="tinystories", manual_dir=str(tmp_path / name), vocab_size=128,
                       cache_dir=str(tmp_path / "cache"))
-        data_dir = pipeline.prepare(config_lib.validate(c), progress=False)
+        data_dir = pipeline.prepare(config_check.validate(c), progress=False)
         shown.append(pipeline.load_tokenizer(data_dir).decode(
             pipeline.tokens(data_dir, "train")[:400].tolist()))
     assert "Lily" in shown[0] and "Rex" not in shown[0]

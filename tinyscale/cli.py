@@ -16,9 +16,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from analysis import report
 from tinyscale import process
 from tinyscale.config import file as config_file
+from tinyscale.data import pipeline, quality, tokenizer
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
+from tinyscale.evals import hf as evals_hf
+from tinyscale.evals import run as evals_run
+from tinyscale.interop import export
+from tinyscale.launch import plan, slurm, status, table, tpu, worker
+from tinyscale.launch.local import run_local
+from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.model import sample
+from tinyscale.train import generate, trained, trainer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,14 +73,12 @@ def _config(args, overrides):
 
 
 def _data_prepare(args, overrides):
-    from tinyscale.data import pipeline
     out = pipeline.prepare(_config(args, overrides), progress=True)
     _print_summary(out)
 
 
 def _data_generate(args, overrides):
-    from tinyscale.data import generated
-    generated.generate(args.run_dir, args.stories, args.out, args.temperature, args.top_p,
+    generate.generate(args.run_dir, args.stories, args.out, args.temperature, args.top_p,
                        args.batch, args.opening_tokens, args.seed,
                        say=lambda m: print(m, file=sys.stderr))
     _print_summary(args.out)
@@ -79,9 +89,6 @@ def _data_show(args, overrides):
 
 
 def _print_summary(data_dir: str, n_stories: int = 3) -> None:
-    import numpy as np
-
-    from tinyscale.data import pipeline
     meta = pipeline.load_meta(data_dir)
     sp = pipeline.load_tokenizer(data_dir)
     print(f"data dir    {data_dir}")
@@ -89,7 +96,6 @@ def _print_summary(data_dir: str, n_stories: int = 3) -> None:
     for split, s in meta["splits"].items():
         print(f"{split:<11} {s['stories']:>9,} stories {s['tokens']:>12,} tokens "
               f"{s['bytes']:>13,} bytes  {s['bytes_per_token']:.2f} bytes/token")
-    from tinyscale.data import quality
     if quality.describe(meta):
         print(f"quality     {quality.describe(meta)}")
     stream = np.asarray(pipeline.tokens(data_dir, "eval")[:20_000])
@@ -100,15 +106,11 @@ def _print_summary(data_dir: str, n_stories: int = 3) -> None:
 
 
 def _train(args, overrides):
-    from tinyscale.train import trainer as train
     config = _config(args, overrides)
-    return train.main(config, args.workdir)
+    return trainer.main(config, args.workdir)
 
 
 def _sample(args, overrides):
-    from tinyscale.data import tokenizer
-    from tinyscale.model import sample
-    from tinyscale.train import trained
     config = trained.saved_config(args.run_dir, overrides)
     run = trained.load(args.run_dir, args.step, config=config)
     sp = run.sp
@@ -125,36 +127,30 @@ def _eval(args, overrides):
         if not (args.hf and args.sweep) or args.run_dir:
             raise TinyscaleError("eval --hf DIR needs --sweep SWEEP_DIR and no run directory: "
                                  "tinyscale eval --hf DIR --sweep SWEEP_DIR [--name NAME].")
-        from tinyscale.evals import hf, run
-        result = hf.evaluate(args.hf, args.sweep, args.name,
+        result = evals_hf.evaluate(args.hf, args.sweep, args.name,
                              say=lambda m: print(m, file=sys.stderr))
         print(f"{args.hf}: {result['written']} written")
-        run.print_summary(result)
+        evals_run.print_summary(result)
         return
     if not args.run_dir:
         raise TinyscaleError("eval needs a run directory (or --hf DIR --sweep SWEEP_DIR).")
-    from tinyscale.evals import run
-    result = run.evaluate(args.run_dir, args.step, say=lambda m: print(m, file=sys.stderr),
+    result = evals_run.evaluate(args.run_dir, args.step, say=lambda m: print(m, file=sys.stderr),
                           overrides=overrides)
     print(f"{args.run_dir}: {result['written']} written (step {result['step']})")
-    run.print_summary(result)
+    evals_run.print_summary(result)
 
 
 def _export(args, overrides):
-    from tinyscale.interop import export
     export.export_hf(args.run_dir, args.out, args.step,
                      say=lambda m: print(m, file=sys.stderr))
 
 
 def _sweep_plan(args, overrides):
-    from tinyscale.launch import plan, table
     base, runs = plan.expand(args.file, overrides)
     print(table.render(runs, base, args.backend))
 
 
 def _sweep_run(args, overrides):
-    from tinyscale.launch import plan, table
-    from tinyscale.launch.sweepdir import SweepDir
     base, runs = plan.expand(args.file, overrides)
     sweep = SweepDir(args.sweep_dir)
     if not args.dry_run:
@@ -164,22 +160,17 @@ def _sweep_run(args, overrides):
         if args.dry_run:
             print(table.render(runs, base, args.backend))
             return 0
-        from tinyscale.launch.local import run_local
         return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
     if args.backend == "slurm":
-        from tinyscale.launch import slurm
         return slurm.submit(args.sweep_dir, base, runs, args.dry_run, say)
-    from tinyscale.launch import tpu
     return tpu.launch(args.sweep_dir, base, args.file, args.dry_run, say)
 
 
 def _sweep_status(args, overrides):
-    from tinyscale.launch import status
     print(status.render(args.sweep_dir))
 
 
 def _sweep_worker(args, overrides):
-    from tinyscale.launch import worker
     if args.index is not None:
         return worker.train_indices(args.sweep_dir, args.index)
     return worker.work_slot(args.sweep_dir, args.slot, args.slots, args.coordinator,
@@ -187,12 +178,10 @@ def _sweep_worker(args, overrides):
 
 
 def _sweep_teardown(args, overrides):
-    from tinyscale.launch import tpu
     return tpu.teardown(args.sweep_dir, args.dry_run, lambda m: print(m, file=sys.stderr))
 
 
 def _analyze(args, overrides):
-    from analysis import report
     path = report.build(args.sweep_dir, args.out, args.threshold, args.bootstrap,
                         args.include_external)
     print(f"wrote {path} (figures/ and runs.csv beside it)")

@@ -14,6 +14,7 @@ import os
 import jax
 import numpy as np
 from flax import nnx
+from jax._src import distributed
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -65,7 +66,6 @@ def barrier(name: str, timeout_s: float = 6 * 3600) -> None:
     the others wait. Nothing to wait for in a single process."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed
     distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
 
 
@@ -98,7 +98,7 @@ def make_mesh(config, devices=None) -> jax.sharding.Mesh:
             raise TinyscaleError(
                 f"config.{knob}={value} is not divisible by the tensor axis ({tensor}): "
                 "change the heads or config.mesh.tensor.")
-    experts = m.get("n_experts", 0)
+    experts = m.n_experts
     if experts and experts % fsdp:
         raise TinyscaleError(f"config.model.n_experts={experts} does not split over the fsdp "
                              f"axis ({fsdp}) that shards the experts: use a multiple of "

@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 
+import jax
+
+from tinyscale import config as config_lib
+
 
 def setup() -> None:
     for logger in ("absl", "asyncio"):
@@ -21,11 +25,9 @@ def compilation_cache() -> None:
     config.COMPILATION_CACHE_ENV names the folder (the sweep launchers point it into the
     sweep directory); the default is CACHE_ROOT/jax; an empty value turns it off.
     """
-    from tinyscale import config as config_lib
     path = os.environ.get(config_lib.COMPILATION_CACHE_ENV,
                           os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax"))
     if path:
-        import jax
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

@@ -10,10 +10,12 @@ import ast
 import importlib.util
 import inspect
 import os
+import traceback
 
 import ml_collections
 
 from tinyscale import config as config_lib
+from tinyscale.config import check as config_check
 from tinyscale.errors import TinyscaleError
 
 
@@ -41,7 +43,6 @@ def load_module(path: str):
 
 def _describe(error: BaseException) -> str:
     """'NameError: name 'x' is not defined (line 7)' — the error and the user's line."""
-    import traceback
     frames = [f for f in traceback.extract_tb(error.__traceback__)
               if not f.filename.startswith(os.path.dirname(__file__))]
     line = f" (line {frames[-1].lineno})" if frames else ""
@@ -94,7 +95,7 @@ def resolve(spec: str | None, overrides: dict[str, str]) -> ml_collections.Confi
     where a config made from user input is checked (plan.expand does it for sweeps)."""
     config = load(spec)
     apply_overrides(config, overrides)
-    return config_lib.validate(config)
+    return config_check.validate(config)
 
 
 def _parse_value(text: str, current):

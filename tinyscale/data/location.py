@@ -14,6 +14,8 @@ import os
 
 import ml_collections
 
+from tinyscale.config import noise_kinds
+
 _TOKENIZER_KEYS = ("vocab_size", "tokenizer", "tokenizer_sample_mb")
 DATA_KEYS = {
     "synthstories": _TOKENIZER_KEYS + ("synth_seed", "synth_richness", "train_stories",
@@ -48,11 +50,21 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def quality_values(d, noise: bool = True, filtered: bool = True) -> dict:
+    """The quality knobs that change the training split (none when all are off), for the
+    prepared data's key: data prepared before these knobs existed keeps its key."""
+    values = {}
+    if noise and d.noise:
+        values.update(noise=d.noise, noise_kinds=",".join(noise_kinds(d)), noise_seed=d.noise_seed)
+    if filtered and d.filter != "none":
+        values.update(filter=d.filter, filter_keep=d.filter_keep)
+    return values
+
+
 def data_key(c: ml_collections.ConfigDict, noise: bool = True, filtered: bool = True) -> str:
     """A short hash of the settings (and the manual dir's files) that determine the data;
     without `filtered`, of the corpus before data.filter (its scores' cache), without
     `noise` too, of the clean corpus (its tokenizer: every quality setting shares it)."""
-    from tinyscale.data import quality
     d = c.data
     values = {k: d[k] for k in ("dataset",) + DATA_KEYS[d.dataset]}
     if d.dataset == "tinystories":
@@ -61,7 +73,7 @@ def data_key(c: ml_collections.ConfigDict, noise: bool = True, filtered: bool = 
         values["instruct"] = True
     if d.get("tokenizer_file"):  # likewise; the file's contents, wherever it lies
         values["tokenizer_file"] = file_sha256(d.tokenizer_file)
-    values.update(quality.key_values(d, noise, filtered))
+    values.update(quality_values(d, noise, filtered))
     blob = json.dumps(values, sort_keys=True)
     return f"{d.dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 

@@ -30,8 +30,11 @@ import sys
 
 import ml_collections
 import numpy as np
+from etils import epath
+from tqdm import tqdm
 
-from tinyscale.data import location, quality, synthstories, tokenizer
+from tinyscale.config import Values, get_config, quality_active
+from tinyscale.data import generated, location, quality, synthstories, tinystories, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
 from tinyscale.train.rundir import is_remote
@@ -49,7 +52,6 @@ def _sources(c: ml_collections.ConfigDict):
             return lambda: (s.text for s in make(count, d.synth_seed, name, d.synth_richness))
         return split("train", d.train_stories), split("eval", d.eval_stories), (
             d.train_stories, d.eval_stories)
-    from tinyscale.data import tinystories  # TFDS import is slow: only when needed
     builder = tinystories.from_config(d)
     counts = tuple(builder.info.splits[s].num_examples for s in ("train", "validation"))
     return (lambda: tinystories.texts(builder, "train"),
@@ -57,7 +59,6 @@ def _sources(c: ml_collections.ConfigDict):
 
 
 def _progress(total, desc, enabled):
-    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit=" stories", disable=not enabled,
                 file=sys.stderr, mininterval=0.5)
 
@@ -89,7 +90,6 @@ def prepare(c: ml_collections.ConfigDict, progress: bool = True,
     data lives under the sweep (`location.data_dir`); on gs:// it is prepared (or found)
     there and read through a local copy in the cache, checked against its meta.json."""
     if c.data.dataset == "generated":
-        from tinyscale.data import generated
         generated.check_dir(c.data.dir and os.path.expanduser(c.data.dir))
         _check_settings(os.path.expanduser(c.data.dir), c)
         verify(os.path.expanduser(c.data.dir))
@@ -101,7 +101,6 @@ def prepare(c: ml_collections.ConfigDict, progress: bool = True,
 
 
 def _through_local_copy(c, remote: str, progress: bool) -> str:
-    from etils import epath
     local = os.path.join(os.path.expanduser(c.data.cache_dir), "data", location.data_key(c))
     source = epath.Path(remote)
     if (source / "meta.json").exists():
@@ -144,7 +143,7 @@ def _prepare_local(c, out: str, progress: bool) -> str:
                                                                   filtered=False), c.data)
         name = tokenizer.file_name(c.data)
         report = {}
-        if quality.active(c.data):
+        if quality_active(c.data):
             training = quality.Training(train_texts, n_train, c, progress)
             train_texts, n_train, report = training.texts, training.count, training.report
             training.save(tmp)
@@ -211,9 +210,8 @@ def _check_settings(data_dir: str, c: ml_collections.ConfigDict) -> None:
         raise TinyscaleError(
             f"{data_dir} holds data prepared with config.data.tokenizer_file={was!r}, {why}: "
             "use another --data-dir (config.data.dir), or the same settings.")
-    from tinyscale.config import Values, get_config
-    was = quality.key_values(Values.of({**get_config().data.to_dict(), **saved}))
-    now = quality.key_values(c.data)
+    was = location.quality_values(Values.of({**get_config().data.to_dict(), **saved}))
+    now = location.quality_values(c.data)
     for key in sorted(set(was) | set(now)):
         if was.get(key) != now.get(key):
             raise TinyscaleError(

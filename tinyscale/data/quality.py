@@ -30,65 +30,15 @@ import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
+from tqdm import tqdm
 
-FILTERS = ("none", "grammar", "reference_lm")
-# Corruptions that need no SynthStories grammar: they work on any English text.
-PLAIN_TEXT_KINDS = ("shuffled_words", "random_words", "truncated_sentence")
+from tinyscale.config import noise_kinds as kinds
+from tinyscale.data import location
+from tinyscale.data.synthstories.corrupt import CORRUPTIONS
+from tinyscale.data.synthstories.validate import validate
+from tinyscale.evals.reference_lm import ReferenceLM
+
 LM_BATCH = 16  # stories per reference-LM batch (sorted by length: little padding)
-
-
-def supported(dataset: str) -> tuple[str, ...]:
-    """The corruptions that can be put into `dataset`."""
-    from tinyscale.data.synthstories.corrupt import CORRUPTIONS
-    return tuple(CORRUPTIONS) if dataset == "synthstories" else PLAIN_TEXT_KINDS
-
-
-def kinds(d) -> tuple[str, ...]:
-    """The corruptions `data.noise_kinds` names ("all": every kind the corpus supports)."""
-    if d.noise_kinds == "all":
-        return supported(d.dataset)
-    return tuple(k.strip() for k in d.noise_kinds.split(","))
-
-
-def check(d) -> None:
-    """Validate the data-quality knobs of config.data `d` (one line naming the knob)."""
-    from tinyscale.config import _fail
-    noise = d.noise
-    if d.dataset == "generated" and active(d):
-        _fail("data.noise" if noise else "data.filter", noise or d.filter, "noise and filters "
-              "apply to synthstories and tinystories; a generated corpus is what its run "
-              "wrote (set them on the run's own data)")
-    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < 1:
-        _fail("data.noise", noise, "use a share of the training stories in [0, 1), e.g. 0.25")
-    for kind in kinds(d):
-        if kind not in supported(d.dataset):
-            _fail("data.noise_kinds", d.noise_kinds, f"{kind!r} is not a corruption of "
-                  f"{d.dataset}: use all, or a comma-separated list of "
-                  f"{', '.join(supported(d.dataset))}")
-    if d.filter not in FILTERS:
-        _fail("data.filter", d.filter, f"choose one of {', '.join(FILTERS)}")
-    if d.filter == "grammar" and d.dataset != "synthstories":
-        _fail("data.filter", d.filter, "the grammar filter scores SynthStories only (it is "
-              "that corpus's grammar): use --config.data.filter=reference_lm on "
-              f"{d.dataset}")
-    keep = d.filter_keep
-    if not isinstance(keep, (int, float)) or isinstance(keep, bool) or not 0 < keep <= 1:
-        _fail("data.filter_keep", keep, "use the share of training stories kept, in (0, 1]")
-
-
-def active(d) -> bool:
-    return bool(d.noise) or d.filter != "none"
-
-
-def key_values(d, noise: bool = True, filtered: bool = True) -> dict:
-    """The quality knobs that change the training split (none when all are off), for the
-    prepared data's key: data prepared before these knobs existed keeps its key."""
-    values = {}
-    if noise and d.noise:
-        values.update(noise=d.noise, noise_kinds=",".join(kinds(d)), noise_seed=d.noise_seed)
-    if filtered and d.filter != "none":
-        values.update(filter=d.filter, filter_keep=d.filter_keep)
-    return values
 
 
 def noisy_mask(d, count: int) -> np.ndarray:
@@ -103,7 +53,6 @@ def noisy_mask(d, count: int) -> np.ndarray:
 def _corrupted(text: str, index: int, d, names: tuple[str, ...]) -> tuple[str, str | None]:
     """(story `index` corrupted, the corruption applied; None if none has anything to
     change in it)."""
-    from tinyscale.data.synthstories.corrupt import CORRUPTIONS
     rng = random.Random((d.noise_seed << 40) + index)
     order = list(names)
     rng.shuffle(order)
@@ -164,7 +113,6 @@ class Training:
                 yield text
 
     def _scores(self, progress: bool) -> tuple[np.ndarray, dict]:
-        from tinyscale.data import location
         values = {"corpus": location.data_key(self.c, filtered=False),
                   "filter": self.d.filter}
         key = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
@@ -190,13 +138,11 @@ class Training:
         return scores, cost
 
     def _lm_scores(self, texts: list[str], progress: bool) -> np.ndarray:
-        from tinyscale.evals.reference_lm import ReferenceLM
         lm = ReferenceLM(cache_dir=self.d.cache_dir)
         return reference_lm_scores(lm, texts, progress)
 
 
 def _bar(total: int, desc: str, progress: bool):
-    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit=" stories", disable=not progress,
                 file=sys.stderr, mininterval=0.5)
 
@@ -204,7 +150,6 @@ def _bar(total: int, desc: str, progress: bool):
 def grammar_scores(texts: list[str], progress: bool = False) -> np.ndarray:
     """Per story: the share of its sentences the SynthStories grammar accepts with no
     consistency error."""
-    from tinyscale.data.synthstories.validate import validate
     scores = np.empty(len(texts))
     with _bar(len(texts), "grammar filter", progress) as bar:
         for i, text in enumerate(texts):

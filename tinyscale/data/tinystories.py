@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 import ftfy
 import tensorflow_datasets as tfds
 
+from tinyscale.data import location
 from tinyscale.errors import TinyscaleError
 
 _URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/"
@@ -202,7 +203,6 @@ def build(version: str, data_dir: str, manual_dir: str = "") -> TinyStories:
 def from_config(d) -> TinyStories:
     """The builder for config.data `d`: TFDS's folder under the cache is keyed by the
     manual dir's files, so stories from another folder are never served from the cache."""
-    from tinyscale.data import location
     source = location.source_fingerprint(d.manual_dir) or "download"
     return build("instruct" if d.instruct else d.tinystories_version,
                  os.path.join(os.path.expanduser(d.cache_dir), "tfds", source), d.manual_dir)

@@ -100,7 +100,7 @@ def train(texts: Iterable[str], vocab_size: int, model_type: str, sample_mb: int
 def _tokenizers(what: str):
     # optional (the `tokenizers` extra): only the byte-level BPE kinds need it
     try:
-        import tokenizers
+        import tokenizers  # optional: the tokenizers extra
     except ImportError:
         raise TinyscaleError(f"{what} needs the tokenizers package: {_INSTALL}.") from None
     return tokenizers

@@ -19,7 +19,15 @@ import dataclasses
 import json
 import os
 
+from flax import nnx
+
+from tinyscale import config as config_lib
+from tinyscale import parallel
 from tinyscale.errors import TinyscaleError
+from tinyscale.evals import run as evals
+from tinyscale.interop import hf as interop
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import steps
 from tinyscale.train.rundir import RunDir
 
 EXTERNAL = "external"  # <sweep>/external/<name>: models from elsewhere, scored as runs
@@ -52,7 +60,6 @@ class HFModel:
 
 
 def _loader(hf_config: dict):
-    from tinyscale.interop import hf as interop
     kind = hf_config.get("model_type", "")
     loaders = {"gpt_neo": interop.load_gpt_neo, "phi": interop.load_phi,
                "llama": interop.load_llama, "mistral": interop.load_llama,
@@ -66,12 +73,7 @@ def _loader(hf_config: dict):
 def load(hf_dir: str, base) -> HFModel:
     """The Hugging Face model in `hf_dir` as tinyscale arrays, with the settings of
     `base` (a sweep's config) for data and evaluation."""
-    from flax import nnx
 
-    from tinyscale import config as config_lib
-    from tinyscale import parallel
-    from tinyscale.model.transformer import ModelSpec
-    from tinyscale.train import steps
     path = os.path.join(hf_dir, "config.json")
     if not os.path.exists(path):
         raise TinyscaleError(f"--hf {hf_dir} holds no config.json: give a local Hugging Face "
@@ -79,7 +81,7 @@ def load(hf_dir: str, base) -> HFModel:
     with open(path) as f:
         hf_config = json.load(f)
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # optional: the hf extra
         tok = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
     except ImportError:
         raise TinyscaleError("eval --hf needs transformers: pip install 'tinyscale[hf]'.") \
@@ -104,8 +106,6 @@ def load(hf_dir: str, base) -> HFModel:
 
 def evaluate(hf_dir: str, sweep_dir: str, name: str | None = None, say=print) -> dict:
     """Score the model against the sweep's prompts; its run-like directory's eval.json."""
-    from tinyscale import config as config_lib
-    from tinyscale.evals import run as evals
     sweep_file = os.path.join(sweep_dir, "sweep.json")
     if not os.path.exists(sweep_file):
         raise TinyscaleError(f"--sweep {sweep_dir} is not a sweep directory (no sweep.json): "

@@ -100,7 +100,7 @@ def text_prompts(stories, count: int, instructed: bool = False) -> list[Prompt]:
 
 def load_paper_prompts(path: str) -> list[Prompt]:
     """The TinyStories paper's `Evaluation prompts.yaml`: a list of prompt strings."""
-    import yaml
+    import yaml  # optional: pyyaml, the eval extra
     try:
         with open(path) as f:
             data = yaml.safe_load(f)

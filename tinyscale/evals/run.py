@@ -13,11 +13,13 @@ import sys
 
 import numpy as np
 
-from tinyscale.data import generated, pipeline, tokenizer
+from tinyscale.data import generated, pipeline, tinystories, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
 from tinyscale.evals import MissingOptional, coherence, creativity, mauve, prompts
+from tinyscale.evals.judge import CRITERIA, Judge
 from tinyscale.evals.linkgrammar import LinkGrammar
+from tinyscale.evals.reference_lm import ReferenceLM
 from tinyscale.model import sample
 from tinyscale.train import steps, trained
 from tinyscale.train.rundir import RunDir, write_atomic
@@ -40,7 +42,6 @@ def _real_prompts(t) -> list[prompts.Prompt]:
     c, data = t.config, generated.source(t.config.data, t.meta)
     if c.eval.prompts_file:
         return prompts.load_paper_prompts(c.eval.prompts_file)[:c.eval.prompts]
-    from tinyscale.data import tinystories  # tensorflow-datasets: only for real text
     builder = tinystories.from_config(data)
     return prompts.text_prompts(tinystories.texts(builder, "validation"), c.eval.prompts,
                                 data.instruct)
@@ -178,7 +179,6 @@ class ReferenceScores:
 def load_reference_lm(cache_dir: str, say=print):
     """The reference LM, or None (and a note) when it is not installed."""
     try:
-        from tinyscale.evals.reference_lm import ReferenceLM
         return ReferenceLM(cache_dir=cache_dir)
     except MissingOptional as missing:
         say(f"note: {missing}")
@@ -299,7 +299,6 @@ def add_chance(result: dict, rows: list[dict], chance_rows: list[dict]) -> None:
 
 def _judge(c, prompt_set, completions, rows, say) -> int:
     """Add the judge's grades to `rows`; the number of completions left ungraded."""
-    from tinyscale.evals.judge import CRITERIA, Judge
     judge = Judge(c.eval.judge_url, c.eval.judge_model, c.eval.judge_key_env,
                   c.eval.judge_concurrency, retries=c.eval.judge_retries)
     say(f"judge: grading {len(rows)} completions with {c.eval.judge_model} at "

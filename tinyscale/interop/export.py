@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 
-from tinyscale.config import SENTENCEPIECE_TOKENIZERS
+from tinyscale.config import SENTENCEPIECE_TOKENIZERS, attention_types
 from tinyscale.errors import TinyscaleError
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import trained
 
 
 def _arch(c) -> str:
-    from tinyscale.config import attention_types
     m = c.model
     kinds = set(attention_types(m))
     if m.family == "gpt_neo":
@@ -47,7 +49,6 @@ def _arch(c) -> str:
 
 def hf_config(c, vocab_size: int) -> dict:
     """config.json of the Hugging Face class that holds this run's model."""
-    from tinyscale.config import attention_types
     m, arch = c.model, _arch(c)
     common = {"architectures": [arch], "vocab_size": vocab_size, "bos_token_id": 1,
               "eos_token_id": 2, "torch_dtype": "float32",
@@ -60,7 +61,6 @@ def hf_config(c, vocab_size: int) -> dict:
                 "activation_function": "gelu_new", "layer_norm_epsilon": m.norm_eps,
                 "resid_dropout": 0.0, "embed_dropout": 0.0, "attention_dropout": 0.0,
                 "tie_word_embeddings": True}
-    from tinyscale.model.transformer import ModelSpec
     spec = ModelSpec.from_config(m, vocab_size)
     rope = {"rope_type": "default", "rope_theta": m.rope_theta}
     out = {**common, "hidden_size": m.d_model, "num_hidden_layers": m.n_layers,
@@ -152,11 +152,15 @@ def state_dict(c, arrays: dict) -> dict[str, np.ndarray]:
 def tokenizer_files(sp_model: str, out_dir: str) -> None:
     """tokenizer.model (the sentencepiece model) and tokenizer.json + its config: a
     `tokenizers` model built from it that encodes as sentencepiece does."""
-    import shutil
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+    from tokenizers import (  # optional: the eval/tokenizers extra
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+    )
+    from transformers import PreTrainedTokenizerFast  # optional: the hf extra
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor  # optional: the hf extra
     shutil.copyfile(sp_model, os.path.join(out_dir, "tokenizer.model"))
     extractor = SentencePieceExtractor(sp_model)
     if extractor.proto.trainer_spec.model_type == 1:  # unigram
@@ -176,7 +180,6 @@ def tokenizer_files(sp_model: str, out_dir: str) -> None:
 
 def export_hf(run_dir: str, out_dir: str, step: int | None = None, say=print) -> str:
     """Write the run (its newest checkpoint, or `step`) as a Hugging Face checkpoint."""
-    from tinyscale.train import trained
     config = trained.saved_config(run_dir)
     _arch(config)  # a shape no class holds: one line, before anything is read or written
     if config.data.tokenizer not in SENTENCEPIECE_TOKENIZERS or config.data.tokenizer_file:
@@ -190,8 +193,8 @@ def export_hf(run_dir: str, out_dir: str, step: int | None = None, say=print) ->
         raise TinyscaleError(f"--out {out_dir} is not empty: give a new directory (nothing "
                              "is overwritten).")
     try:
-        import transformers  # noqa: F401
-        from safetensors.numpy import save_file
+        import transformers  # noqa: F401  # optional: the hf extra
+        from safetensors.numpy import save_file  # optional: the hf extra
     except ImportError:
         raise TinyscaleError("export --format hf needs transformers and safetensors: "
                              "pip install 'tinyscale[hf]'.") from None

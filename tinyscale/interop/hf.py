@@ -15,9 +15,13 @@ import os
 import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from tinyscale import config as config_lib
+from tinyscale import parallel
 from tinyscale.errors import TinyscaleError
+from tinyscale.model.spec import ModelSpec
+from tinyscale.model.transformer import Transformer
 
 
 def gpt_neo_config(hf: dict) -> ml_collections.ConfigDict:
@@ -99,11 +103,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """The tensors of a Hugging Face checkpoint directory, as numpy arrays."""
     safetensors = os.path.join(path, "model.safetensors")
     if os.path.exists(safetensors):
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load_file  # optional: the hf extra
         return load_file(safetensors)
     bin_path = os.path.join(path, "pytorch_model.bin")
     if os.path.exists(bin_path):
-        import torch
+        import torch  # optional: the hf extra
         return {k: v.float().numpy() for k, v in
                 torch.load(bin_path, map_location="cpu", weights_only=True).items()}
     raise TinyscaleError(f"{path} holds no model.safetensors or pytorch_model.bin: point "
@@ -203,10 +207,7 @@ def load_llama_weights(model, state_dict: dict[str, np.ndarray]) -> None:
 def _load(path: str, to_config, load_weights, mesh=None):
     """(config, model) of a Hugging Face checkpoint directory, through `to_config` (its
     config.json -> a tinyscale config) and `load_weights` (model, state dict)."""
-    from flax import nnx
 
-    from tinyscale import parallel
-    from tinyscale.model.transformer import ModelSpec, Transformer
     with open(os.path.join(path, "config.json")) as f:
         c = to_config(json.load(f))
     mesh = mesh or parallel.make_mesh(c)

@@ -24,6 +24,7 @@ import time
 from tinyscale.errors import EXIT_INTERRUPTED, RESUMABLE
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import compute
+from tinyscale.train import packed
 
 _PR_SET_PDEATHSIG = 1
 
@@ -60,10 +61,9 @@ def _units(sweep, runs: list[dict], configs: dict) -> list[list[dict]]:
     """What each worker trains: one run, or with launch.pack a group of runs trained as
     one program (tinyscale/train/packed.py), in the order of `runs`. A run that failed before
     is retried alone: a group steps together, and its retry would hold the others back."""
-    pack = configs[runs[0]["name"]].launch.get("pack", 1) if runs else 1
+    pack = configs[runs[0]["name"]].launch.pack if runs else 1
     if pack == 1:
         return [[r] for r in runs]
-    from tinyscale.train import packed
     by_name = {r["name"]: r for r in runs}
     failed = [r for r in runs if sweep.rundir(r["name"]).state().get("state") == "failed"]
     rest = [(r["name"], configs[r["name"]]) for r in runs if r not in failed]

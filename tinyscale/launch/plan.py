@@ -18,6 +18,7 @@ import re
 import ml_collections
 
 from tinyscale import config as config_lib
+from tinyscale.config import check as config_check
 from tinyscale.config import file as config_file
 from tinyscale.errors import TinyscaleError
 from tinyscale.model import counting
@@ -102,7 +103,7 @@ def apply(base, overrides: dict, path: str, name: str) -> config_lib.Values:
     try:
         for key, value in overrides.items():
             config_file.set_value(values, key, value)
-        return config_lib.validate(values)
+        return config_check.validate(values)
     except TinyscaleError as error:
         raise TinyscaleError(f"{path}, run {name}: {error}") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from tinyscale.launch import slurm
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import si
 from tinyscale.train.rundir import is_remote
@@ -23,7 +24,6 @@ def render(sweep_dir: str) -> str:
     counts = {}
     queued = {}
     if not is_remote(sweep_dir):
-        from tinyscale.launch import slurm
         queued = slurm.queue(sweep_dir)
     for run in sweep.runs():
         rundir = sweep.rundir(run["name"])

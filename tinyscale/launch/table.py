@@ -5,8 +5,8 @@ from __future__ import annotations
 from tinyscale import config as config_lib
 from tinyscale.launch.plan import RELEASED, Run
 from tinyscale.model import counting
-from tinyscale.model.transformer import ModelSpec
-from tinyscale.train import distill
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import distill, metrics
 
 
 def si(x: float) -> str:
@@ -38,7 +38,7 @@ def compute(c) -> tuple[float, int]:
 def _cooldown_tokens(c) -> int:
     """Tokens the branches of a run train (their cool-downs: tinyscale/train/branches.py)."""
     t, total = c.train, 0
-    for budget in t.get("branches", ()):
+    for budget in t.branches:
         steps = config_lib.branch_steps(c, budget)
         total += steps - config_lib.cooldown_start(steps, t.warmup_steps, t.decay_fraction)
     return total * t.batch_size * t.seq_len
@@ -51,14 +51,14 @@ def rows(runs: list[Run]) -> list[dict]:
         counts = counting.of_config(c)
         # what each step computes: a teacher's forward pass too (tinyscale/train/distill.py)
         flops = counts.pop("flops_per_token") + distill.forward_flops(
-            c.train.get("teacher", ""), c.train.seq_len)
+            c.train.teacher, c.train.seq_len)
         tokens = config_lib.total_steps(c) * c.train.batch_size * c.train.seq_len
         tokens += _cooldown_tokens(c)
         out.append({"name": run.name, "family": c.model.family, "width": c.model.d_model,
                     "depth": c.model.n_layers, "heads": c.model.n_heads, **counts,
                     "flops_per_token": flops, "tokens": tokens, "compute": flops * tokens,
                     "released": released_match(c),
-                    "branches": len(c.train.get("branches", ()))})
+                    "branches": len(c.train.branches)})
     return out
 
 
@@ -88,7 +88,6 @@ def estimate(total_flops: float, launch, backend: str = "local",
         peak *= int(count) * per * launch.tpu_slots
         where = f"{launch.tpu_slots} x {launch.tpu_accelerator}"
     else:
-        from tinyscale.train import metrics
         peak, where = metrics.peak_flops(launch_peak), "this machine"
     seconds = total_flops / (ASSUMED_MFU * peak)
     line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({si(peak)}FLOP/s peak): about "

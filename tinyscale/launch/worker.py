@@ -23,8 +23,14 @@ import threading
 import time
 import traceback
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tinyscale import parallel
 from tinyscale.errors import RESUMABLE, TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.train import trainer
 from tinyscale.train.lease import host_id
 from tinyscale.train.rundir import write_atomic
 
@@ -46,14 +52,14 @@ def train_index(sweep_dir: str, index: int) -> int:
         print(f"{run['name']}: locked by another process, skipped", file=sys.stderr)
         return EXIT_LOCKED
     try:
-        return _train(sweep, index)
+        return _train(sweep, [index])
     finally:
         sweep.release(run["name"])
 
 
 def train_indices(sweep_dir: str, indices: list[int]) -> int:
     """Train runs `indices`: one alone, several as one program (launch.pack,
-    tinyscale/train/packed.py) -- those still runnable and not locked elsewhere."""
+    tinyscale/train/trainer.py) -- those still runnable and not locked elsewhere."""
     if len(indices) == 1:
         return train_index(sweep_dir, indices[0])
     sweep = SweepDir(sweep_dir)
@@ -73,19 +79,19 @@ def train_indices(sweep_dir: str, indices: list[int]) -> int:
             else:
                 claimed.append(index)
         if len(claimed) <= 1:
-            return _train(sweep, claimed[0]) if claimed else 0
-        return _train_packed(sweep, claimed)
+            return _train(sweep, claimed[:1]) if claimed else 0
+        return _train(sweep, claimed)
     finally:
         for index in claimed:
             sweep.release(runs[index]["name"])
 
 
-def _train_packed(sweep: SweepDir, indices: list[int]) -> int:
-    from tinyscale.train import packed
+def _train(sweep: SweepDir, indices: list[int]) -> int:
+    """Train runs `indices` of the sweep as one program (one run: alone)."""
     runs = [sweep.runs()[i] for i in indices]
     rundirs = [sweep.rundir(r["name"]) for r in runs]
     try:
-        return packed.main([run_config(r) for r in runs], [str(d.path) for d in rundirs])
+        return trainer.train([run_config(r) for r in runs], [str(d.path) for d in rundirs])
     except TinyscaleError:
         raise
     except Exception as error:  # a crash: keep the error on the runs, let the launcher retry
@@ -93,22 +99,6 @@ def _train_packed(sweep: SweepDir, indices: list[int]) -> int:
         for rundir in rundirs:
             if rundir.state().get("state") != "done":
                 rundir.set_state("failed", last_error=last[:500])
-        traceback.print_exc()
-        return 1
-
-
-def _train(sweep: SweepDir, index: int) -> int:
-    from tinyscale.train import trainer as train
-    run = sweep.runs()[index]
-    config = run_config(run)
-    rundir = sweep.rundir(run["name"])
-    try:
-        return train.main(config, str(rundir.path))
-    except TinyscaleError:
-        raise
-    except Exception as error:  # a crash: keep the error on the run, let the launcher retry
-        last = traceback.format_exception_only(error)[-1].strip()
-        rundir.set_state("failed", last_error=last[:500])
         traceback.print_exc()
         return 1
 
@@ -170,9 +160,7 @@ def work_slot(sweep_dir: str, slot: int, slots: int, coordinator: str = "",
     beat = Heartbeat(sweep, slot, sweep.config(0).launch.stale_after_s)
     code = 1
     try:
-        import jax
 
-        from tinyscale import parallel
         parallel.initialize_distributed(coordinator, num_processes, process_id, tpu)
         beat.update(process=jax.process_index(), processes=jax.process_count())
         code = _work(sweep, slot, slots)
@@ -182,9 +170,6 @@ def work_slot(sweep_dir: str, slot: int, slots: int, coordinator: str = "",
 
 
 def _work(sweep: SweepDir, slot: int, slots: int) -> int:
-    import jax
-    import numpy as np
-    from jax.experimental import multihost_utils
     lead, tried = jax.process_index() == 0, set()
     while True:
         index = _next_run(sweep, slot, slots, tried) if lead else -1
@@ -197,7 +182,7 @@ def _work(sweep: SweepDir, slot: int, slots: int) -> int:
         if lead:
             print(f"slot {slot}: training {name}", file=sys.stderr)
         try:
-            code = _train(sweep, index)
+            code = _train(sweep, [index])
         finally:
             if lead:
                 sweep.release(name)

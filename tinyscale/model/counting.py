@@ -15,7 +15,7 @@ where T is the attended context (the window for local layers), counted in full.
 
 from __future__ import annotations
 
-from tinyscale.model.transformer import ModelSpec
+from tinyscale.model.spec import ModelSpec
 
 
 def _block_parameters(s: ModelSpec, active: bool = False) -> tuple[int, int]:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 
 from tinyscale import config as config_lib
+from tinyscale.train.checkpoint import Checkpoints
 from tinyscale.train.rundir import BRANCHES as FOLDER
 from tinyscale.train.rundir import RunDir, is_remote, write_atomic
 
@@ -50,7 +51,7 @@ def of(c) -> list[Branch]:
     """The branches of the run configured by `c` (validated), in the order they fork."""
     t = c.train
     out = []
-    for tokens in t.get("branches", ()):
+    for tokens in t.branches:
         steps = config_lib.branch_steps(c, tokens)
         fork = config_lib.cooldown_start(steps, t.warmup_steps, t.decay_fraction)
         out.append(Branch(int(tokens), steps, fork, config_for(c, tokens),
@@ -72,7 +73,6 @@ def fork(branch: Branch, step: int, state, run: RunDir, lead: bool) -> bool:
     with its config.json, the run's metrics up to the fork, and state.json. Nothing is done
     when the branch has a checkpoint already (the run resumed from before its fork: the
     state is the same)."""
-    from tinyscale.train.checkpoint import Checkpoints
     target = branch.rundir
     folder = target.checkpoints if is_remote(target.path) else target.checkpoints.resolve()
     if lead:

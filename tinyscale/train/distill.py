@@ -15,36 +15,15 @@ others on the same number, and add "distill_kl".
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
-import jax
-import jax.numpy as jnp
-
+from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
-
-
-@dataclasses.dataclass(frozen=True)
-class Teacher:
-    params: object          # steps.Params of the teacher's shape (hashable by identity)
-    arrays: dict            # its parameters, on the student's mesh
-    weight: float
-    temperature: float
-    run: str                # the teacher's run directory
-    flops_per_token: float  # its forward pass, per token
-
-
-def kl(student_x_BTD, w_VD, bias_V, teacher_logits_BTV, temperature: float) -> jax.Array:
-    """Mean over tokens of KL(softmax(teacher / T) || softmax(student / T))."""
-    logits_BTV = jnp.einsum("btd,vd->btv", student_x_BTD, w_VD,
-                            preferred_element_type=jnp.float32)
-    if bias_V is not None:
-        logits_BTV = logits_BTV + bias_V.astype(jnp.float32)
-    student_BTV = jax.nn.log_softmax(logits_BTV / temperature)
-    teacher_BTV = jax.nn.log_softmax(
-        jax.lax.stop_gradient(teacher_logits_BTV).astype(jnp.float32) / temperature)
-    per_token = jnp.sum(jnp.exp(teacher_BTV) * (teacher_BTV - student_BTV), axis=-1)
-    return per_token.mean()
+from tinyscale.model import counting
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import trained
+from tinyscale.train.losses import Teacher
+from tinyscale.train.rundir import RunDir
 
 
 @functools.cache
@@ -53,10 +32,6 @@ def forward_flops(teacher: str, seq_len: int) -> float:
     there is no teacher, or no run there yet: a plan may be made before it is trained)."""
     if not teacher:
         return 0.0
-    from tinyscale import config as config_lib
-    from tinyscale.model import counting
-    from tinyscale.model.transformer import ModelSpec
-    from tinyscale.train.rundir import RunDir
     run = RunDir(teacher)
     saved = run.read_json(run.config) if run.path.is_dir() else None
     if saved is None:
@@ -70,7 +45,6 @@ def check(c) -> None:
     """Refuse a train.teacher that is not a finished run (before anything is written)."""
     if not c.train.teacher:
         return
-    from tinyscale.train.rundir import RunDir
     run = RunDir(c.train.teacher)
     state = run.state().get("state") if run.path.is_dir() else None
     if state != "done":
@@ -85,8 +59,6 @@ def load(c, mesh, student_meta: dict) -> Teacher | None:
     tokenizer. None without train.teacher."""
     if not c.train.teacher:
         return None
-    from tinyscale.model import counting
-    from tinyscale.train import trained
     check(c)
     path = c.train.teacher
     teacher = trained.load(path, mesh=mesh, say=lambda m: None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -27,7 +28,6 @@ from tinyscale.errors import TinyscaleError
 def host_id() -> str:
     """This host's name in leases and run states (TINYSCALE_HOST overrides it: the tests'
     stand-ins for several hosts on one machine)."""
-    import socket
     return os.environ.get("TINYSCALE_HOST") or socket.gethostname()
 
 
@@ -35,13 +35,13 @@ def host_id() -> str:
 def _client():
     """One storage client per process (making one costs a credentials look-up)."""
     try:
-        from google.api_core import exceptions
-        from google.cloud import storage
+        from google.api_core import exceptions  # optional: the gcs extra
+        from google.cloud import storage  # optional: the gcs extra
     except ImportError:
         raise TinyscaleError("leases on gs:// need google-cloud-storage: install it with "
                              "pip install 'tinyscale[gcs]'.") from None
     if os.environ.get("STORAGE_EMULATOR_HOST"):  # a local emulator takes no credentials
-        from google.auth.credentials import AnonymousCredentials
+        from google.auth.credentials import AnonymousCredentials  # optional: the gcs extra
         return storage.Client(credentials=AnonymousCredentials(), project="emulator"), \
             exceptions
     return storage.Client(), exceptions

@@ -1,4 +1,6 @@
-"""The training loss, fused with the output projection: logits never exist in full.
+"""The training losses: cross-entropy fused with the output projection (logits never
+exist in full), and distillation's KL to a teacher (`Teacher`, `kl`; train/distill.py
+loads the teacher).
 
 The mean next-token cross-entropy of hidden states x [B, T, D] under the output
 projection W [V, D] (+ bias) is computed over chunks of T: each chunk's logits, their
@@ -14,6 +16,8 @@ the values match the unfused loss to float rounding (tests/test_cross_entropy.py
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -105,3 +109,26 @@ def _bwd(grads, g):
 
 
 mean_cross_entropy.defvjp(_fwd, _bwd)
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    params: object          # steps.Params of the teacher's shape (hashable by identity)
+    arrays: dict            # its parameters, on the student's mesh
+    weight: float
+    temperature: float
+    run: str                # the teacher's run directory
+    flops_per_token: float  # its forward pass, per token
+
+
+def kl(student_x_BTD, w_VD, bias_V, teacher_logits_BTV, temperature: float) -> jax.Array:
+    """Mean over tokens of KL(softmax(teacher / T) || softmax(student / T))."""
+    logits_BTV = jnp.einsum("btd,vd->btv", student_x_BTD, w_VD,
+                            preferred_element_type=jnp.float32)
+    if bias_V is not None:
+        logits_BTV = logits_BTV + bias_V.astype(jnp.float32)
+    student_BTV = jax.nn.log_softmax(logits_BTV / temperature)
+    teacher_BTV = jax.nn.log_softmax(
+        jax.lax.stop_gradient(teacher_logits_BTV).astype(jnp.float32) / temperature)
+    per_token = jnp.sum(jnp.exp(teacher_BTV) * (teacher_BTV - student_BTV), axis=-1)
+    return per_token.mean()

@@ -9,7 +9,11 @@ import math
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.train.rundir import RunDir, is_remote, write_atomic
@@ -27,7 +31,7 @@ def wandb_run(run: RunDir, output, config: dict):
     """A Weights & Biases run for this run directory: named after it, grouped by its sweep,
     with an id derived from its path, so a resumed run continues the same W&B run."""
     try:
-        import wandb
+        import wandb  # optional: the wandb extra
     except ImportError:
         raise TinyscaleError("config.output.wandb=True needs wandb: pip install "
                              "'tinyscale[wandb]' (or set --config.output.wandb=False).") \
@@ -64,7 +68,6 @@ class MetricsWriter:
         self._tb, self._wandb = None, wandb if enabled else None
         self._lines = None  # on gs://, the file's lines so far (read at the first write)
         if enabled and tensorboard:
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
             self._tb = EventFileWriter(str(run.tensorboard))
 
     def write(self, record: dict) -> None:
@@ -80,7 +83,6 @@ class MetricsWriter:
             with self.run.metrics.open("a") as f:
                 f.write(line)
         if self._tb:
-            from tensorboard.compat.proto import event_pb2, summary_pb2
             values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
                       for k, v in record.items() if k != "step" and isinstance(v, (int, float))]
             self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=record["step"],
@@ -125,7 +127,6 @@ _measured: dict[str, float] = {}
 
 def peak_flops(configured: float = 0.0) -> float:
     """Peak FLOP/s of all local devices: configured, a known chip, or measured (CPU)."""
-    import jax
     if configured:
         return configured
     kind = jax.devices()[0].device_kind
@@ -142,8 +143,6 @@ def measure_matmul_peak(sizes=(1024, 2048), repeats: int = 10) -> float:
 
     The best of several sizes and repeats: a shared machine's rate varies by ~20%.
     """
-    import jax
-    import jax.numpy as jnp
     matmul, best = jax.jit(lambda x: x @ x), 0.0
     for n in sizes:
         a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)

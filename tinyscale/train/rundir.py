@@ -21,6 +21,8 @@ import time
 from etils import epath
 
 from tinyscale.errors import TinyscaleError
+from tinyscale.train import lease
+from tinyscale.train.lease import host_id
 
 STATES = ("pending", "running", "done", "failed")
 BRANCHES = "branches"  # <run>/branches/<tokens>/: the one place a run may nest (branches.py)
@@ -87,7 +89,6 @@ class RunDir:
     def set_state(self, state: str, **fields) -> dict:
         assert state in STATES, state
         current = self.state()
-        from tinyscale.train.lease import host_id
         current.update(fields, state=state, host=host_id(), pid=os.getpid(),
                        heartbeat=time.time())
         self.write_json(self.state_file, current)
@@ -142,7 +143,6 @@ class RunDir:
         if key in _HELD:
             return _HELD[key][1]
         if is_remote(key):
-            from tinyscale.train import lease
             record, _ = lease.GcsLease(key, stale_after_s).read()
             return record if lease.live(record) else None
         try:
@@ -165,7 +165,6 @@ class RunDir:
         if key in _HELD:
             return True
         if is_remote(key):
-            from tinyscale.train import lease
             held = lease.GcsLease(key, stale_after_s)
             if not held.acquire():
                 return False
@@ -186,7 +185,6 @@ class RunDir:
             if same:
                 break
             os.close(fd)
-        from tinyscale.train.lease import host_id
         owner = {"host": host_id(), "pid": os.getpid(), "time": time.time()}
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(owner).encode())

@@ -15,10 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from tinyscale import parallel
-from tinyscale.model.transformer import ModelSpec, Transformer, router_stats
-from tinyscale.train import distill
+from tinyscale.model.moe import router_stats
+from tinyscale.model.spec import ModelSpec
+from tinyscale.model.transformer import Transformer
+from tinyscale.train import losses
 from tinyscale.train.losses import mean_cross_entropy
 
 
@@ -68,7 +71,7 @@ def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float =
     loss = mean_cross_entropy(x_BTD, w_VD, bias_V, batch_BT[:, 1:])
     total, out = loss, {"loss": loss}
     if teacher_logits_BTV is not None:
-        out["distill_kl"] = kl = distill.kl(x_BTD, w_VD, bias_V, teacher_logits_BTV,
+        out["distill_kl"] = kl = losses.kl(x_BTD, w_VD, bias_V, teacher_logits_BTV,
                                             temperature)
         total = weight * temperature ** 2 * kl + (1.0 - weight) * loss
     stats = router_stats(model)
@@ -79,7 +82,7 @@ def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float =
                    "expert_load": stats["load"]}
 
 
-def step_fn(params: Params, grad_accum: int, teacher: distill.Teacher | None = None):
+def step_fn(params: Params, grad_accum: int, teacher: losses.Teacher | None = None):
     """The train step, not jitted: (arrays, opt_state, batch_BT, tx, teacher_arrays) ->
     (arrays, opt_state, {"loss", "grad_norm", ...}). tinyscale/train/packed.py maps it over
     runs. With a `teacher`, its parameters come in as `teacher_arrays`."""
@@ -118,7 +121,7 @@ def step_fn(params: Params, grad_accum: int, teacher: distill.Teacher | None = N
 
 
 def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int,
-                    teacher: distill.Teacher | None = None):
+                    teacher: losses.Teacher | None = None):
     """The jitted step: (arrays, opt_state, batch_BT) -> (arrays, opt_state, metrics)."""
     step = jax.jit(functools.partial(step_fn(params, grad_accum, teacher), tx=tx),
                    donate_argnums=(0, 1))
@@ -139,7 +142,6 @@ def held_out(eval_step, arrays, batches, n_batches: int, mesh,
              bytes_per_token: float) -> tuple[float, float, float]:
     """(loss, bits per byte, standard error of the loss over sequences) on the first
     `n_batches` fixed held-out batches."""
-    from jax.experimental import multihost_utils
 
     def gathered(x):  # a batch split over hosts: every process needs every sequence
         return np.asarray(x) if x.is_fully_addressable else \

@@ -12,9 +12,11 @@ from jax.sharding import PartitionSpec as P
 
 from tinyscale import config as config_lib
 from tinyscale import parallel
+from tinyscale.config import check as config_check
+from tinyscale.config import file as config_file
 from tinyscale.data import pipeline
 from tinyscale.errors import TinyscaleError
-from tinyscale.model.transformer import ModelSpec
+from tinyscale.model.spec import ModelSpec
 from tinyscale.train import checkpoint, steps
 from tinyscale.train.rundir import RunDir
 
@@ -38,7 +40,6 @@ def saved_config(workdir: str, overrides: dict[str, str] | None = None,
                  ) -> ml_collections.ConfigDict:
     """The run's config.json over today's defaults, with `eval.*` overrides applied (the
     run's other knobs are what it was trained with and cannot change)."""
-    from tinyscale.config import file as config_file
     run = RunDir(workdir)
     saved = run.read_json(run.config) if run.path.is_dir() else None
     if saved is None:
@@ -50,7 +51,7 @@ def saved_config(workdir: str, overrides: dict[str, str] | None = None,
             raise TinyscaleError(f"--config.{key} cannot change for a trained run: only "
                                  "--config.eval.* and --config.mesh.* apply here.")
     config_file.apply_overrides(config, overrides or {})
-    return config_lib.validate(config)
+    return config_check.validate(config)
 
 
 def _on(mesh, shapes: dict) -> dict:

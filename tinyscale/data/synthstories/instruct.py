@@ -26,6 +26,7 @@ import re
 from tinyscale.data.synthstories import generate, grammar
 from tinyscale.data.synthstories import lexicon as lex
 from tinyscale.data.synthstories.text import split_sentences, tokenize
+from tinyscale.data.synthstories.validate import Parser
 
 FEATURES = ("Dialogue", "BadEnding", "MoralValue", "Twist", "Foreshadowing", "Conflict")
 FEATURE_SHARE = {"Dialogue": 0.5, "BadEnding": 0.25, "MoralValue": 0.3, "Twist": 0.25,
@@ -125,7 +126,6 @@ def _summary(s: generate.Story, features: frozenset) -> str:
 
 @functools.cache
 def _parser(patterns: tuple[str, ...]):
-    from tinyscale.data.synthstories.validate import Parser
     return Parser(patterns)
 
 
