@@ -10,7 +10,9 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from tests.test_tinystories import write_files
+from tinyscale.config import PLAIN_TEXT_KINDS, SYNTH_NOISE_KINDS
 from tinyscale.data import pipeline
+from tinyscale.data.synthstories.corrupt import CORRUPTIONS
 from tinyscale.data.synthstories.validate import validate
 
 
@@ -97,3 +99,11 @@ def test_reference_lm_filter_on_tinystories_files(tmp_path):
     assert filt["stories_per_s"] > 0 and "reference-LM filter" in result.stderr
     show = run_cli("data", "show", "--data-dir", str(tmp_path / "data"))
     assert "filter reference_lm: kept 36 of 48" in show.stdout, show.stdout
+
+
+def test_the_declared_noise_kinds_are_the_corruptions():
+    """config declares data.noise_kinds' domain (so that validating a config imports no
+    data code); it must name exactly SynthStories' corruptions, and the plain-text ones
+    must be among them."""
+    assert SYNTH_NOISE_KINDS == tuple(CORRUPTIONS)
+    assert set(PLAIN_TEXT_KINDS) <= set(CORRUPTIONS)

@@ -45,3 +45,20 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_left_alone(finished, tmp_pat
     assert set(after) - set(before) == {"eval-step10.json", "samples-step10.jsonl"}
     assert json.loads((run / "eval-step10.json").read_text())["step"] == 10
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20"]
+
+
+def test_eval_with_other_settings_leaves_the_runs_evaluation_alone(finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    before = md5s(run)
+    evaluated = run_cli("eval", str(run), "--config.eval.prompts=2",
+                        "--config.eval.max_new_tokens=6")
+    assert evaluated.returncode == 0, evaluated.stderr
+    after = md5s(run)
+    assert {k: v for k, v in after.items() if k in before} == before  # eval.json as it was
+    new = sorted(set(after) - set(before))
+    assert len(new) == 2 and new[0].startswith("eval-") and new[1].startswith("samples-")
+    result = json.loads((run / new[0]).read_text())
+    assert result["overrides"] == {"eval.max_new_tokens": 6}
+    assert result["settings"]["max_new_tokens"] == 6
+

@@ -6,6 +6,7 @@ samples.jsonl (each prompt, completion and its scores) into the run directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -324,19 +325,30 @@ def evaluate(workdir: str, step: int | None = None, say=print,
     eval-step<N>.json (and samples-step<N>.jsonl) for an earlier one, so an evaluation of
     the past never replaces the run's final result. `overrides` may set eval.* knobs;
     `loaded` is the run already in memory (its checkpoint is not read again)."""
+    changed = {}
     if loaded is None:
         config = trained.saved_config(workdir, overrides)
+        own = trained.saved_config(workdir).eval
+        changed = {f"eval.{k}": config.eval[k] for k in config.eval if config.eval[k] != own[k]}
         loaded = trained.load(workdir, step, config=config, say=say)
     t = loaded
     run = RunDir(workdir)
     mesh = next(iter(t.arrays.values())).sharding.mesh  # where the parameters live
     result = {"step": t.step, **held_out_loss(t, mesh)}
+    if changed:  # other settings than the run's: beside its own evaluation, never over it
+        result["overrides"] = changed
+        variant = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+        shown = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        say(f"eval settings other than the run's ({shown}): written as "
+            f"eval-...-{variant}.json; the run's own evaluation is left as it is")
+        return write_evaluation(t, run, result, say, variant)
     return write_evaluation(t, run, result, say)
 
 
-def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
+def write_evaluation(t, run: RunDir, result: dict, say=print, variant: str = "") -> dict:
     """Complete the prompts, score the completions, write eval.json and samples.jsonl
-    (eval-step<N>.* for an earlier step) into `run`; `result` holds the losses."""
+    (eval-step<N>.* for an earlier step; *-<variant>.* for other eval settings) into
+    `run`; `result` holds the losses."""
     c = t.config
     prompt_set = _prompt_set(t, run, say)
     completions = complete(t, prompt_set)
@@ -366,11 +378,11 @@ def write_evaluation(t, run: RunDir, result: dict, say=print) -> dict:
     result["settings"]["judge"] = bool(c.eval.judge_url)
     result["n_completions"] = len(rows)
     at = None if t.newest else t.step
-    run.write_json(run.eval_file(at), result)
-    write_atomic(run.samples_file(at), "".join(json.dumps(
+    run.write_json(run.eval_file(at, variant), result)
+    write_atomic(run.samples_file(at, variant), "".join(json.dumps(
         {"prompt": p.text, "continuation": text, "eos": ended, "reference": p.reference, **row})
         + "\n" for p, (text, ended), row in zip(prompt_set, completions, rows, strict=True)))
-    result["written"] = str(run.eval_file(at))
+    result["written"] = str(run.eval_file(at, variant))
     return result
 
 

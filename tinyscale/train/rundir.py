@@ -4,7 +4,8 @@
     <workdir>/metrics.jsonl one object per log step  <workdir>/tb/         TensorBoard
     <workdir>/checkpoints/  orbax                    <workdir>/eval.json, samples.jsonl
     <workdir>/lock          the process training it  <workdir>/eval-step<N>.json, ...
-                                                     evaluations of earlier checkpoints
+                                                     evaluations of earlier checkpoints,
+                                                     eval-<hash>.json of other settings
 
 Paths go through etils.epath, so a workdir may be local or gs://. Every JSON writer is
 atomic (temp file, then rename): a kill at any moment leaves the previous good file.
@@ -67,12 +68,13 @@ class RunDir:
             return parent.parent
         return None
 
-    def eval_file(self, step: int | None = None) -> epath.Path:
-        """eval.json (the final evaluation), or eval-step<N>.json for an earlier step."""
-        return self.path / ("eval.json" if step is None else f"eval-step{step}.json")
+    def eval_file(self, step: int | None = None, variant: str = "") -> epath.Path:
+        """eval.json (the final evaluation), eval-step<N>.json for an earlier step; with
+        `variant` (eval settings other than the run's own), eval[-step<N>]-<variant>.json."""
+        return self.path / f"eval{_suffix(step, variant)}.json"
 
-    def samples_file(self, step: int | None = None) -> epath.Path:
-        return self.path / ("samples.jsonl" if step is None else f"samples-step{step}.jsonl")
+    def samples_file(self, step: int | None = None, variant: str = "") -> epath.Path:
+        return self.path / f"samples{_suffix(step, variant)}.jsonl"
 
     eval = property(eval_file)
     samples = property(samples_file)
@@ -210,6 +212,10 @@ class RunDir:
 
 
 _HELD: dict[str, tuple] = {}  # lock path -> (flock fd or lease Renewer, owner) held here
+
+
+def _suffix(step: int | None, variant: str) -> str:
+    return ("" if step is None else f"-step{step}") + (f"-{variant}" if variant else "")
 
 
 def _read_owner(path: epath.Path) -> dict | None:
