@@ -13,7 +13,8 @@ separation).
 TinyStories' style, not taken from it), each cut as eval cuts a real story; the true
 continuation against each corruption of it (tests/controls.english_controls), scored
 with eval's own scorer. A cell is the paired win rate: the share of prompts whose true
-continuation scores above its corruption (ties count half).
+continuation scores above its corruption (ties count half), over the n prompts whose
+continuation the corruption changed.
 """
 
 from __future__ import annotations
@@ -63,20 +64,24 @@ def win_rate(true, corrupted) -> float:
 SAY = functools.partial(print, flush=True)
 
 
-def english_rows(stories: list[str], say=SAY) -> dict[str, list[dict]]:
-    """name -> per-prompt scores of the true continuation and of each corruption."""
+def english_rows(stories: list[str], say=SAY) -> tuple[dict[str, list[dict]], dict]:
+    """(name -> per-prompt scores of the true continuation and of each corruption,
+    corruption -> the prompts whose continuation it changed)."""
     prompt_set = []
     for story in stories:
         text, rest = cut_text(story, random.Random(story))
         prompt_set.append(Prompt(text, rest))
     n = len(prompt_set)
     variants = {"true continuation": [(p.reference, True) for p in prompt_set]}
+    changed: dict[str, list[int]] = {}
     for i, (story, p) in enumerate(zip(stories, prompt_set, strict=True)):
         # another story's: not the one whose prompt the LM reads as "another prompt"
         controls = english_controls(story, p.reference, prompt_set[(i + 1) % n].reference,
                                     random.Random(story))
         for name, value in controls.items():
             variants.setdefault(name, []).append(value)
+            if value[0] != p.reference:
+                changed.setdefault(name, []).append(i)
     grammar, linked = english_grammar(say)
     lm = load_reference_lm(os.path.expanduser("~/.cache/tinyscale"), say)
     other, _ = context_pairs(n)
@@ -93,16 +98,21 @@ def english_rows(stories: list[str], say=SAY) -> dict[str, list[dict]]:
             for row, value in zip(rows[name], use, strict=True):
                 coherence.with_context(row, value if np.isfinite(value) else 0.0)
         say(f"  scored {name} ({n} prompts, {time.time() - start:.0f} s)")
-    return rows
+    return rows, changed
 
 
 def english_table(stories: list[str], say=print) -> dict[str, dict[str, float]]:
-    rows = english_rows(stories, say)
+    """corruption -> metric -> paired win rate, over the prompts the corruption changed
+    (a continuation with no pronoun has nothing to swap: true and "corrupted" are the
+    same text, and a tie there says nothing of the metric); "n": how many."""
+    rows, changed = english_rows(stories, say)
     true = rows.pop("true continuation")
     table = {}
     for name, corrupted in rows.items():
-        table[name] = {m: win_rate([r[m] for r in true], [r[m] for r in corrupted])
+        keep = changed[name]
+        table[name] = {m: win_rate([true[i][m] for i in keep], [corrupted[i][m] for i in keep])
                        for m in ENGLISH_METRICS if m in true[0]}
+        table[name]["n"] = len(keep)
     return table
 
 
@@ -111,11 +121,11 @@ def print_english(stories: list[str], which: str) -> None:
           "continuation vs each corruption: paired win rate (ties half)", flush=True)
     table = english_table(stories)
     metrics = [m for m in ENGLISH_METRICS if any(m in row for row in table.values())]
-    print("| corruption | " + " | ".join(metrics) + " |")
-    print("|---|" + "---|" * len(metrics))
+    print("| corruption | n | " + " | ".join(metrics) + " |")
+    print("|---|---|" + "---|" * len(metrics))
     for name, row in table.items():
         cells = [f"**{row[m]:.2f}**" if MEANT[name] == m else f"{row[m]:.2f}" for m in metrics]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
     print("(bold: the metric meant for that corruption)", flush=True)
 
 

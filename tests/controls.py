@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from tinyscale.data.synthstories.corrupt import CORRUPTIONS
+from tinyscale.data.tinystories import split_stories
 from tinyscale.evals.sentences import sentence_spans
 
 ENGLISH = os.path.join(os.path.dirname(__file__), "data", "english_sentences.txt")
@@ -122,15 +123,15 @@ _AFTER_OBJECT = set("and but or to with at in on for from up down back again too
                     "so then when as very a an the".split())
 
 
-def english_stories(heldout: bool = False) -> list[str]:
+def english_stories(heldout: bool = False, files: tuple[str, ...] = ()) -> list[str]:
     """The developer-written stories in TinyStories' file format, in file order:
-    tests/data/english_stories/*.txt (the entity rules were written looking at these),
-    or with `heldout` its heldout/ folder (written apart, read by no rule's author)."""
-    from tinyscale.data.tinystories import split_stories
+    tests/data/english_stories/*.txt (the entity rules were written looking at these;
+    `files`: only those), or with `heldout` its heldout/ folder (written apart, read by
+    no rule's author)."""
     folder = os.path.join(STORIES, "heldout") if heldout else STORIES
     out = []
     for name in sorted(os.listdir(folder)):
-        if name.endswith(".txt"):
+        if name.endswith(".txt") and (not files or name in files):
             with open(os.path.join(folder, name), encoding="utf-8") as f:
                 out.extend(split_stories(f.read()))
     return out

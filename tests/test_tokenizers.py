@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.test_tinystories import EXPECTED, RAW, write_files
 from tinyscale import config as config_lib
+from tinyscale.config import check as config_check
 from tinyscale.data import location, pipeline, tokenizer
 from tinyscale.errors import TinyscaleError
 
@@ -40,7 +41,7 @@ def gpt2():
 @pytest.fixture(scope="module")
 def corpus():
     from tests.controls import english_stories
-    return english_stories() * 3
+    return english_stories(files=("stories_a.txt", "stories_b.txt")) * 3
 
 
 def _top_k(spec, texts, k):
@@ -206,7 +207,7 @@ def test_prepare_with_a_tokenizer_file_keys_the_data_by_its_contents(tmp_path, g
     c = config_lib.get_config()
     c.data.update(dataset="tinystories", manual_dir=str(manual), vocab_size=280,
                   tokenizer_file=str(path), cache_dir=str(tmp_path / "cache"))
-    first = pipeline.prepare(config_lib.validate(c), progress=False)
+    first = pipeline.prepare(config_check.validate(c), progress=False)
     assert pipeline.load_meta(first)["tokenizer_file_sha256"] == location.file_sha256(
         str(path))
     assert pipeline.load_tokenizer(first).get_piece_size() == 280

@@ -18,9 +18,11 @@ Characters, from the prompt and then from the completion as it goes:
   (Mr., Aunt, ...), a known character anywhere, and a sentence-initial given name (not
   one that is a common word there: Soon, See, Hope, ...; Will, May, June, Grace count
   when a content word follows, as in "June woke up"; not a word the story has used in
-  lower case: "honey ... Honey is sweet"). Gender: from the person noun that introduces
-  it ("a girl named Sue", "his sister Ava"), a title, the given-name lists, else from the
-  first he/she resolved to it;
+  lower case: "honey ... Honey is sweet"); a sentence-initial word that stands
+  capitalised mid-sentence elsewhere in the text, or that Link Grammar's dictionary does
+  not know (not ending in -ed, -ing, -ly: "Bodhi looked"), is a name too. Gender: from
+  the person noun that introduces it ("a girl named Sue", "his sister Ava"), a title,
+  the given-name lists, else from the first he/she resolved to it;
 * person nouns (girl, mom, teacher, ...): gender from the noun, plural when plural;
 * animals (dog, bird, ...; not after toy/teddy/stuffed): gender unknown until a he/she
   is resolved to them, "it" (no he/she character) once an "it" follows them.
@@ -30,7 +32,8 @@ cookie, "puppy" is dog), whatever its determiner.
 Mentions of the completion that are checked (`checks`), and when each is an error:
 1. every name: "new name 'Zoe'" when it is no character of the story so far and is not
    introduced where it stands ("named Zoe", "called her Zoe", "her name was Zoe", "I'm
-   Zoe", "this is Zoe", "her friend Zoe", "a dog, Zoe"); each later mention too;
+   Zoe", "this is Zoe", "her friend Zoe", "a dog, Zoe", "Zoe, her little dog"); each
+   later mention too;
 2. every he/him/his/himself, she/her/hers/herself outside quotes ("it" is not scored).
    The focus: the characters mentioned (by name, noun or resolved pronoun; not inside
    quotes) in its sentence or the FOCUS sentences before; for he/she in a sentence that
@@ -62,9 +65,6 @@ from tinyscale.evals import entities_words as lx
 from tinyscale.evals.entities_words import Tok, bare, lemma, singular, tokenize
 
 FOCUS = 1   # sentences before the current one whose characters are in focus
-DOUBT = 0.5   # the cost of a doubtful pronoun, against 1 for an error
-ASSIGN = True
-SKIP = True
 _GENDERED = {"he": "m", "him": "m", "his": "m", "himself": "m",
              "she": "f", "her": "f", "hers": "f", "herself": "f"}
 _PLURAL = frozenset("they them their theirs themselves".split())
@@ -76,13 +76,10 @@ _TOY = frozenset("teddy toy stuffed".split())   # "a teddy bear" is no animal
 class EntityScore:
     checks: int          # mentions in the completion that were checked
     errors: list[str]    # one short readable reason per inconsistent mention
-    doubts: list[str] = dataclasses.field(default_factory=list)   # each costs DOUBT
 
     @property
     def score(self) -> float:
-        if not self.checks:
-            return 1.0
-        return 1.0 - (len(self.errors) + DOUBT * len(self.doubts)) / self.checks
+        return 1.0 - len(self.errors) / self.checks if self.checks else 1.0
 
 
 @dataclasses.dataclass
@@ -103,14 +100,17 @@ class _Story:
         self.plural_seen = False
         self.last_noun = ""                  # the last noun mentioned (a character key)
         self.errors: list[str] = []
-        self.doubts: list[str] = []
         self.checks = 0
+        # capitalised words that stand mid-sentence somewhere: names wherever they stand
+        self.midnames = {b for b in (bare(t.text) for t in toks if t.word and not t.initial)
+                         if b[:1].isupper() and not b.isupper() and b not in lex.not_names
+                         and b.lower() not in lex.persons and b.lower() not in lx.FUNCTION}
 
     def run(self) -> EntityScore:
         for i, tok in enumerate(self.toks):
             if tok.word:
                 self._word(i, tok)
-        return EntityScore(self.checks, self.errors, self.doubts)
+        return EntityScore(self.checks, self.errors)
 
     def _judge(self, tok: Tok, error: str | None) -> None:
         if tok.start >= self.boundary:
@@ -168,6 +168,10 @@ class _Story:
             return True
         if low in self.lower_seen:
             return False
+        if base in self.midnames or (  # a word the dictionary does not know: a name
+                low not in self.lex.known and lemma(low) not in self.lex.known
+                and self.lex.known and not low.endswith(("ed", "ing", "ly"))):
+            return True
         nxt = self.toks[i + 1].text if i + 1 < len(self.toks) else ""
         return base in self.lex.start_names or (
             (base in lx.MONTH_NAMES or base in lx.BUILTIN_NAMES) and nxt.islower()
@@ -198,9 +202,24 @@ class _Story:
             prev = prev[1:]
         words = [self.toks[j].text.lower() for j in prev] + ["", ""]
         noun = lemma(words[0]) in self.lex.persons or lemma(words[0]) in lx.ANIMALS
+        if self._apposition(i):
+            return True
         return bool(_INTRO.intersection(words)) or words[0] in ("i'm", "am") or \
             words[:2] == ["is", "this"] or (
                 noun and lx.after_determiner(self.toks, self.lex, prev[0]))
+
+    def _apposition(self, i: int) -> bool:
+        """"Rufus, their big yellow dog": a comma, then a person or animal noun within a
+        few words."""
+        after = [t.text for t in self.toks[i + 1:i + 7]]
+        if not after or after[0] != ",":
+            return False
+        for word in after[1:]:
+            if not word[:1].isalpha():
+                return False
+            if lemma(word) in self.lex.persons or lemma(word) in lx.ANIMALS:
+                return True
+        return False
 
     def _name(self, i: int, tok: Tok, base: str) -> None:
         char = self.chars.get(base)
@@ -258,12 +277,6 @@ class _Story:
             if key is None:
                 return f"'{low}' fits no character"
             error = f"'{low}' fits no character in focus" if focus else None
-        other = [k for k in focus if self.chars[k].gender not in (None, gender)]
-        if error is None and tok.start >= self.boundary and other:
-            if ASSIGN and self.chars[key].gender is None:
-                self.doubts.append(f"'{low}' makes {key} {gender} beside {other[0]}")
-            elif SKIP and focus and focus[0] != key and focus[0] in other:
-                self.doubts.append(f"'{low}' skips {focus[0]} for {key}")
         self.chars[key].gender = gender
         self._mention(key, tok, pronoun=True)
         return error

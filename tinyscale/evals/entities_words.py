@@ -156,6 +156,7 @@ class Lexicon:
     not_names: frozenset[str]           # capitalised words that are no characters
     common: frozenset[str]              # lower-case common words (not nouns)
     source: str                         # "link-grammar" or "built-in"
+    known: frozenset[str] = frozenset()  # every word Link Grammar knows (none built in)
 
 
 def _tokens(path: Path) -> list[str]:
@@ -217,7 +218,8 @@ def lexicon(folder: Path = LG_WORDS) -> Lexicon:
     return Lexicon(names, frozenset(start), persons,
                    frozenset(_words(folder, "words.n.1*")) | CONCRETE,
                    frozenset(_words(folder, "words.n.2*")), frozenset(adjectives),
-                   NOT_NAMES | (places - set(names)), frozenset(common), "link-grammar")
+                   NOT_NAMES | (places - set(names)), frozenset(common), "link-grammar",
+                   frozenset(_words(folder, "words.*") | _dict_words(folder.parent / "4.0.dict")))
 
 
 # text -----------------------------------------------------------------------------------
