@@ -1,15 +1,22 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from tests.test_model import build
+from tinyscale import config as config_lib
+from tinyscale import parallel
+from tinyscale.config import check as config_check
 from tinyscale.model.sample import Sampling, generate
+from tinyscale.model.spec import ModelSpec
+from tinyscale.model.transformer import Transformer
 
 
 def recompute_greedy(model, prompt, n, eos=2, length=32):
     """Greedy decoding the slow way: the whole prefix again at every step."""
-    from flax import nnx
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda st, x: nnx.merge(graphdef, st)(x))  # right-padded: causal
     tokens = list(prompt)
@@ -31,7 +38,6 @@ def recompute_greedy(model, prompt, n, eos=2, length=32):
 ])
 def test_cached_greedy_equals_recomputing_the_prefix(variant):
     c, model = build(**variant)
-    from flax import nnx
     graphdef, state = nnx.split(model)
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 256, n).tolist() for n in (5, 11, 3)]
@@ -43,7 +49,6 @@ def test_cached_greedy_equals_recomputing_the_prefix(variant):
 
 def test_sampling_modes_and_beams():
     c, model = build()
-    from flax import nnx
     graphdef, state = nnx.split(model)
     fn = lambda a: nnx.merge(graphdef, a)  # noqa: E731
     prompts = [[5, 6, 7], [9]]
@@ -65,7 +70,6 @@ def test_sampling_modes_and_beams():
 def test_a_local_layers_cache_is_a_ring_of_the_window():
     """Sliding-window layers keep window_size slots however long the generation; greedy
     and beam search through the ring equal the uncached model."""
-    from flax import nnx
 
     from tinyscale.model.transformer import init_caches
     c, model = build(family="llama", attention_pattern="local,global", window_size=4,
@@ -78,3 +82,56 @@ def test_a_local_layers_cache_is_a_ring_of_the_window():
     greedy = generate(fn, state, prompts, Sampling(max_new_tokens=20))
     assert greedy == [recompute_greedy(model, p, 20) for p in prompts]
     assert generate(fn, state, prompts, Sampling(max_new_tokens=20, beams=1)) == greedy
+
+
+def _tiny_vocabulary_model(vocab: int):
+    """A random llama over `vocab` tokens (validation wants a real vocabulary size; the
+    model itself takes any), its parameters perturbed (std 0.3) so that its next-token
+    distributions are peaked and varied: greedy and narrow beams then miss the optimum."""
+    c = config_lib.get_config()
+    c.model.update(d_model=32, n_layers=2, n_heads=2, d_ff=64)
+    config_check.validate(c)
+    with parallel.using(parallel.make_mesh(c)):
+        model = Transformer(ModelSpec.from_config(c.model, vocab), rngs=nnx.Rngs(3))
+    leaves, tree = jax.tree.flatten(nnx.split(model)[1])
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    nnx.update(model, jax.tree.unflatten(tree, [
+        x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]))
+    return model
+
+
+def _exhaustive_best(model, prompt, vocab, n, eos):
+    """The length-normalised best continuation of `prompt` among every sequence of `n`
+    tokens (after an EOS only EOS), each scored by full forward passes without a cache:
+    sum of log p over its tokens up to and including its EOS, over that many tokens."""
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda st, x: jax.nn.log_softmax(nnx.merge(graphdef, st)(x)))
+    seqs = np.array(list(itertools.product(range(vocab), repeat=n)))
+    ended = np.cumsum(seqs == eos, axis=1) > 0
+    valid = ~np.any(ended[:, :-1] & (seqs[:, 1:] != eos), axis=1)  # only EOS after EOS
+    seqs = seqs[valid]
+    logp = np.asarray(forward(state, jnp.asarray(
+        np.concatenate([np.tile(prompt, (len(seqs), 1)), seqs], axis=1))))
+    steps = np.arange(n)
+    token_logp = logp[np.arange(len(seqs))[:, None], len(prompt) - 1 + steps, seqs]
+    first_eos = np.where((seqs == eos).any(1), (seqs == eos).argmax(1), n - 1)
+    counted = steps[None, :] <= first_eos[:, None]
+    score = (token_logp * counted).sum(1) / counted.sum(1)
+    best = seqs[int(np.argmax(score))].tolist()
+    return best[:best.index(eos)] if eos in best else best
+
+
+def test_beam_search_equals_exhaustive_search_on_a_tiny_vocabulary():
+    """With as many beams as there are sequences, beam search (KV-cached, batched, with
+    finished beams carried) must return exactly the exhaustive optimum."""
+    vocab, n, eos = 6, 3, 2
+    model = _tiny_vocabulary_model(vocab)
+    graphdef, state = nnx.split(model)
+    prompts = [[1, 4, 5], [3], [5, 5, 0, 1], [0], [4, 4], [1, 3]]
+    want = [_exhaustive_best(model, p, vocab, n, eos) for p in prompts]
+
+    def beams(width):
+        return generate(lambda a: nnx.merge(graphdef, a), state, prompts,
+                        Sampling(max_new_tokens=n, beams=width, eos_id=eos))
+    assert beams(vocab ** n) == want
+    assert beams(1) != want and beams(2) != want  # the case is one a search can miss
