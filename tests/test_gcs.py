@@ -12,6 +12,10 @@ import pytest
 
 from tests import gcs_emulator
 from tests.conftest import ROOT, wait_for
+from tinyscale.launch import plan
+from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.train import lease
+from tinyscale.train.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,6 @@ def test_of_hosts_racing_for_a_run_exactly_one_wins(gcs, tmp_path):
     hosts = [f"host-{i}" for i in range(6)]
     first = race(run, tmp_path / "go", 60, hosts, gcs)
     assert first.count("won") == 1, first  # an absent lease: created once
-    from tinyscale.train import lease
-    from tinyscale.train.rundir import RunDir
     record = RunDir(run).lock_owner(60)
     assert record["host"] == hosts[first.index("won")]
     expired = lease.GcsLease(f"{run}/lock", 60)  # a lease that expired: taken over once
@@ -71,7 +73,28 @@ def test_of_hosts_racing_for_a_run_exactly_one_wins(gcs, tmp_path):
     assert second.count("won") == 1, second
 
 
-def test_a_lease_is_renewed_while_held_and_freed_when_its_holder_dies(gcs, tmp_path):
+def test_a_lease_holds_until_it_expires_and_renewals_extend_it(gcs):
+    """The lease's rules on an injected clock: no sleeps, each moment set exactly."""
+    now = [1000.0]
+    url = f"{gcs.bucket('clock')}/runs/d16/lock"
+    a, b = (lease.GcsLease(url, 10.0, clock=lambda: now[0]) for _ in range(2))
+    assert a.acquire()
+    now[0] = 1009.0
+    assert not b.acquire()  # held until 1010
+    assert a.renew()        # now until 1019
+    now[0] = 1015.0
+    assert not b.acquire()  # without the renewal it would have expired at 1010
+    assert a.acquire()      # its holder may take it again (a renewal)
+    now[0] = 1025.1         # past 1025: nobody renewed
+    assert b.acquire()      # expired: taken over
+    assert not a.renew()    # and the old holder knows it lost it
+    assert a.read()[0]["owner"] == b.owner
+    b.release()
+    assert a.acquire()      # released: free at once
+
+
+def test_a_lease_is_renewed_by_its_holders_thread_and_freed_when_the_holder_dies(gcs,
+                                                                                tmp_path):
     bucket = gcs.bucket("renew")
     run = f"{bucket}/runs/d16"
     go = tmp_path / "go"
@@ -80,26 +103,27 @@ def test_a_lease_is_renewed_while_held_and_freed_when_its_holder_dies(gcs, tmp_p
     holder = contenders(run, go, ttl, ["host-a"], gcs)[0]
     assert holder.stdout.readline().strip() == "ready"
     assert holder.stdout.readline().strip() == "won"
-    from tinyscale.train.rundir import RunDir
     os.environ["TINYSCALE_HOST"] = "host-b"
     try:
         run_b = RunDir(run)
-        seen = []
-        until = time.time() + 3 * ttl  # past its first expiry: only renewals keep it
-        while time.time() < until:
-            seen.append(run_b.acquire(ttl))
-            time.sleep(0.2)
-        assert not any(seen)
         # read as the lease code reads it: pinned to one generation (a plain read of an
         # object that is being renewed can mix two generations and come back torn)
-        from tinyscale.train import lease
-        assert lease.GcsLease(str(run_b.lock_file), ttl).read()[0]["host"] == "host-a"
+        first, generation = lease.GcsLease(str(run_b.lock_file), ttl).read()
+        assert first["host"] == "host-a" and not run_b.acquire(ttl)
+        renewed = []  # the event: the holder's renewer thread rewrote its lease
+        wait_for(lambda: renewed.append(lease.GcsLease(str(run_b.lock_file), ttl).read())
+                 or renewed[-1][1] != generation, holder, "a renewal", timeout=10 * ttl,
+                 every=0.05)
+        record = renewed[-1][0]
+        assert record["owner"] == first["owner"] and record["expires"] > first["expires"]
+        assert not run_b.acquire(ttl)
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        deadline = time.time() + 10 * ttl
-        while not run_b.acquire(ttl):
-            assert time.time() < deadline, "the dead holder's lease never expired"
-            time.sleep(0.2)
+        expires = lease.GcsLease(str(run_b.lock_file), ttl).read()[0]["expires"]
+        while not run_b.acquire(ttl):  # free once the dead holder's last renewal expires
+            assert time.time() < expires + ttl, "the dead holder's lease never expired"
+            time.sleep(0.05)
+        assert time.time() >= expires
         assert run_b.lock_owner(ttl)["host"] == "host-b"
         run_b.release()
         assert RunDir(run).lock_owner(ttl) is None  # released: expired at once
@@ -169,7 +193,6 @@ def test_a_trainer_that_loses_its_lease_stops_without_saving(gcs, cache):
     and leaves the lease and the run's state to the new holder."""
     from etils import epath
 
-    from tinyscale.train import lease
     url = f"{gcs.bucket('stolen')}/d32"
     env = {**os.environ, **gcs.env, "TINYSCALE_HOST": "host-a"}
     proc = subprocess.Popen(train_cmd(url, cache, "--config.train.steps=2000",
@@ -237,8 +260,6 @@ def test_sweep_status_shows_the_live_step_the_holder_and_its_lease_age(gcs, cach
     state.json written at the start)."""
     from etils import epath
 
-    from tinyscale.launch import plan
-    from tinyscale.launch.sweepdir import SweepDir
     sweep = f"{gcs.bucket('status')}/sweep"
     tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":2"
     env = {**os.environ, **gcs.env, "TINYSCALE_TEST_CACHE": cache}
@@ -259,7 +280,10 @@ def test_sweep_status_shows_the_live_step_the_holder_and_its_lease_age(gcs, cach
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        time.sleep(2.5)  # past one renewal (every 2 s)
+        lock = lease.GcsLease(f"{run}/lock", 8)
+        generation = lock.read()[1]
+        wait_for(lambda: lock.read()[1] != generation, holder, "a renewal", timeout=60,
+                 every=0.05)  # the event: its renewer thread rewrote the lease
         status = subprocess.run([sys.executable, "-m", "tinyscale.cli", "sweep", "status",
                                  sweep], cwd=ROOT, env=env, capture_output=True, text=True)
         rows = {x.split()[0]: x.split() for x in status.stdout.splitlines()[1:-1]}
@@ -280,8 +304,6 @@ def test_chaos_workers_killed_and_restarted_train_every_run_once(where, gcs, cac
     and every step of every run was logged once, by one worker."""
     from etils import epath
 
-    from tinyscale.launch import plan
-    from tinyscale.launch.sweepdir import SweepDir
     sweep = str(tmp_path / "sweep") if where == "local" else f"{gcs.bucket('chaos')}/sweep"
     env = {**os.environ, **gcs.env, "TINYSCALE_TEST_CACHE": cache}
     tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":4"

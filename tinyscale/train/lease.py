@@ -71,8 +71,9 @@ def live(record: dict | None, now: float | None = None) -> bool:
 class GcsLease:
     """The lease object of one run on gs://."""
 
-    def __init__(self, url: str, ttl: float):
+    def __init__(self, url: str, ttl: float, clock=time.time):
         bucket, _, key = url[len("gs://"):].partition("/")
+        self.clock = clock  # seconds since the epoch (tests set the time)
         client, self._errors = _client()
         self._blob_of = lambda: client.bucket(bucket).blob(key)
         self._get = lambda: client.bucket(bucket).get_blob(key)
@@ -81,7 +82,7 @@ class GcsLease:
 
     def _record(self, expires: float) -> str:
         return json.dumps({"host": host_id(), "pid": os.getpid(), "owner": self.owner,
-                           "time": time.time(), "expires": expires})
+                           "time": self.clock(), "expires": expires})
 
     def read(self) -> tuple[dict | None, int]:
         """(the lease's record or None, its generation; 0 when absent)."""
@@ -119,13 +120,13 @@ class GcsLease:
         record, generation = self.read()
         if record and record.get("owner") == self.owner and generation == self.generation:
             return self.renew()
-        if live(record):
+        if live(record, self.clock()):
             return False
-        return self._write(time.time() + self.ttl, generation)
+        return self._write(self.clock() + self.ttl, generation)
 
     def renew(self) -> bool:
         """Extend our lease; False if it is no longer ours (expired and taken over)."""
-        return self.generation is not None and self._write(time.time() + self.ttl,
+        return self.generation is not None and self._write(self.clock() + self.ttl,
                                                            self.generation)
 
     def release(self) -> None:
