@@ -234,6 +234,9 @@ CASES = [
         w, "def sweep():\n    return [{'model.d_model': WIDTH}]\n")], "NameError"),
     ("sweep() returns a number", lambda w: ["sweep", "plan", sweep_file(
         w, "def sweep():\n    return 3\n")], "not a list"),
+    ("two grid points, one config", lambda w: ["sweep", "plan", sweep_file(
+        w, "def sweep():\n    return [{'model.d_model': 64}, {'model.d_model': 64, "
+        "'seed': 0}]\n")], "same effective config"),
     ("sweep override of the wrong type", lambda w: ["sweep", "plan", sweep_file(
         w, "def sweep():\n    return [{'model.n_layers': 1.5}]\n")], "model.n_layers"),
     ("a changed run in a sweep dir", lambda w: [

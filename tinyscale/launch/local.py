@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from tinyscale.data import location, pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, RESUMABLE
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import compute
@@ -91,6 +92,19 @@ def _report(sweep, name: str, code: int, stopping, finished: set, began: float, 
         finished.add(name)  # skipped by the worker (locked elsewhere)
 
 
+def _prepare_data(sweep, runs: list[dict], configs: dict, say) -> None:
+    """Each corpus the unfinished runs train on, prepared once here before any worker
+    starts (two workers would otherwise both prepare it)."""
+    seen = set()
+    for run in runs:
+        config, rundir = configs[run["name"]], sweep.rundir(run["name"])
+        where = location.data_dir(config, rundir.sweep_dir)  # as its worker will find it
+        if where in seen or rundir.state().get("state") == "done":
+            continue
+        seen.add(where)
+        pipeline.prepare(config, progress=True, sweep_dir=rundir.sweep_dir)
+
+
 def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     """Train every unfinished run; 0 when all are done, 1 if some failed, 130 if stopped."""
     sweep = SweepDir(sweep_dir)
@@ -104,6 +118,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     if parallel > 1:
         runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
     units = _units(sweep, runs, configs)
+    _prepare_data(sweep, runs, configs, say)
     cache = str(sweep.compilation_cache)
     active, finished, free = {}, set(), list(range(parallel))
     stopping = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
 import math
 import os
 import re
@@ -129,7 +130,7 @@ def expand(spec: str, overrides: dict[str, str] | None = None,
                              "dicts of dotted overrides.") from None
     if not grid:
         raise TinyscaleError(f"{path}: sweep() yields no runs: give it at least one grid point.")
-    runs, seen, base_values = [], {}, config_lib.Values.of(base)
+    runs, seen, effective, base_values = [], {}, {}, config_lib.Values.of(base)
     for i, overrides in enumerate(grid):
         if not isinstance(overrides, dict):
             raise TinyscaleError(f"{path}: sweep() item {i} is a {type(overrides).__name__}, "
@@ -139,5 +140,11 @@ def expand(spec: str, overrides: dict[str, str] | None = None,
             raise TinyscaleError(f"{path}: runs {seen[name]} and {i} are the same ({name}): "
                                  "remove the duplicate from sweep().")
         seen[name] = i
-        runs.append(Run(i, name, dict(overrides), apply(base_values, overrides, path, name)))
+        values = apply(base_values, overrides, path, name)
+        same = effective.setdefault(json.dumps(values, sort_keys=True, default=str), name)
+        if same != name:
+            raise TinyscaleError(f"{path}: runs {same} and {name} have the same effective "
+                                 "config (their overrides set what the other leaves at its "
+                                 "default): remove one from sweep().")
+        runs.append(Run(i, name, dict(overrides), values))
     return base, runs

@@ -96,7 +96,8 @@ class MetricsWriter:
     def _progress(self, r: dict) -> None:
         left = (self.total_steps - r["step"]) * r["tokens"] / max(r["step"], 1) / max(
             r.get("tokens_per_s") or 0.0, 1e-9)
-        line = (f"step {r['step']:>6}/{self.total_steps}  loss {r['train_loss']:.4f}  "
+        line = (f"{self.run.path.name}  step {r['step']:>6}/{self.total_steps}  "
+                f"loss {r['train_loss']:.4f}  "
                 f"{r.get('tokens_per_s', 0) / 1e3:7.1f}K tok/s  mfu {r.get('mfu', 0):5.1%}  "
                 f"eta {_duration(left)}")
         if "eval_loss" in r:
