@@ -281,8 +281,9 @@ def test_relative_workdir_trains_and_evaluates(cache, tmp_path):
 
 
 def test_eval_of_an_earlier_step_keeps_the_final_result(reference, tmp_path):
-    """`eval --step N` writes eval-step<N>.json; eval.json (the run's result) is untouched.
-    A failed run says so, and an unreachable judge says so on the console."""
+    """`eval --step N` writes eval-step<N>.json (with settings other than the run's own,
+    eval-step<N>-<hash>.json, the settings recorded); eval.json (the run's result) is
+    untouched. A failed run says so, and an unreachable judge says so on the console."""
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     final = (run / "eval.json").read_text()
@@ -296,9 +297,12 @@ def test_eval_of_an_earlier_step_keeps_the_final_result(reference, tmp_path):
     assert "is a failed run" in result.stderr
     assert "judge: 4 of 4 completions got no grade (last error: unreachable" in result.stderr
     assert (run / "eval.json").read_text() == final
-    earlier = json.loads((run / "eval-step20.json").read_text())
+    written, = run.glob("eval-step20-*.json")  # other settings: a file of their own
+    earlier = json.loads(written.read_text())
     assert earlier["step"] == 20 and earlier["judge_failed"] == 4
-    assert len((run / "samples-step20.jsonl").read_text().splitlines()) == 4
+    assert earlier["overrides"]["eval.prompts"] == 4
+    samples, = run.glob("samples-step20-*.jsonl")
+    assert len(samples.read_text().splitlines()) == 4
 
 
 def test_weights_and_biases_offline(cache, tmp_path):

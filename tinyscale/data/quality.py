@@ -7,7 +7,7 @@ function of (`data.noise_seed`, the story's index). `data.filter` scores every t
 story and keeps the best `data.filter_keep` share, as Phi kept "textbook-quality" text:
 
 * `grammar` (SynthStories): the share of a story's sentences that the corpus grammar
-  accepts with no consistency error (names, pronouns, objects) -- exact, ~1.5 ms a story;
+  accepts with no consistency error (names, pronouns, objects) -- exact;
 * `reference_lm` (any English): the story's mean log-likelihood per token under the
   reference LM (SmolLM2-135M, `evals/reference_lm.py`), scored in batches.
 

@@ -53,12 +53,10 @@ def causal_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = 
 
     Query block [s0, s1) reads only keys [s0 - window + 1 or 0, s1): the scores it could
     never see are not computed: 5/8 of the score matrix at T = 4 * block, tending to 1/2
-    as T grows. Blocks of 64 against 128 (the train step at batch 32 x 256, one process,
-    in turns, 6 rounds on the 2-core CPU): d64-L2-h4 29,082 vs 26,562 tokens/s (gpt_neo)
-    and 26,229 vs 24,178 (llama), d256-L4-h8 llama 3,296 vs 3,232; 32 was 2% slower
-    than 64 at d64. Heads are moved ahead of time first, so every product is a plain
+    as T grows; the block size was chosen by measurement (docs/results.md, "Numbers
+    behind the code"). Heads are moved ahead of time first, so every product is a plain
     batched matmul. The values equal `jax.nn.dot_product_attention`'s up to float
-    rounding (tests/test_model.py); the speed against it is in the README (Benchmarks).
+    rounding (tests/test_model.py); the speed against it: docs/performance.md.
     """
     b, t, h, e = q_BTHE.shape
     kv = k_BTKE.shape[2]

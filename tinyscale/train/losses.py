@@ -9,10 +9,8 @@ dx = dlogits W, dW += dlogits^T x. All of it runs while the chunk's logits are i
 so the [B, T, V] logits (128 MiB at B 32, T 256, V 4096) are never written to memory,
 log-softmaxed, read back and re-read in the backward pass. The gradients come out of
 the forward pass (the loss is a mean, so the upstream gradient only scales them) and
-the output matmul is not recomputed. On this CPU (the old and the new train step built
-in one process and timed in turns, gpt_neo, batch 32 x 256, vocabulary 4096) it made the
-d64-L2 step 1.50x faster (8,785 -> 13,196 tokens/s), d256-L4 1.05x, d512-L8 1.02x;
-the values match the unfused loss to float rounding (tests/test_cross_entropy.py).
+the output matmul is not recomputed (its speed-up: docs/results.md, "Numbers behind the
+code"); the values match the unfused loss to float rounding (tests/test_cross_entropy.py).
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-# Rows (tokens) per chunk and device on CPU. An early version of this loop (dW as
-# dlogits^T x), the loss alone, forward + backward, 8192 x 64 hidden states, vocabulary
-# 4096, 2-core CPU: 186 ms at 512 rows, 197 at 256, 249 at 1024, 266 at 2048; unfused 444.
+# Rows (tokens) per chunk and device on CPU, the fastest measured (docs/results.md,
+# "Numbers behind the code").
 CPU_CHUNK_ROWS = 512
 
 

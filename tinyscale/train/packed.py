@@ -62,7 +62,7 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
     `vectorize`: the runs' step as one batched computation (jax.vmap: what fills an
     accelerator), or one run after another inside the program (jax.lax.map). Default:
     vectorized except on CPU, where bench/pack.py measured the batched matmuls slower
-    than K separate ones (0.6x per model at d16-d32)."""
+    than K separate ones (docs/results.md, "Numbers behind the code")."""
     step = steps.step_fn(params, t.grad_accum)
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"

@@ -52,7 +52,7 @@ def token_losses(model, batch_BT: jax.Array) -> jax.Array:
     logits_BTV = model(batch_BT[:, :-1])
     logp_BTV = jax.nn.log_softmax(logits_BTV)
     # A one-hot product, not take_along_axis: the gradient of a gather is a scatter,
-    # which XLA on CPU runs slowly (measured: the train step 15% faster at d64).
+    # which XLA on CPU runs slowly (docs/results.md, "Numbers behind the code").
     targets_BTV = jax.nn.one_hot(batch_BT[:, 1:], logits_BTV.shape[-1], dtype=logp_BTV.dtype)
     return -jnp.sum(logp_BTV * targets_BTV, axis=-1)
 
