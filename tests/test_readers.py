@@ -62,3 +62,28 @@ def test_eval_with_other_settings_leaves_the_runs_evaluation_alone(finished, tmp
     assert result["overrides"] == {"eval.max_new_tokens": 6}
     assert result["settings"]["max_new_tokens"] == 6
 
+
+def test_a_run_copied_alone_evaluates_samples_and_exports_without_its_data(finished,
+                                                                            tmp_path):
+    """The run keeps its tokenizer and held-out split (data/): copied to a machine whose
+    cache is empty, it is read without preparing any data."""
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    assert sorted(p.name for p in (run / "data").iterdir()) == [
+        "eval.bin", "meta.json", "tokenizer.model"]
+    elsewhere = tmp_path / "empty-cache"  # another machine: nothing prepared there
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["cache_dir"] = str(elsewhere)
+    (run / "config.json").write_text(json.dumps(config))
+    sample = run_cli("sample", str(run), "--prompt", "Once upon a time", "--max-new-tokens",
+                     "5")
+    assert sample.returncode == 0, sample.stderr
+    assert "the run's own tokenizer" in sample.stderr
+    evaluated = run_cli("eval", str(run))
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads((run / "eval.json").read_text())
+    assert result["loss"] > 0 and "coherence" in result
+    exported = run_cli("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
+    assert exported.returncode == 0, exported.stderr
+    assert not elsewhere.exists()  # no data was prepared
+

@@ -7,6 +7,7 @@ defaults are declared in `tinyscale.config`; the domains of the data-quality kno
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import ml_collections
@@ -124,8 +125,22 @@ def _parts(knob: str) -> tuple[str, ...]:
     return tuple(knob.split("."))
 
 
+def _check_numbers(node, prefix: str = "") -> None:
+    """By class, over every knob: a float must be finite; a seed a non-negative integer."""
+    for key in node.keys() if hasattr(node, "keys") else ():
+        value, knob = node[key], f"{prefix}{key}"
+        if hasattr(value, "keys"):
+            _check_numbers(value, f"{knob}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            _fail(knob, value, "use a finite number")
+        elif key.endswith("seed") and (not isinstance(value, int) or isinstance(value, bool)
+                                       or value < 0):
+            _fail(knob, value, "use a non-negative integer seed")
+
+
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check every knob a user might get wrong; return the config unchanged."""
+    _check_numbers(c)
     _choice(c, "data.dataset", DATASETS)
     _choice(c, "data.tinystories_version", ("original", "gpt4"))
     _choice(c, "data.tokenizer", TOKENIZERS)
@@ -200,6 +215,11 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
             or not temperature > 0:
         _fail("train.distill_temperature", temperature, "use a positive temperature, e.g. 2")
+    for knob in ("train.b1", "train.b2"):
+        if not isinstance(_get(c, knob), (int, float)) or not 0 <= _get(c, knob) < 1:
+            _fail(knob, _get(c, knob), "an Adam beta is a decay rate in [0, 1), e.g. 0.9")
+    if not isinstance(c.train.eps, (int, float)) or not c.train.eps > 0:
+        _fail("train.eps", c.train.eps, "use a small positive number, e.g. 1e-8")
     for knob in ("train.lr", "train.weight_decay", "train.grad_clip", "train.final_lr_ratio"):
         if not isinstance(_get(c, knob), (int, float)) or _get(c, knob) < 0:
             _fail(knob, _get(c, knob), "use a non-negative number")

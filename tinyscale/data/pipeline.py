@@ -37,7 +37,7 @@ from tinyscale.config import Values, get_config, quality_active
 from tinyscale.data import generated, location, quality, synthstories, tinystories, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
-from tinyscale.train.rundir import is_remote
+from tinyscale.train.rundir import is_remote, write_atomic
 
 FORMAT_VERSION = 1
 
@@ -241,6 +241,26 @@ def verify(data_dir: str) -> None:
     if damaged:
         raise TinyscaleError(f"the prepared data in {data_dir} is damaged ({damaged}): "
                              "delete that folder and run `tinyscale data prepare` again.")
+
+
+def keep_with_run(data_dir: str, run_data) -> None:
+    """Put what evaluating, sampling and exporting a run need into `run_data` (the run's
+    own data/ folder, local or gs://): meta.json (its splits cut to the held-out one, and
+    where the data was prepared), the tokenizer and eval.bin (a hard link where one can
+    be made). A run copied alone to another machine then needs no data dir: it is never
+    prepared again to read a finished run."""
+    if (run_data / "meta.json").exists():
+        return
+    meta = load_meta(data_dir)
+    run_data.mkdir(parents=True, exist_ok=True)
+    for name in (tokenizer_name(meta), "eval.bin"):
+        source, target = os.path.join(data_dir, name), run_data / name
+        try:
+            os.link(source, os.fspath(target))
+        except (OSError, TypeError, NotImplementedError):  # another disk, or gs://
+            target.write_bytes(open(source, "rb").read())
+    kept = {**meta, "splits": {"eval": meta["splits"]["eval"]}, "prepared_in": data_dir}
+    write_atomic(run_data / "meta.json", json.dumps(kept, indent=2))
 
 
 def load_meta(data_dir: str) -> dict:

@@ -239,7 +239,7 @@ def add_creativity(t, prompt_set, completions, lm, say=print) -> dict:
     e, texts = t.config.eval, [text for text, _ in completions]
     data_dir = getattr(t, "data_dir", None)  # eval --hf models have no training split
     index = creativity.NgramIndex.build_or_load(data_dir, say=say) \
-        if e.novelty and data_dir else None
+        if e.novelty and data_dir and "train" in t.meta["splits"] else None
     out = creativity.summary(texts, index)
     for n in (1, 2, 3):
         out[f"distinct_{n}_se"] = bootstrap_se(

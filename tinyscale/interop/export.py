@@ -189,6 +189,12 @@ def export_hf(run_dir: str, out_dir: str, step: int | None = None, say=print) ->
             f"{' with a tokenizer_file' if config.data.tokenizer_file else ''} (a top-K cut "
             "that no Hugging Face tokenizer.json can express): train with data.tokenizer=bpe "
             "or unigram to export.")
+    inside = os.path.relpath(os.path.abspath(out_dir), os.path.abspath(run_dir))
+    if not inside.startswith(".."):  # the run's own files are the trainer's alone
+        raise TinyscaleError(f"--out {out_dir} is inside the run directory {run_dir}: give "
+                             "a place beside it, e.g. --out "
+                             f"{os.path.normpath(run_dir)}-hf (a reader writes nothing into "
+                             "a run).")
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise TinyscaleError(f"--out {out_dir} is not empty: give a new directory (nothing "
                              "is overwritten).")

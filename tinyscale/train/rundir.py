@@ -3,6 +3,7 @@
     <workdir>/config.json   the resolved config      <workdir>/state.json  run state
     <workdir>/metrics.jsonl one object per log step  <workdir>/tb/         TensorBoard
     <workdir>/checkpoints/  orbax                    <workdir>/eval.json, samples.jsonl
+    <workdir>/data/         its tokenizer, held-out split and meta.json (read alone)
     <workdir>/lock          the process training it  <workdir>/eval-step<N>.json, ...
                                                      evaluations of earlier checkpoints,
                                                      eval-<hash>.json of other settings
@@ -57,6 +58,7 @@ class RunDir:
     state_file = property(lambda self: self.path / "state.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    data = property(lambda self: self.path / "data")  # its tokenizer and held-out split
     tensorboard = property(lambda self: self.path / "tb")
     lock_file = property(lambda self: self.path / "lock")
 

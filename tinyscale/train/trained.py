@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import jax
@@ -14,11 +15,11 @@ from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.config import check as config_check
 from tinyscale.config import file as config_file
-from tinyscale.data import pipeline
+from tinyscale.data import location, pipeline
 from tinyscale.errors import TinyscaleError
 from tinyscale.model.spec import ModelSpec
 from tinyscale.train import checkpoint, steps
-from tinyscale.train.rundir import RunDir
+from tinyscale.train.rundir import RunDir, is_remote
 
 
 @dataclasses.dataclass
@@ -60,6 +61,19 @@ def _on(mesh, shapes: dict) -> dict:
         mesh, getattr(v.sharding, "spec", None) or P())) for k, v in shapes.items()}
 
 
+def _data_dir(run: RunDir, config, say) -> str:
+    """The prepared data the run was trained on, where it was prepared; else the run's own
+    copy (its tokenizer and held-out split: a run copied alone to another machine); else
+    (a run trained before runs kept one) prepared again."""
+    prepared = location.data_dir(config, run.sweep_dir)
+    gone = not is_remote(prepared) and not os.path.exists(os.path.join(prepared, "meta.json"))
+    if gone and not is_remote(run.path) and (run.data / "meta.json").exists():
+        say(f"note: {prepared} is not here; reading the run's own tokenizer and held-out "
+            f"split ({run.data}; without the training split there is no novelty)")
+        return os.fspath(run.data)
+    return pipeline.prepare(config, progress=False, sweep_dir=run.sweep_dir)
+
+
 def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None) -> Trained:
     """The run's config, data and parameters at `step` (default: the newest checkpoint
     that restores). Only the parameters are read, not the optimizer state."""
@@ -74,7 +88,7 @@ def load(workdir: str, step: int | None = None, mesh=None, config=None, say=None
             p.name.isdigit() for p in run.checkpoints.iterdir()):
         raise TinyscaleError(f"{workdir} has no checkpoint yet: train it first "
                              "(tinyscale train --workdir ...).")
-    data_dir = pipeline.prepare(config, progress=False, sweep_dir=run.sweep_dir)
+    data_dir = _data_dir(run, config, say)
     meta = pipeline.load_meta(data_dir)
     mesh = mesh or parallel.make_mesh(config)
     params = steps.Params(ModelSpec.from_config(config.model, meta["vocab_size"]), mesh,

@@ -194,7 +194,11 @@ class Trainer:
 
     def _start(self):
         """(arrays, opt_state, step, wall seconds so far per run), from the newest step
-        every run has a good checkpoint of, else from the start."""
+        every run has a good checkpoint of, else from the start. Each run keeps its
+        tokenizer and held-out split (pipeline.keep_with_run)."""
+        if self.lead:
+            for run in self.runs:
+                pipeline.keep_with_run(self.data_dir, run.data)
         arrays = self.params[0].initial
         with jax.set_mesh(self.mesh):
             like = {"params": arrays, "opt_state": self.tx.init(arrays)}
