@@ -28,8 +28,9 @@ from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
 from tinyscale.evals.hf import EXTERNAL
 from tinyscale.model import counting
+from tinyscale.storage import resolve
 from tinyscale.train import branches
-from tinyscale.train.rundir import RunDir, resolve
+from tinyscale.train.rundir import RunDir
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
                   "model.d_ff", "model.n_experts", "model.experts_per_token",

@@ -37,7 +37,7 @@ from tinyscale.config import Values, get_config, quality_active
 from tinyscale.data import generated, location, quality, synthstories, tinystories, tokenizer
 from tinyscale.data.synthstories import instruct
 from tinyscale.errors import TinyscaleError
-from tinyscale.train.rundir import is_remote, write_atomic
+from tinyscale.storage import is_remote, write_atomic
 
 FORMAT_VERSION = 1
 

@@ -22,8 +22,9 @@ from tinyscale.evals.judge import CRITERIA, Judge
 from tinyscale.evals.linkgrammar import LinkGrammar
 from tinyscale.evals.reference_lm import ReferenceLM
 from tinyscale.model import sample
+from tinyscale.storage import write_atomic
 from tinyscale.train import steps, trained
-from tinyscale.train.rundir import RunDir, write_atomic
+from tinyscale.train.rundir import RunDir
 
 PROMPTS_FILE = "prompts.jsonl"  # <sweep>/prompts.jsonl: the real-text prompts of a sweep
 

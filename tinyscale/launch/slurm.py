@@ -15,7 +15,7 @@ import sys
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir
-from tinyscale.train.rundir import is_remote
+from tinyscale.storage import is_remote
 
 
 def _array(indices: list[int]) -> str:

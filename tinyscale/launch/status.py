@@ -14,7 +14,7 @@ import time
 from tinyscale.launch import slurm
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import si
-from tinyscale.train.rundir import is_remote
+from tinyscale.storage import is_remote
 
 
 def render(sweep_dir: str) -> str:

@@ -21,7 +21,8 @@ from etils import epath
 from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.plan import Run
-from tinyscale.train.rundir import RunDir, resolve, write_atomic
+from tinyscale.storage import resolve, write_atomic
+from tinyscale.train.rundir import RunDir
 
 
 def _refuse_change(path, name: str, was: dict, now: dict, prefix: str = "") -> None:

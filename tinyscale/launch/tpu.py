@@ -33,7 +33,7 @@ import time
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
-from tinyscale.train.rundir import is_remote
+from tinyscale.storage import is_remote
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIVE = {"ACTIVE"}

@@ -30,9 +30,9 @@ from jax.experimental import multihost_utils
 from tinyscale import parallel
 from tinyscale.errors import RESUMABLE, TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.storage import write_atomic
 from tinyscale.train import trainer
 from tinyscale.train.lease import host_id
-from tinyscale.train.rundir import write_atomic
 
 EXIT_LOCKED = 0  # another process trains this run: nothing to do here
 

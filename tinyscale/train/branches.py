@@ -21,9 +21,10 @@ import dataclasses
 import json
 
 from tinyscale import config as config_lib
+from tinyscale.storage import is_remote, write_atomic
 from tinyscale.train.checkpoint import Checkpoints
 from tinyscale.train.rundir import BRANCHES as FOLDER
-from tinyscale.train.rundir import RunDir, is_remote, write_atomic
+from tinyscale.train.rundir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)

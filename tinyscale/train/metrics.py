@@ -16,7 +16,8 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tinyscale.errors import TinyscaleError
-from tinyscale.train.rundir import RunDir, is_remote, write_atomic
+from tinyscale.storage import is_remote, write_atomic
+from tinyscale.train.rundir import RunDir
 
 
 def _duration(seconds: float) -> str:

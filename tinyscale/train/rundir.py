@@ -23,31 +23,12 @@ import time
 from etils import epath
 
 from tinyscale.errors import TinyscaleError
+from tinyscale.storage import is_remote, resolve, write_atomic
 from tinyscale.train import lease
 from tinyscale.train.lease import host_id
 
 STATES = ("pending", "running", "done", "failed")
 BRANCHES = "branches"  # <run>/branches/<tokens>/: the one place a run may nest (branches.py)
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """True for object-store URLs (gs://...), which have no O_EXCL and no local files."""
-    return "://" in os.fspath(path)
-
-
-def resolve(path: str | os.PathLike) -> epath.Path:
-    """A local path made absolute (orbax refuses relative ones; a relative path would also
-    change meaning with the working directory); gs:// and other URLs as they are."""
-    path = os.fspath(path)
-    if not is_remote(path):
-        return epath.Path(os.path.abspath(os.path.expanduser(path)))
-    if path.startswith("gs://"):
-        try:
-            import gcsfs  # noqa: F401  (etils.epath reads gs:// through it)
-        except ImportError:
-            raise TinyscaleError(f"{path} is on Google Cloud Storage, which needs gcsfs: "
-                                 "install it with pip install 'tinyscale[gcs]'.") from None
-    return epath.Path(path)
 
 
 class RunDir:
@@ -225,11 +206,3 @@ def _read_owner(path: epath.Path) -> dict | None:
         return json.loads(path.read_text())
     except (ValueError, OSError):
         return None
-
-
-def write_atomic(path: epath.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    tmp.replace(path)
-

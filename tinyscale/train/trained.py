@@ -18,8 +18,9 @@ from tinyscale.config import file as config_file
 from tinyscale.data import location, pipeline
 from tinyscale.errors import TinyscaleError
 from tinyscale.model.spec import ModelSpec
+from tinyscale.storage import is_remote
 from tinyscale.train import checkpoint, steps
-from tinyscale.train.rundir import RunDir, is_remote
+from tinyscale.train.rundir import RunDir
 
 
 @dataclasses.dataclass

@@ -42,6 +42,7 @@ from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
 from tinyscale.evals import run as evals
 from tinyscale.model import counting
 from tinyscale.model.spec import ModelSpec
+from tinyscale.storage import is_remote
 from tinyscale.train import (
     branches,
     checkpoint,
@@ -54,7 +55,7 @@ from tinyscale.train import (
     trained,
 )
 from tinyscale.train.lease import host_id
-from tinyscale.train.rundir import RunDir, is_remote
+from tinyscale.train.rundir import RunDir
 
 
 def main(config, workdir: str) -> int:
