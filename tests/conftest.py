@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 
+from tinyscale import cli
 from tinyscale import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +37,22 @@ def run_cli(*args, env=None, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "tinyscale.cli", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd or ROOT,
                           timeout=timeout)
+
+
+@pytest.fixture
+def refused(capfd):
+    """`refused(*ARGS, env=...)`: run `tinyscale ARGS` in this process (the command's own
+    main(), as `python -m tinyscale.cli` runs it) and return its CompletedProcess. For
+    commands that end before any work, such as refusals: a subprocess would spend 2 s
+    importing jax for each. The output is read at the file descriptors, so a log line or
+    warning from C code counts as it would in a terminal."""
+    def call(*args, env=None):
+        capfd.readouterr()
+        with mock.patch.dict(os.environ, env or {}):
+            code = cli.main([str(a) for a in args])
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["tinyscale", *args], code, out, err)
+    return call
 
 
 @pytest.fixture(scope="module")

@@ -118,8 +118,8 @@ def test_sigterm_and_sigkill_in_a_branch_then_resume_is_bit_identical(
     ((*WSD, "--config.train.branches=(-1,)"), "token budgets"),
     ((*WSD, "--config.train.branches=(1024,)"), "outside the run's stable phase"),
 ])
-def test_bad_branches_are_one_line(cache, tmp_path, overrides, says):
-    result = run_cli(*train_args(tmp_path / "run", cache, "--config.train.steps=30",
+def test_bad_branches_are_one_line(cache, tmp_path, overrides, says, refused):
+    result = refused(*train_args(tmp_path / "run", cache, "--config.train.steps=30",
                                  *overrides))
     assert result.returncode == 2, result.stderr
     assert "config.train.branches" in result.stderr and says in result.stderr

@@ -116,7 +116,7 @@ def test_eval_hf_scores_a_local_gpt_neo_beside_the_sweep(cache, tmp_path):  # no
     assert report.compute(str(sweep), bootstrap=20, include_external=True).n_final == 1
 
 
-def test_a_top_k_tokenizer_run_is_refused_in_one_line(tmp_path):
+def test_a_top_k_tokenizer_run_is_refused_in_one_line(tmp_path, refused):
     """A run on GPT-Neo's top-K tokenizer: no Hugging Face tokenizer.json expresses the
     cut, so export says so before reading or writing anything."""
     from tinyscale import config as config_lib
@@ -125,7 +125,7 @@ def test_a_top_k_tokenizer_run_is_refused_in_one_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(c.to_dict()))
-    result = run_cli("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
+    result = refused("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "data.tokenizer" in result.stderr
     assert not (tmp_path / "hf").exists()

@@ -55,10 +55,10 @@ BAD_SWEEPS = [
 
 
 @pytest.mark.parametrize("source, message", BAD_SWEEPS)
-def test_malformed_sweep_is_reported_before_launching(tmp_path, source, message):
+def test_malformed_sweep_is_reported_before_launching(tmp_path, source, message, refused):
     path = tmp_path / "bad_sweep.py"
     path.write_text(source)
-    result = run_cli("sweep", "run", str(path), "--sweep-dir", str(tmp_path / "sweep"))
+    result = refused("sweep", "run", str(path), "--sweep-dir", str(tmp_path / "sweep"))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0

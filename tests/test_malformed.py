@@ -271,22 +271,38 @@ CASES = [
 
 
 @pytest.mark.parametrize("build, says", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_malformed_input_is_one_line_exit_2_and_loses_nothing(world, build, says):
-    env = {"TINYSCALE_TEST_CACHE": str(world / "cache")}
-    if "gcs]" in says:  # a machine without gcsfs: a gcsfs that cannot be imported
-        blocked = world / "no-gcsfs"
-        write(blocked / "gcsfs" / "__init__.py", "raise ImportError('gcsfs is absent')\n")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(blocked),
-                                                          os.environ.get("PYTHONPATH")]))
+def test_malformed_input_is_one_line_exit_2_and_loses_nothing(world, build, says, refused,
+                                                               monkeypatch):
+    """Each case through the command's main() in this process (the test below runs a few
+    through `python -m tinyscale.cli` itself)."""
+    if "gcs]" in says:  # a machine without gcsfs: importing it fails
+        monkeypatch.setitem(sys.modules, "gcsfs", None)
     before = md5s(world / "done")
     argv = build(world)
-    result = run_cli(*argv, env=env)
+    result = refused(*argv, env={"TINYSCALE_TEST_CACHE": str(world / "cache")})
     err = result.stderr.strip()
     assert result.returncode == 2, (argv, result.stdout[-500:], err[-2000:])
     assert "Traceback" not in err and err.count("\n") == 0, err
     assert err.startswith("tinyscale: error: ") and says in err, err
     assert md5s(world / "done") == before
     assert not (world / "no-ckpt" / "checkpoints").exists()  # eval created nothing
+
+
+@pytest.mark.parametrize("case", ["unknown key", "gs:// without gcsfs", "unknown command"])
+def test_the_command_itself_says_one_line_and_exits_2(world, case):
+    """The same as above through `python -m tinyscale.cli`, with a gcsfs that cannot be
+    imported on the path for the gs:// case."""
+    _, build, says = next(c for c in CASES if c[0] == case)
+    env = {"TINYSCALE_TEST_CACHE": str(world / "cache")}
+    if "gcs]" in says:
+        blocked = world / "no-gcsfs"
+        write(blocked / "gcsfs" / "__init__.py", "raise ImportError('gcsfs is absent')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(blocked),
+                                                          os.environ.get("PYTHONPATH")]))
+    result = run_cli(*build(world), env=env)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("tinyscale: error: ") and says in err, err
 
 
 def test_a_second_trainer_of_a_locked_run_is_refused(world):

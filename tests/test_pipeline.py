@@ -93,9 +93,9 @@ def test_show_prints_stories_and_counts(synth_data):
     (["data", "prepare", "--config.train.lr=fast"], "train.lr"),
     (["data", "show", "--data-dir", "/nonexistent"], "data prepare"),
 ])
-def test_bad_input_is_one_line_exit_2(tmp_path, args, knob):
+def test_bad_input_is_one_line_exit_2(tmp_path, args, knob, refused):
     cache = [f"--config.data.cache_dir={tmp_path}"] if args[1] == "prepare" else []
-    result = run_cli(*args, *cache)
+    result = refused(*args, *cache)
     assert result.returncode == 2
     assert knob in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0

@@ -67,8 +67,8 @@ def test_prepare_tinystories_through_the_cli(tmp_path):
     assert any(story.split("\n")[0] in result.stdout for story in EXPECTED)
 
 
-def test_missing_manual_dir_is_one_line_exit_2(tmp_path):
-    result = run_cli("data", "prepare", "--dataset", "tinystories", "--manual-dir",
+def test_missing_manual_dir_is_one_line_exit_2(tmp_path, refused):
+    result = refused("data", "prepare", "--dataset", "tinystories", "--manual-dir",
                      str(tmp_path / "nowhere"), "--data-dir", str(tmp_path / "data"),
                      f"--config.data.cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 2
@@ -77,10 +77,10 @@ def test_missing_manual_dir_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_empty_file_is_one_line_exit_2(tmp_path):
+def test_empty_file_is_one_line_exit_2(tmp_path, refused):
     manual = tmp_path / "manual"
     write_files(manual, "original", "\r\n<|endoftext|>\r\n  \r\n")
-    result = run_cli("data", "prepare", "--dataset", "tinystories", "--manual-dir", str(manual),
+    result = refused("data", "prepare", "--dataset", "tinystories", "--manual-dir", str(manual),
                      "--data-dir", str(tmp_path / "data"),
                      f"--config.data.cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 2, result.stderr
@@ -128,9 +128,9 @@ def test_instruct_files_under_either_name(tmp_path, capsys):
         assert lines == [f"reading {read}-train.txt, {read}-valid.txt from {folder}"]
 
 
-def test_missing_instruct_files_name_both_spellings(tmp_path):
+def test_missing_instruct_files_name_both_spellings(tmp_path, refused):
     os.makedirs(tmp_path / "manual")
-    result = run_cli("data", "prepare", "--dataset", "tinystories", "--manual-dir",
+    result = refused("data", "prepare", "--dataset", "tinystories", "--manual-dir",
                      str(tmp_path / "manual"), "--config.data.instruct=True",
                      "--data-dir", str(tmp_path / "data"),
                      f"--config.data.cache_dir={tmp_path / 'cache'}")

@@ -163,8 +163,8 @@ def test_a_bad_tokenizer_json_is_one_line(tmp_path, gpt2, corpus, damage, says):
     (["--config.data.tokenizer=unigram", "--config.data.tokenizer_file=pyproject.toml"],
      "config.data.tokenizer="),
 ])
-def test_bad_tokenizer_knobs_are_one_line_exit_2(tmp_path, args, knob):
-    result = run_cli("data", "prepare", "--data-dir", str(tmp_path / "data"), *args,
+def test_bad_tokenizer_knobs_are_one_line_exit_2(tmp_path, args, knob, refused):
+    result = refused("data", "prepare", "--data-dir", str(tmp_path / "data"), *args,
                      f"--config.data.cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and knob in result.stderr

@@ -228,10 +228,10 @@ def test_nan_loss_fails_the_run(cache, tmp_path):
     ("--config.mesh.tensor=3", "mesh"),
     ("--config.model.d_model=48", "model.d_model"),  # a different run in the same workdir
 ])
-def test_bad_config_never_touches_the_run(reference, cache, override, knob):
+def test_bad_config_never_touches_the_run(reference, cache, override, knob, refused):
     before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in
               os.walk(reference) for p in fs}
-    result = run_cli(*train_args(reference, cache, "--config.train.steps=40",
+    result = refused(*train_args(reference, cache, "--config.train.steps=40",
                                  *override.split()))
     assert result.returncode == 2
     assert knob in result.stderr and "Traceback" not in result.stderr

@@ -18,7 +18,6 @@ import sys
 
 import numpy as np
 
-from analysis import report
 from tinyscale import process
 from tinyscale.config import file as config_file
 from tinyscale.data import pipeline, quality, tokenizer
@@ -182,6 +181,7 @@ def _sweep_teardown(args, overrides):
 
 
 def _analyze(args, overrides):
+    from analysis import report  # scipy, pandas, matplotlib: 1.4 s that other commands skip
     path = report.build(args.sweep_dir, args.out, args.threshold, args.bootstrap,
                         args.include_external)
     print(f"wrote {path} (figures/ and runs.csv beside it)")

@@ -22,7 +22,6 @@ import re
 import time
 
 import numpy as np
-import pandas as pd
 import sentencepiece as spm
 
 from tinyscale.data import pipeline
@@ -60,6 +59,7 @@ class _WordHashes:
 
     def __call__(self, tokens) -> np.ndarray:
         """Hashes of `tokens` (a sequence of words), as uint64."""
+        import pandas as pd  # 0.25 s at every start of `tinyscale`; only novelty needs it
         codes, uniques = pd.factorize(np.asarray(tokens, dtype=object), sort=False)
         table = np.fromiter((self._one(w) for w in uniques), np.uint64, len(uniques))
         return table[codes]
