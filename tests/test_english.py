@@ -58,7 +58,7 @@ def test_real_english_through_prepare_train_eval_analyze(tmp_path):
             "coherence", "words", "ended", "truncated", "looping", "distinct_1",
             "distinct_2", "distinct_3", "novelty", "mauve", "fluency")
     stored = (sweep / "prompts.jsonl").read_text().splitlines()
-    assert len(stored) == 12  # the sweep's prompts, kept for every run and eval --hf model
+    assert len(stored) == 8  # the sweep's prompts, kept for every run and eval --hf model
     for run in sorted((sweep / "runs").iterdir()):
         result = json.loads((run / "eval.json").read_text())
         for key in keys:
@@ -66,7 +66,7 @@ def test_real_english_through_prepare_train_eval_analyze(tmp_path):
         for key in ("consistency", "consistency_entity", "context_use"):
             assert f"{key}_chance" in result and f"{key}_above_chance" in result, key
         samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-        assert len(samples) == 12
+        assert len(samples) == 8
         for s, line in zip(samples, stored, strict=True):
             assert s["prompt"] == json.loads(line)["prompt"]
             # cut on its own characters: the story, byte for byte, mended

@@ -138,6 +138,7 @@ def test_reference_lm_separates_real_from_shuffled(english):
     except MissingOptional as missing:
         pytest.skip(str(missing))
     real, shuffled = english
+    real, shuffled = real[::3], shuffled[::3]  # 80 of each, from both halves of the file
     score = auc(lm.mean_logp(real), lm.mean_logp(shuffled))
     print(f"\nreference LM AUC real vs shuffled: {score:.3f}")
     assert score >= 0.9
