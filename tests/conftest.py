@@ -24,6 +24,17 @@ def small_config(tmp_dir: str):
     return c
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for every process of this test session (both xdist
+    workers, every sweep's workers too: the launchers use the folder the environment
+    names): a shape compiled once is loaded after, as a user's sweeps would share one.
+    Fresh for each session, so nothing compiled by earlier code is reused."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ[config_lib.COMPILATION_CACHE_ENV] = str(shared / "jax-cache")
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """(config, data dir) of a prepared small SynthStories corpus."""

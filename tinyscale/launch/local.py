@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from tinyscale import config as config_lib
 from tinyscale.data import location, pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, RESUMABLE
 from tinyscale.launch.sweepdir import SweepDir, run_config
@@ -119,7 +120,8 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
         runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
     units = _units(sweep, runs, configs)
     _prepare_data(sweep, runs, configs, say)
-    cache = str(sweep.compilation_cache)
+    # the sweep's own cache, unless the user's environment names one (or turns it off)
+    cache = os.environ.get(config_lib.COMPILATION_CACHE_ENV, str(sweep.compilation_cache))
     active, finished, free = {}, set(), list(range(parallel))
     stopping = []
     old = {s: signal.signal(s, lambda n, f: stopping.append(n))
@@ -141,7 +143,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                         continue
                     slot = free.pop(0)
                     env, cores = _device_env(slot, parallel, gpus)
-                    env["TINYSCALE_COMPILATION_CACHE"] = cache
+                    env[config_lib.COMPILATION_CACHE_ENV] = cache
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "tinyscale.cli", "sweep", "worker", sweep_dir,
                          "--index", *[str(r["index"]) for r in todo]],

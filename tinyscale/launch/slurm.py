@@ -13,9 +13,12 @@ import os
 import subprocess
 import sys
 
+from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.storage import is_remote
+
+CACHE = config_lib.COMPILATION_CACHE_ENV
 
 
 def _array(indices: list[int]) -> str:
@@ -45,7 +48,8 @@ def render_script(sweep_dir: str, launch, indices: list[int]) -> str:
         lines.append(f"#SBATCH --gpus-per-task={launch.slurm_gpus}")
     lines += [f"#SBATCH {x.strip()}" for x in launch.slurm_extra.split(";") if x.strip()]
     lines += ["set -euo pipefail",
-              f"export TINYSCALE_COMPILATION_CACHE={os.path.join(sweep_dir, 'jax_cache')}",
+              # the sweep's cache unless the submitting environment names one
+              f"export {CACHE}=${{{CACHE}-{os.path.join(sweep_dir, 'jax_cache')}}}",
               f"srun {sys.executable} -m tinyscale.cli sweep worker {sweep_dir} "
               "--index \"$SLURM_ARRAY_TASK_ID\""]
     return "\n".join(lines) + "\n"
