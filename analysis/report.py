@@ -1,4 +1,5 @@
 """`tinyscale analyze SWEEP_DIR`: report.html (figures embedded), PNGs and the CSV.
+One file: the report's tables and steps, read in the order the report shows them.
 
 Three steps, each its own function: `compute` (fits, emergence, comparisons: numbers
 only), `draw` (the figures), and `template.page` (the HTML). Paths go through

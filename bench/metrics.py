@@ -40,7 +40,7 @@ from tests.controls import (  # noqa: E402
 from tinyscale.evals import MissingOptional, coherence  # noqa: E402
 from tinyscale.evals.coherence import METRICS, synth_scores  # noqa: E402
 from tinyscale.evals.prompts import Prompt, cut_text, synth_prompts  # noqa: E402
-from tinyscale.evals.run import (  # noqa: E402
+from tinyscale.evals.scoring import (  # noqa: E402
     ReferenceScores,
     context_pairs,
     english_grammar,
@@ -175,7 +175,7 @@ def main():
     except MissingOptional as missing:
         print(f"skipped: {missing}")
     try:
-        from tinyscale.evals.reference_lm import ReferenceLM
+        from tinyscale.model.reference_lm import ReferenceLM
         lm = ReferenceLM()
         a, b = lm.mean_logp(real), lm.mean_logp(shuffled)
         print(f"{'reference LM, mean log p':<30} real {a.mean():.3f}  shuffled {b.mean():.3f}  "

@@ -1,4 +1,5 @@
 """tinyscale's train step against the PyTorch peer, side by side in one invocation.
+One file: a benchmark run as one script, its method written out below.
 
     python bench/peer.py [--shapes d64-L2-h4,d256-L4-h8,d512-L8-h8] [--rounds 5]
                          [--seconds 2] [--out results.json]

@@ -164,7 +164,7 @@ def test_mauve_on_reference_lm_features():
     the same continuations word-shuffled: real English scores well above its shuffle."""
     _mauve_or_skip()
     try:
-        from tinyscale.evals.reference_lm import ReferenceLM
+        from tinyscale.model.reference_lm import ReferenceLM
         lm = ReferenceLM()
     except MissingOptional as missing:
         pytest.skip(str(missing))

@@ -133,7 +133,7 @@ def test_link_grammar_through_ctypes_equals_debians_python_bindings(english):
 
 def test_reference_lm_separates_real_from_shuffled(english):
     try:
-        from tinyscale.evals.reference_lm import ReferenceLM
+        from tinyscale.model.reference_lm import ReferenceLM
         lm = ReferenceLM()
     except MissingOptional as missing:
         pytest.skip(str(missing))

@@ -96,6 +96,29 @@ def test_no_import_circle():
     assert _cycles(_graph()) == []
 
 
+# The packages of tinyscale as layers (docs/architecture.md): each imports only the ones
+# before it; the modules beside the layers (errors, storage, parallel, process) any.
+LAYERS = ("config", "model", "data", "train", "interop", "evals", "launch", "cli")
+
+
+def _layer(module: str) -> int | None:
+    part = module.split(".")[1] if module.count(".") else None
+    return LAYERS.index(part) if part in LAYERS else None
+
+
+def test_no_layer_imports_one_above_it():
+    up = [f"{module} imports {dep}" for module, deps in _graph().items()
+          if module.startswith("tinyscale.") and _layer(module) is not None
+          for dep in deps if dep.startswith("tinyscale.") and _layer(dep) is not None
+          and _layer(dep) > _layer(module)]
+    assert up == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("tinyscale.data.quality") < _layer("tinyscale.evals.run")
+    assert _layer("tinyscale.errors") is None and _layer("tinyscale.cli") == len(LAYERS) - 1
+
+
 def test_tinyscale_does_not_import_analysis_bench_or_sweeps():
     wrong = []
     for module, path in MODULES.items():

@@ -221,7 +221,8 @@ def test_prepare_with_a_tokenizer_file_keys_the_data_by_its_contents(tmp_path, g
 def test_reference_lm_control_tokens_are_single_ids():
     """SmolLM2's control tokens (<|im_start|>, <|im_end|>, <|endoftext|>) encode to their
     own ids, not to pieces."""
-    from tinyscale.evals import MissingOptional, reference_lm
+    from tinyscale.errors import MissingOptional
+    from tinyscale.model import reference_lm
     try:
         path = reference_lm.gguf_path()
     except MissingOptional as missing:

@@ -168,7 +168,7 @@ def test_the_set_up_script_builds_an_environment_that_trains_and_evaluates(env, 
     python = str(home / "tinyscale-venv" / "bin" / "python")
     check = subprocess.run([python, "-c", (
         "from tinyscale.evals.linkgrammar import LinkGrammar\n"
-        "from tinyscale.evals.reference_lm import ReferenceLM\n"
+        "from tinyscale.model.reference_lm import ReferenceLM\n"
         "g = LinkGrammar()\n"
         "print(g.parses('The cat sat on the mat.'), g.parses('mat the on sat cat The.'))\n"
         "ReferenceLM()\n")], cwd=home, env=boot_env, capture_output=True, text=True)

@@ -1,4 +1,5 @@
 """The `tinyscale` command.
+One file: the argparse table and the dispatch it names, read together.
 
     tinyscale data prepare [--config FILE[:ARG]] [--dataset D] [--manual-dir DIR] [--data-dir DIR]
     tinyscale data show --data-dir DIR
@@ -106,7 +107,7 @@ def _print_summary(data_dir: str, n_stories: int = 3) -> None:
 
 def _train(args, overrides):
     config = _config(args, overrides)
-    return trainer.main(config, args.workdir)
+    return trainer.main(config, args.workdir, evals_run.evaluate)
 
 
 def _sample(args, overrides):

@@ -12,3 +12,7 @@ RESUMABLE = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
 
 class TinyscaleError(Exception):
     """A user error: the message is one sentence naming the knob and the fix."""
+
+
+class MissingOptional(Exception):
+    """An optional evaluation part is not installed; the message says how to install it."""

@@ -1,4 +1,6 @@
 """Prepare a corpus once, then serve batches as a pure function of the step.
+One file: the on-disk format below is written by `prepare` and read by `verify`,
+`tokens` and `Batches`, so writer and readers stay beside it.
 
 On-disk format of a prepared data directory (written to a temp dir, then moved in,
 meta.json last, so a directory with meta.json is complete; each use checks the files

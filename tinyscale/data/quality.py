@@ -9,7 +9,7 @@ story and keeps the best `data.filter_keep` share, as Phi kept "textbook-quality
 * `grammar` (SynthStories): the share of a story's sentences that the corpus grammar
   accepts with no consistency error (names, pronouns, objects) -- exact;
 * `reference_lm` (any English): the story's mean log-likelihood per token under the
-  reference LM (SmolLM2-135M, `evals/reference_lm.py`), scored in batches.
+  reference LM (SmolLM2-135M, `model/reference_lm.py`), scored in batches.
 
 Scores are cached under `data.cache_dir/scores/`, keyed by the corpus (noise included)
 and the filter, so other `filter_keep` shares reuse them, and saved with the prepared
@@ -36,7 +36,7 @@ from tinyscale.config import noise_kinds as kinds
 from tinyscale.data import location
 from tinyscale.data.synthstories.corrupt import CORRUPTIONS
 from tinyscale.data.synthstories.validate import validate
-from tinyscale.evals.reference_lm import ReferenceLM
+from tinyscale.model.reference_lm import ReferenceLM
 
 LM_BATCH = 16  # stories per reference-LM batch (sorted by length: little padding)
 

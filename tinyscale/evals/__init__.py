@@ -1,5 +1,3 @@
 """Evaluation: held-out loss, story completions and their coherence metrics."""
 
-
-class MissingOptional(Exception):
-    """An optional evaluation part is not installed; the message says how to install it."""
+from tinyscale.errors import MissingOptional  # noqa: F401 (where evaluation code looks)

@@ -12,7 +12,7 @@
                   object mention; on real English the entity tracker's rules
                   (`evals/entities.py`: names introduced, pronouns that fit a character,
                   "the X" only for what was introduced), times the reference LM's context
-                  use when it runs (`context_factor`, see evals/run.py);
+                  use when it runs (`context_factor`, see evals/scoring.py);
 * completion      the story ends well, at a length fit for its story, without loops:
                   (1 - the share of repeated word 4-grams) x, when the model emitted EOS,
                   [its last sentence is finished] x min(1, words / (LENGTH_TARGET x the

@@ -1,4 +1,5 @@
 """Entity tracking for real English: do a completion's mentions fit its story?
+One file: the rules written out below and the one tracker that applies them.
 
 `track(prompt, completion)` reads the prompt and then the completion as one text (the
 prompt is cut mid-sentence, the completion goes on from there) and checks each mention

@@ -1,4 +1,5 @@
 """Words and text of the entity tracker (`tinyscale.evals.entities`).
+One file: the word lists are data, read together with the loader that merges them.
 
 Word lists, from two sources, loaded lazily once (`lexicon()`, cached):
 

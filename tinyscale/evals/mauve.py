@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from tinyscale.evals import MissingOptional
-from tinyscale.evals.reference_lm import ReferenceLM
+from tinyscale.model.reference_lm import ReferenceLM
 
 INSTALL = "pip install mauve-text faiss-cpu scikit-learn"
 SEEDS = (0, 1, 2, 3, 4)

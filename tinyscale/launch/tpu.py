@@ -1,4 +1,5 @@
 """The Cloud TPU backend: queued resources working a sweep stored on gs://.
+One file: one backend, from creating the slots to tearing them down.
 
 `launch` creates `launch.tpu_slots` queued resources (`gcloud compute tpus
 queued-resources create ... [--spot]`) and, as each turns ACTIVE, sets it up and starts

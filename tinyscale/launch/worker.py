@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from tinyscale import parallel
 from tinyscale.errors import RESUMABLE, TinyscaleError
+from tinyscale.evals import run as evals
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.storage import write_atomic
 from tinyscale.train import trainer
@@ -91,7 +92,8 @@ def _train(sweep: SweepDir, indices: list[int]) -> int:
     runs = [sweep.runs()[i] for i in indices]
     rundirs = [sweep.rundir(r["name"]) for r in runs]
     try:
-        return trainer.train([run_config(r) for r in runs], [str(d.path) for d in rundirs])
+        return trainer.train([run_config(r) for r in runs], [str(d.path) for d in rundirs],
+                             evals.evaluate)
     except TinyscaleError:
         raise
     except Exception as error:  # a crash: keep the error on the runs, let the launcher retry

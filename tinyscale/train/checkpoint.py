@@ -105,3 +105,20 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def restore_common(ckpts: list[Checkpoints], state_like, says: list) -> tuple[int, list] | None:
+    """(step, the state of each of `ckpts` there) at the newest step every one of them has
+    a checkpoint of that restores, or None. A damaged one is set aside (and named through
+    its `says` entry), and the step before tried."""
+    common = set.intersection(*(set(ck.steps()) for ck in ckpts))
+    for step in sorted(common, reverse=True):
+        states = []
+        for ck, say in zip(ckpts, says, strict=True):
+            try:
+                states.append(ck.restore(state_like, step))
+            except Exception as error:  # a damaged one: set aside, try the step before
+                ck._set_aside(step, error, say)
+        if len(states) == len(ckpts):
+            return step, states
+    return None

