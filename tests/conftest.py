@@ -51,12 +51,12 @@ def run_cli(*args, env=None, cwd=None, timeout=600):
 
 
 @pytest.fixture
-def refused(capfd):
-    """`refused(*ARGS, env=...)`: run `tinyscale ARGS` in this process (the command's own
+def command(capfd):
+    """`command(*ARGS, env=...)`: run `tinyscale ARGS` in this process (the command's own
     main(), as `python -m tinyscale.cli` runs it) and return its CompletedProcess. For
-    commands that end before any work, such as refusals: a subprocess would spend 2 s
-    importing jax for each. The output is read at the file descriptors, so a log line or
-    warning from C code counts as it would in a terminal."""
+    commands no signal or device count is sent to, such as refusals: a subprocess would
+    spend 2 s importing jax for each. The output is read at the file descriptors, so a
+    log line or warning from C code counts as it would in a terminal."""
     def call(*args, env=None):
         capfd.readouterr()
         with mock.patch.dict(os.environ, env or {}):
@@ -66,16 +66,31 @@ def refused(capfd):
     return call
 
 
+@pytest.fixture
+def refused(command):
+    """`command`, named for the tests of refusals."""
+    return command
+
+
+SMOKE = os.path.join(ROOT, "sweeps", "quickstart.py") + ":smoke"
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory):
+    """A data cache with the smoke corpus prepared, by `tinyscale data prepare` run in
+    this process: once per test process, for every test that trains smoke runs (they
+    only read it; tests of preparing data use their own)."""
+    cache = str(tmp_path_factory.mktemp("smoke-cache"))
+    assert cli.main(["data", "prepare", "--config", SMOKE,
+                     f"--config.data.cache_dir={cache}"]) == 0
+    return cache
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Environment for launcher subprocesses (tests of sweeps): a shared data cache
-    with the smoke corpus prepared (tests/data/tiny_sweep.py reads it)."""
-    cache = str(tmp_path_factory.mktemp("cache"))
-    env = {"TINYSCALE_TEST_CACHE": cache}
-    result = run_cli("data", "prepare", "--config", os.path.join(ROOT, "sweeps",
-                     "quickstart.py") + ":smoke", f"--config.data.cache_dir={cache}")
-    assert result.returncode == 0, result.stderr
-    return env
+def env(smoke_cache):
+    """Environment for launcher subprocesses (tests of sweeps): the data cache with the
+    smoke corpus prepared (tests/data/tiny_sweep.py reads it)."""
+    return {"TINYSCALE_TEST_CACHE": smoke_cache}
 
 
 def wait_for(condition, proc, what, timeout=300, every=0.001):

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from tests.controls import english_stories
+from tests.test_malformed import md5s
 
 SWEEP = os.path.join(ROOT, "tests", "data", "english_sweep.py")
 CURLY = str.maketrans({"'": "\u2019"})
@@ -71,7 +72,9 @@ def test_real_english_through_prepare_train_eval_analyze(tmp_path):
             assert s["prompt"] == json.loads(line)["prompt"]
             # cut on its own characters: the story, byte for byte, mended
             assert s["prompt"] + s["reference"] in valid, s["prompt"][:80]
+    runs = md5s(sweep / "runs")
     report = run_cli("analyze", str(sweep), "--bootstrap", "20")
     assert report.returncode == 0, report.stderr[-2000:]
+    assert md5s(sweep / "runs") == runs  # the report goes beside the runs, changing none
     page = (sweep / "report.html").read_text()
     assert "How the models write" in page and "ended (EOS)" in page

@@ -173,7 +173,9 @@ def test_coherence_increases_across_training(tmp_path):
     -0.01/0.30, 0.64/0.73 -- coherence dipped before the jump; fused loss 0.11/0.09,
     0.32/0.38, 0.64/0.72; query blocks of 64: 0.02/0.12, 0.44/0.73, 0.62/0.76), so the
     final checkpoint must be beyond two standard errors above the first one (before the
-    transition) and not below the later ones beyond two standard errors.
+    transition). The 1M-token checkpoint, where the jump may or may not have come, is
+    not evaluated here (it decides nothing); 64 prompts keep two standard errors of the
+    difference near 0.15, against a jump of ~0.5.
     """
     import os
 
@@ -183,11 +185,11 @@ def test_coherence_increases_across_training(tmp_path):
     result = run_cli("train", "--config", os.path.join(ROOT, "sweeps", "quickstart.py"),
                      "--workdir", str(workdir), "--config.train.tokens=2000000",
                      "--config.train.checkpoint_every=250", "--config.train.keep_checkpoints=10",
-                     "--config.eval.at_end=False", "--config.eval.prompts=96",
+                     "--config.eval.at_end=False", "--config.eval.prompts=64",
                      f"--config.data.cache_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     scores = []
-    for step in (250, 500, 977):  # 0.5M, 1M and 2M tokens
+    for step in (250, 977):  # 0.5M and 2M tokens
         r = evals.evaluate(str(workdir), step)
         scores.append(r)
         from tinyscale.train.rundir import RunDir
@@ -196,18 +198,12 @@ def test_coherence_increases_across_training(tmp_path):
         print(f"\nstep {step}: grammar {r['grammar']:.3f} consistency above chance "
               f"{r['consistency_above_chance']:.3f} coherence {r['coherence']:.3f}\n"
               f"  ...{sample['prompt'][-80:]}|{sample['continuation'][:200]}")
-    final = scores[-1]
-
-    def margin(early, key):  # two standard errors of the difference
-        return 2 * np.hypot(early[f"{key}_se"], final[f"{key}_se"])
-    for i, early in enumerate(scores[:-1]):
-        for key in ("coherence", "consistency_above_chance"):
-            if i == 0:  # before the transition: the final checkpoint is well above it
-                assert final[key] >= early[key] + margin(early, key), key
-            else:  # the jump may already be behind: no step back beyond the noise
-                assert final[key] >= early[key] - margin(early, key), key
-        assert final["grammar"] >= early["grammar"] - 0.05
-    assert scores[0]["consistency_above_chance"] <= 0.2  # before the transition
+    first, final = scores
+    for key in ("coherence", "consistency_above_chance"):  # beyond two standard errors
+        margin = 2 * np.hypot(first[f"{key}_se"], final[f"{key}_se"])
+        assert final[key] >= first[key] + margin, (key, first[key], final[key], margin)
+    assert final["grammar"] >= first["grammar"] - 0.05
+    assert first["consistency_above_chance"] <= 0.2  # before the transition
     assert final["coherence"] >= 0.6 and final["consistency_above_chance"] >= 0.4
 
 

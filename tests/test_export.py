@@ -23,13 +23,14 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("arch", sorted(FAMILIES))
-def test_an_export_loads_in_transformers_with_the_same_logits(cache, tmp_path, arch):  # noqa: F811
+def test_an_export_loads_in_transformers_with_the_same_logits(cache, tmp_path, arch,  # noqa: F811
+                                                              command):
     run, out = tmp_path / "run", tmp_path / "hf"
-    result = run_cli("train", "--config", SMOKE, "--workdir", str(run),
+    result = command("train", "--config", SMOKE, "--workdir", str(run),
                      f"--config.data.cache_dir={cache}", "--config.train.steps=5",
                      "--config.eval.at_end=false", *FAMILIES[arch])
     assert result.returncode == 0, result.stderr
-    result = run_cli("export", str(run), "--format", "hf", "--out", str(out))
+    result = command("export", str(run), "--format", "hf", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["architectures"] == [arch]
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
@@ -46,7 +47,7 @@ def test_an_export_loads_in_transformers_with_the_same_logits(cache, tmp_path, a
     tok = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
     text = "Once upon a time, Lily and Tom found a  big red ball.\nThey played all day!"
     assert tok(text, add_special_tokens=False)["input_ids"] == t.sp.encode(text)
-    again = run_cli("export", str(run), "--format", "hf", "--out", str(out))
+    again = command("export", str(run), "--format", "hf", "--out", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr  # nothing overwritten
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import gcs_emulator
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, SMOKE, wait_for
 from tinyscale.launch import plan
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.train import lease
@@ -131,7 +131,6 @@ def test_a_lease_is_renewed_by_its_holders_thread_and_freed_when_the_holder_dies
         del os.environ["TINYSCALE_HOST"]
 
 
-SMOKE = os.path.join(ROOT, "sweeps", "quickstart.py") + ":smoke"
 
 
 def train_cmd(workdir, cache, *extra):
@@ -149,13 +148,8 @@ def gs_losses(url):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("cache"))
-    result = subprocess.run([sys.executable, "-m", "tinyscale.cli", "data", "prepare", "--config",
-                             SMOKE, f"--config.data.cache_dir={path}"], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return path
+def cache(smoke_cache):
+    return smoke_cache
 
 
 def test_a_run_on_gs_is_preempted_and_resumes_like_a_local_run(gcs, cache, tmp_path):

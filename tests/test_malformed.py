@@ -13,9 +13,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, SMOKE, run_cli
 
-SMOKE = os.path.join(ROOT, "sweeps", "quickstart.py") + ":smoke"
 TINY = os.path.join(ROOT, "tests", "data", "tiny_sweep.py")
 
 

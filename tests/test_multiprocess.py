@@ -20,12 +20,9 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, smoke_cache):
     from tests.conftest import run_cli
-    from tests.test_train import SMOKE
-    cache = str(tmp_path / "cache")
-    assert run_cli("data", "prepare", "--config", SMOKE,
-                   f"--config.data.cache_dir={cache}").returncode == 0
+    cache = smoke_cache
     common = ["--config.train.steps=10", "--config.train.log_every=1"]
     single = run_cli(*train_args(tmp_path / "single", cache, *common),
                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})

@@ -12,18 +12,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, run_cli, wait_for
-
-SMOKE = os.path.join(ROOT, "sweeps", "quickstart.py") + ":smoke"
+from tests.conftest import ROOT, SMOKE, run_cli, wait_for
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(smoke_cache):
     """A cache dir with the smoke corpus already prepared (shared by the runs below)."""
-    path = str(tmp_path_factory.mktemp("cache"))
-    result = run_cli("data", "prepare", "--config", SMOKE, f"--config.data.cache_dir={path}")
-    assert result.returncode == 0, result.stderr
-    return path
+    return smoke_cache
 
 
 def train_args(workdir, cache, *extra):
