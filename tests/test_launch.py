@@ -65,8 +65,8 @@ def test_malformed_sweep_is_reported_before_launching(tmp_path, source, message,
     assert not (tmp_path / "sweep").exists()
 
 
-def test_paper_plan_marks_the_released_models():
-    result = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", "tinystories_paper.py"))
+def test_paper_plan_marks_the_released_models(command):
+    result = command("sweep", "plan", os.path.join(ROOT, "sweeps", "tinystories_paper.py"))
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("d")]
     assert len(rows) == 30
@@ -79,8 +79,8 @@ def test_paper_plan_marks_the_released_models():
 @pytest.mark.parametrize("name", ["quickstart.py", "one_vs_deep.py", "cpu_study.py",
                                   "budgets.py", "architectures.py", "data_quality.py",
                                   "distill.py"])
-def test_shipped_sweeps_plan(name):
-    result = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", name))
+def test_shipped_sweeps_plan(name, command):
+    result = command("sweep", "plan", os.path.join(ROOT, "sweeps", name))
     assert result.returncode == 0, result.stderr
     assert " runs" in result.stdout and "active" in result.stdout
     if name == "budgets.py":  # 10 runs, 3 branches each
@@ -161,16 +161,16 @@ def test_new_grid_points_are_added_and_changed_runs_refused(env, tmp_path):
     assert changed.stderr.strip().count("\n") == 0
 
 
-def test_plan_warns_when_the_compute_is_far_beyond_the_machine(tmp_path):
+def test_plan_warns_when_the_compute_is_far_beyond_the_machine(tmp_path, command):
     path = tmp_path / "huge.py"
     path.write_text("from tinyscale.config import get_config\n"
                     "def sweep():\n    return [{'model.d_model': 2048, 'model.n_layers': 24, "
                     "'model.n_heads': 16, 'train.tokens': 10**11}]\n")
-    result = run_cli("sweep", "plan", str(path), "--config.output.peak_flops=1e11")
+    result = command("sweep", "plan", str(path), "--config.output.peak_flops=1e11")
     assert result.returncode == 0, result.stderr
     assert "years of training" in result.stdout and "warning: that is far beyond" in \
         result.stdout
-    small = run_cli("sweep", "plan", os.path.join(ROOT, "sweeps", "quickstart.py"))
+    small = command("sweep", "plan", os.path.join(ROOT, "sweeps", "quickstart.py"))
     assert "warning" not in small.stdout and "of training" in small.stdout
 
 

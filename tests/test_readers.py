@@ -23,21 +23,21 @@ def finished(tmp_path_factory):
     return root
 
 
-def test_a_damaged_newest_checkpoint_is_skipped_and_left_alone(finished, tmp_path):
+def test_a_damaged_newest_checkpoint_is_skipped_and_left_alone(finished, tmp_path, command):
     run = tmp_path / "run"
     shutil.copytree(finished / "run", run)
     newest = run / "checkpoints" / "20"
     shutil.rmtree(newest)
     newest.mkdir()  # the folder is there, its files are not
     before = md5s(run)
-    sample = run_cli("sample", str(run), "--prompt", "Once upon a time", "--max-new-tokens",
+    sample = command("sample", str(run), "--prompt", "Once upon a time", "--max-new-tokens",
                      "5")
     assert sample.returncode == 0, sample.stderr
     assert "checkpoint 20" in sample.stderr and "left as it is" in sample.stderr
-    evaluated = run_cli("eval", str(run), "--config.eval.prompts=2",
+    evaluated = command("eval", str(run), "--config.eval.prompts=2",
                         "--config.eval.max_new_tokens=8")
     assert evaluated.returncode == 0, evaluated.stderr
-    exported = run_cli("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
+    exported = command("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
     assert exported.returncode == 0, exported.stderr
     assert "step 10" in exported.stdout + exported.stderr
     after = md5s(run)
@@ -47,11 +47,11 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_left_alone(finished, tmp_pat
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20"]
 
 
-def test_eval_with_other_settings_leaves_the_runs_evaluation_alone(finished, tmp_path):
+def test_eval_with_other_settings_leaves_the_runs_evaluation_alone(finished, tmp_path, command):
     run = tmp_path / "run"
     shutil.copytree(finished / "run", run)
     before = md5s(run)
-    evaluated = run_cli("eval", str(run), "--config.eval.prompts=2",
+    evaluated = command("eval", str(run), "--config.eval.prompts=2",
                         "--config.eval.max_new_tokens=6")
     assert evaluated.returncode == 0, evaluated.stderr
     after = md5s(run)
@@ -64,7 +64,7 @@ def test_eval_with_other_settings_leaves_the_runs_evaluation_alone(finished, tmp
 
 
 def test_a_run_copied_alone_evaluates_samples_and_exports_without_its_data(finished,
-                                                                            tmp_path):
+                                                                            tmp_path, command):
     """The run keeps its tokenizer and held-out split (data/): copied to a machine whose
     cache is empty, it is read without preparing any data."""
     run = tmp_path / "run"
@@ -75,15 +75,15 @@ def test_a_run_copied_alone_evaluates_samples_and_exports_without_its_data(finis
     config = json.loads((run / "config.json").read_text())
     config["data"]["cache_dir"] = str(elsewhere)
     (run / "config.json").write_text(json.dumps(config))
-    sample = run_cli("sample", str(run), "--prompt", "Once upon a time", "--max-new-tokens",
+    sample = command("sample", str(run), "--prompt", "Once upon a time", "--max-new-tokens",
                      "5")
     assert sample.returncode == 0, sample.stderr
     assert "the run's own tokenizer" in sample.stderr
-    evaluated = run_cli("eval", str(run))
+    evaluated = command("eval", str(run))
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads((run / "eval.json").read_text())
     assert result["loss"] > 0 and "coherence" in result
-    exported = run_cli("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
+    exported = command("export", str(run), "--format", "hf", "--out", str(tmp_path / "hf"))
     assert exported.returncode == 0, exported.stderr
     assert not elsewhere.exists()  # no data was prepared
 
