@@ -1,12 +1,15 @@
 """The coherence metrics measure what they claim."""
 
 import json
+import os
 import random
+import shutil
 
 import numpy as np
 import pytest
 
 from tests.controls import CONTROLS, auc, english_sentences, shuffle
+from tinyscale import config as config_lib
 from tinyscale.evals import MissingOptional
 from tinyscale.evals.coherence import chance_pairs, english_scores, repetition, synth_scores
 from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
@@ -142,6 +145,31 @@ def test_reference_lm_separates_real_from_shuffled(english):
     score = auc(lm.mean_logp(real), lm.mean_logp(shuffled))
     print(f"\nreference LM AUC real vs shuffled: {score:.3f}")
     assert score >= 0.9
+
+
+def test_the_reference_lm_read_from_its_cache_equals_the_gguf(tmp_path):
+    """The first load parses the GGUF and keeps its metadata and tokenizer beside the
+    dequantised weights; the next reads only those, and scores the same."""
+    from tinyscale.model import reference_lm
+    try:
+        path = reference_lm.gguf_path()
+    except MissingOptional as missing:
+        pytest.skip(str(missing))
+    kept = os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "reference_lm",
+                        f"{os.path.basename(path)}-{os.path.getsize(path)}.npz")
+    if os.path.exists(kept):  # the weights only: dequantising them again takes a while
+        os.makedirs(tmp_path / "reference_lm")
+        shutil.copy(kept, tmp_path / "reference_lm")
+    parsed = reference_lm.ReferenceLM(cache_dir=str(tmp_path))
+    assert len(list((tmp_path / "reference_lm").glob("*.json"))) == 2  # meta, tokenizer
+    cached = reference_lm.ReferenceLM(cache_dir=str(tmp_path))
+    text = "<|im_start|>Once upon a time, Lily's dog found 12 red balls.<|endoftext|>"
+    assert cached.tokenizer.encode(text).ids == parsed.tokenizer.encode(text).ids
+    assert cached.tokenizer.decode(parsed.tokenizer.encode(text).ids) == \
+        parsed.tokenizer.decode(parsed.tokenizer.encode(text).ids)
+    assert cached.spec == parsed.spec
+    texts = ["The cat sat on the mat.", "mat the on sat cat The."]
+    np.testing.assert_array_equal(cached.mean_logp(texts), parsed.mean_logp(texts))
 
 
 def test_english_scores_with_a_grammar():

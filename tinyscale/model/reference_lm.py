@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import glob
 import importlib.util
+import json
 import os
 
 import jax
@@ -66,36 +67,55 @@ def _tokenizer(reader):
     return tok
 
 
-def _cached_weights(reader, dequantize, path: str, cache_dir: str) -> dict:
-    """Dequantised float32 weights, cached next to tinyscale's other caches (dequantising
-    is the slow part of loading)."""
-    cache = os.path.join(os.path.expanduser(cache_dir), "reference_lm",
-                         f"{os.path.basename(path)}-{os.path.getsize(path)}.npz")
-    if os.path.exists(cache):
-        with np.load(cache) as f:
-            return dict(f)
-    weights = {t.name: dequantize(t.data, t.tensor_type).astype(np.float32)
-               for t in reader.tensors}
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    tmp = f"{cache}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **weights)
-    os.replace(tmp, cache)
-    return weights
+def _load(path: str, cache_dir: str) -> tuple[dict, dict, object]:
+    """(llama.* metadata, dequantised float32 weights, tokenizer) of the GGUF file, kept
+    in tinyscale's cache beside its other caches: dequantising is the slow part of
+    loading, and parsing the file's 49k-token vocabulary costs seconds more at every
+    start (docs/results.md)."""
+    base = os.path.join(os.path.expanduser(cache_dir), "reference_lm",
+                        f"{os.path.basename(path)}-{os.path.getsize(path)}")
+    files = {"weights": base + ".npz", "meta": base + ".json",
+             "tokenizer": base + ".tokenizer.json"}
+    try:
+        import gguf  # optional: the eval extra
+        from gguf.quants import dequantize  # optional: the eval extra
+        from tokenizers import Tokenizer  # optional: the eval extra
+    except ImportError:
+        raise MissingOptional(f"gguf is not installed (fluency is skipped): {INSTALL}") \
+            from None
+    if all(os.path.exists(f) for f in files.values()):
+        with np.load(files["weights"]) as f, open(files["meta"]) as m:
+            return json.load(m), dict(f), Tokenizer.from_file(files["tokenizer"])
+    reader = gguf.GGUFReader(path)
+    meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("llama.")}
+    if os.path.exists(files["weights"]):
+        with np.load(files["weights"]) as f:
+            weights = dict(f)
+    else:
+        weights = {t.name: dequantize(t.data, t.tensor_type).astype(np.float32)
+                   for t in reader.tensors}
+    tokenizer = _tokenizer(reader)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    tmp = f"{base}.tmp-{os.getpid()}"
+    if not os.path.exists(files["weights"]):
+        np.savez(tmp + ".npz", **weights)
+        os.replace(tmp + ".npz", files["weights"])
+    with open(tmp + ".json", "w") as f:
+        json.dump(meta, f, default=lambda x: x.tolist())  # numpy scalars and arrays
+    os.replace(tmp + ".json", files["meta"])
+    tokenizer.save(tmp + ".tokenizer.json")
+    os.replace(tmp + ".tokenizer.json", files["tokenizer"])
+    return meta, weights, tokenizer
 
 
 class ReferenceLM:
     """Scores text: mean log-likelihood per token of a continuation given its context."""
 
     def __init__(self, path: str | None = None, cache_dir: str | None = None):
-        """`cache_dir` holds the dequantised weights (default: config.CACHE_ROOT)."""
-        try:
-            import gguf  # optional: the eval extra
-            from gguf.quants import dequantize  # optional: the eval extra
-        except ImportError:
-            raise MissingOptional(f"gguf is not installed (fluency is skipped): {INSTALL}") \
-                from None
-        reader = gguf.GGUFReader(path or gguf_path())
-        meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("llama.")}
+        """`cache_dir` holds the dequantised weights, the metadata and the tokenizer
+        (default: config.CACHE_ROOT)."""
+        meta, weights, self.tokenizer = _load(path or gguf_path(),
+                                              cache_dir or config_lib.CACHE_ROOT)
         c = config_lib.get_config()
         c.model.update(family="llama", d_model=meta["llama.embedding_length"],
                        n_layers=meta["llama.block_count"],
@@ -107,10 +127,7 @@ class ReferenceLM:
         self.spec = ModelSpec.from_config(c.model, meta["llama.vocab_size"])
         c.train.batch_size = 1
         self.params = Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)
-        weights = _cached_weights(reader, dequantize, path or gguf_path(),
-                                  cache_dir or config_lib.CACHE_ROOT)
         self.arrays = self._arrays(weights)
-        self.tokenizer = _tokenizer(reader)
         self.start_id = 0  # <|endoftext|>: a document boundary before the context
 
     def _arrays(self, w: dict) -> dict:
