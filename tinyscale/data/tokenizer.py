@@ -27,7 +27,6 @@ from tinyscale.config import GPT_NEO_TOKENIZER as GPT_NEO
 from tinyscale.config import SENTENCEPIECE_TOKENIZERS as SENTENCEPIECE
 from tinyscale.data.location import file_sha256
 from tinyscale.data.topk import (
-    RESERVED,  # noqa: F401  (imported from here by tests)
     TopK,
     byte_level_bpe,
     checked,

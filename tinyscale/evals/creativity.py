@@ -124,7 +124,7 @@ def _training_stories(data_dir: str, chunk_tokens: int = 1 << 22):
                    for s in np.split(block, ends + 1)]
         if isinstance(tok, spm.SentencePieceProcessor):  # decodes a batch in C++
             yield tok.decode(stories)
-        else:  # tokenizer.TopK: one story at a time
+        else:  # topk.TopK: one story at a time
             yield [tok.decode(s) for s in stories]
         start += len(block)
         size = chunk_tokens

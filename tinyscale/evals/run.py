@@ -21,7 +21,6 @@ from tinyscale.evals.scoring import (
     add_context_use,
     add_creativity,
     add_fluency,
-    distinct_sentences,  # noqa: F401  (imported from here by tests)
     load_reference_lm,
     score,
     summarize,
