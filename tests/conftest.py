@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-from tinyscale import cli
+from tinyscale import cli, process
 from tinyscale import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +33,7 @@ def compilation_cache(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     os.environ[config_lib.COMPILATION_CACHE_ENV] = str(shared / "jax-cache")
+    process.reuse_freed_memory()  # what the command does; tests that train in-process too
 
 
 @pytest.fixture(scope="session")
