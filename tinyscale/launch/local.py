@@ -80,6 +80,20 @@ def _ready(sweep, run: dict, config, active: dict, finished: set) -> bool:
         not sweep.lock_owner(name, config.launch.stale_after_s)
 
 
+def _held_elsewhere(sweep, runs: list[dict], configs: dict) -> list:
+    """(name, lock owner) of each unfinished run that another process holds, such as a
+    killed launcher's worker still saving its checkpoint: this launcher waits for them
+    (then trains those that are not done, if it has not tried them already)."""
+    held = []
+    for run in runs:
+        name, config = run["name"], configs[run["name"]]
+        if sweep.runnable(run, config.launch.max_attempts):
+            owner = sweep.lock_owner(name, config.launch.stale_after_s)
+            if owner:
+                held.append((name, owner))
+    return held
+
+
 def _report(sweep, name: str, code: int, stopping, finished: set, began: float, say) -> None:
     state = sweep.rundir(name).state()
     if state.get("state") == "done":
@@ -90,7 +104,7 @@ def _report(sweep, name: str, code: int, stopping, finished: set, began: float, 
     elif state.get("state") == "failed":
         say(f"{name}: failed (attempt {state.get('attempts')}): {state.get('last_error')}")
     else:
-        finished.add(name)  # skipped by the worker (locked elsewhere)
+        finished.add(name)  # skipped by the worker (locked elsewhere): not started again
 
 
 def _prepare_data(sweep, runs: list[dict], configs: dict, say) -> None:
@@ -123,7 +137,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     # the sweep's own cache, unless the user's environment names one (or turns it off)
     cache = os.environ.get(config_lib.COMPILATION_CACHE_ENV, str(sweep.compilation_cache))
     active, finished, free = {}, set(), list(range(parallel))
-    stopping = []
+    stopping, waiting = [], []
     old = {s: signal.signal(s, lambda n, f: stopping.append(n))
            for s in (signal.SIGINT, signal.SIGTERM)}
     start = time.time()
@@ -155,7 +169,13 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                     say(f"[{todo[0]['index'] + 1}/{len(runs)}] {', '.join(names)}: training "
                         f"(slot {slot}){packed}")
             if not active:
-                break
+                held = [] if stopping else _held_elsewhere(sweep, runs, configs)
+                if not held:
+                    break
+                if held != waiting:  # e.g. a killed launcher's worker, still checkpointing
+                    say("waiting for " + "; ".join(f"{name} (held by {owner.get('host')}:"
+                                                   f"{owner.get('pid')})" for name, owner in held))
+                waiting = held
             time.sleep(0.2)
             for names, (proc, slot, began) in list(active.items()):
                 if proc.poll() is None:
