@@ -163,22 +163,21 @@ class ReferenceLM:
             ids = self.tokenizer.encode(text).ids
             rows.append([self.start_id] + ctx + ids)
             spans.append((len(ctx), len(ctx) + len(ids)))
-        # few shapes, few compilations: rows to a multiple of 8, length of 64
-        length = -(-max(len(r) for r in rows) // 64) * 64
-        batch = np.zeros((-(-len(rows) // 8) * 8, length), np.int32)
-        for i, r in enumerate(rows):
-            batch[i, :len(r)] = r
-        logp = np.asarray(self._token_logp(self.arrays, jnp.asarray(batch)))
-        return np.array([logp[i, a:b].mean() if b > a else np.nan
-                         for i, (a, b) in enumerate(spans)])
+        out = np.full(len(rows), np.nan)
+        for index, batch, _ in _batches(rows, ROWS):
+            logp = np.asarray(self._token_logp(self.arrays, jnp.asarray(batch)))
+            for j, i in enumerate(index):
+                a, b = spans[i]
+                if b > a:
+                    out[i] = logp[j, a:b].mean()
+        return out
 
     @functools.partial(jax.jit, static_argnums=0)
     def _last_hidden(self, arrays, tokens_BT, last_B):
         x_BTD = self.params.model(arrays).features(tokens_BT)
         return jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)[:, 0]
 
-    def features(self, texts: list[str], contexts: list[str] | None = None,
-                 batch_size: int = 16) -> np.ndarray:
+    def features(self, texts: list[str], contexts: list[str] | None = None) -> np.ndarray:
         """MAUVE's features: the final hidden state (after the final norm) at each text's
         last token, read after its context (if any); float32 [len(texts), d_model]. An
         empty text gives the state at its context's last token."""
@@ -186,16 +185,33 @@ class ReferenceLM:
         rows = [[self.start_id] + (self.tokenizer.encode(c).ids if c else [])
                 + self.tokenizer.encode(t).ids for t, c in zip(texts, contexts, strict=True)]
         out = np.zeros((len(rows), self.spec.d_model), np.float32)
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            length = -(-max(len(r) for r in chunk) // 32) * 32
-            batch = np.zeros((batch_size, length), np.int32)  # one shape per length
-            last = np.zeros(batch_size, np.int32)
-            for i, r in enumerate(chunk):  # right-padded: causal, so pads change nothing
-                batch[i, :len(r)], last[i] = r, len(r) - 1
-            out[start:start + len(chunk)] = np.asarray(self._last_hidden(
-                self.arrays, jnp.asarray(batch), jnp.asarray(last)))[:len(chunk)]
+        for index, batch, last in _batches(rows, 2 * ROWS):
+            hidden = np.asarray(self._last_hidden(self.arrays, jnp.asarray(batch),
+                                                  jnp.asarray(last)))
+            out[index] = hidden[:len(index)]
         return out
+
+
+# Rows per forward pass, and the lengths a batch is padded to: rows of similar length go
+# together (sorted), each batch is padded to the next of these lengths (at most half of
+# it padding), so a call compiles a handful of shapes however many texts it scores.
+ROWS = 8
+LENGTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+
+
+def _batches(rows: list[list[int]], size: int):
+    """(indices into `rows`, [size, L] right-padded tokens, [size] last positions) for
+    the rows in order of length, `size` at a time. Right padding changes nothing before
+    it (the model is causal)."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for start in range(0, len(order), size):
+        index = order[start:start + size]
+        longest = max(len(rows[i]) for i in index)
+        length = next((n for n in LENGTHS if n >= longest), -(-longest // 512) * 512)
+        batch, last = np.zeros((size, length), np.int32), np.zeros(size, np.int32)
+        for j, i in enumerate(index):
+            batch[j, :len(rows[i])], last[j] = rows[i], len(rows[i]) - 1
+        yield index, batch, last
 
 
 def fluency(mean_logp: np.ndarray) -> np.ndarray:
