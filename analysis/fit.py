@@ -16,6 +16,7 @@ optimum as scipy's L-BFGS-B and objectives no higher on resamples (tests/test_an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import jax
@@ -77,10 +78,12 @@ def _newton(objective, x0, data, weight, max_iter):
     return x, fx
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def _solve(objective, starts, data, weights, max_iter=MAX_ITER):
-    """Newton from each start (rows of `starts`) with per-start point weights, all at once."""
-    solve = jax.vmap(lambda x0, w: _newton(objective, x0, data, w, max_iter))
-    return jax.jit(solve)(starts, weights)
+    """Newton from each start (rows of `starts`) with per-start point weights, all at once.
+    Compiled once per objective, shape of the problem and iteration cap: the data are
+    arguments, so a second fit of as many points reuses the program."""
+    return jax.vmap(lambda x0, w: _newton(objective, x0, data, w, max_iter))(starts, weights)
 
 
 @dataclasses.dataclass

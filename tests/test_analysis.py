@@ -68,6 +68,10 @@ def test_power_law_is_recovered_within_its_interval():
     lo, hi = result.intervals["alpha"]
     assert lo <= 0.3 <= hi and abs(result.params["alpha"] - 0.3) < 0.05
     assert abs(result.params["E"] - 1.5) < 0.1
+    compiled = fit._solve._cache_size()
+    again = fit.fit_power_law(n, loss * 1.1, bootstrap=300)  # same shape, other data
+    assert fit._solve._cache_size() == compiled  # nothing compiled again
+    assert abs(again.params["E"] - 1.65) < 0.11
 
 
 def test_emergence_threshold_is_recovered():
