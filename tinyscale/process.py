@@ -50,13 +50,14 @@ def compilation_cache() -> None:
     """A persistent JAX compilation cache: a relaunch or a repeated shape skips compiling.
 
     config.COMPILATION_CACHE_ENV names the folder (the sweep launchers point it into the
-    sweep directory); the default is CACHE_ROOT/jax; an empty value turns it off.
+    sweep directory); the default is CACHE_ROOT/jax; an empty value turns it off. Every
+    program is kept, however fast it compiled: a run's many small ones add up.
     """
     path = os.environ.get(config_lib.COMPILATION_CACHE_ENV,
                           os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax"))
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 class _OrbaxEchoes(logging.Filter):

@@ -78,7 +78,7 @@ def _duration(seconds: float) -> str:
 
 
 def estimate(total_flops: float, launch, backend: str = "local",
-             launch_peak: float = 0.0) -> str:
+             launch_peak: float = 0.0, cache_dir: str = "") -> str:
     """One line: how long the sweep's compute takes at ASSUMED_MFU on the machine it
     targets (TPU slots for a TPU config, else this machine's devices: `launch_peak`, i.e.
     config.output.peak_flops, or measured), with a warning when that is over a month."""
@@ -88,7 +88,7 @@ def estimate(total_flops: float, launch, backend: str = "local",
         peak *= int(count) * per * launch.tpu_slots
         where = f"{launch.tpu_slots} x {launch.tpu_accelerator}"
     else:
-        peak, where = metrics.peak_flops(launch_peak), "this machine"
+        peak, where = metrics.peak_flops(launch_peak, cache_dir), "this machine"
     seconds = total_flops / (ASSUMED_MFU * peak)
     line = (f"at {ASSUMED_MFU:.0%} MFU on {where} ({si(peak)}FLOP/s peak): about "
             f"{_duration(seconds)} of training")
@@ -125,5 +125,5 @@ def render(runs: list[Run], base=None, backend: str = "local") -> str:
                  f"{si(sum(r['compute'] for r in table))} training FLOPs in all")
     if base is not None:
         lines.append(estimate(sum(r["compute"] for r in table), base.launch, backend,
-                              base.output.peak_flops))
+                              base.output.peak_flops, base.data.cache_dir))
     return "\n".join(lines)

@@ -61,7 +61,7 @@ class RunGroup:
         self.branches = branches.of(c) if self.k == 1 else []
         self.forks = {b.fork: [x for x in self.branches if x.fork == b.fork]
                       for b in self.branches}
-        self.peak = metrics.peak_flops(c.output.peak_flops)
+        self.peak = metrics.peak_flops(c.output.peak_flops, c.data.cache_dir)
         wandb = metrics.wandb_run(runs[0], c.output, c.to_dict()) \
             if self.lead and c.output.wandb and self.k == 1 else None
         self.writers = [metrics.MetricsWriter(r, self.total, self.lead, c.output.tensorboard,

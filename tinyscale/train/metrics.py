@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import socket
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
@@ -127,8 +130,16 @@ _PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p":
 _measured: dict[str, float] = {}
 
 
-def peak_flops(configured: float = 0.0) -> float:
-    """Peak FLOP/s of all local devices: configured, a known chip, or measured (CPU)."""
+PEAKS_FILE = "peak_flops.json"  # in the cache dir: measured peaks, by machine
+
+
+def peak_flops(configured: float = 0.0, cache_dir: str = "") -> float:
+    """Peak FLOP/s of all local devices: configured, a known chip, or measured (CPU).
+
+    A measured peak is kept in `cache_dir`/PEAKS_FILE, keyed by host, device kind and
+    count and usable cores: every run on this machine divides by the same peak (its MFU
+    comparable across runs) and none spends a second measuring it again. Delete the file
+    to measure again."""
     if configured:
         return configured
     kind = jax.devices()[0].device_kind
@@ -136,8 +147,29 @@ def peak_flops(configured: float = 0.0) -> float:
         if name.lower() in kind.lower():
             return peak * jax.device_count()
     if kind not in _measured:
-        _measured[kind] = measure_matmul_peak()
+        _measured[kind] = _kept_peak(kind, cache_dir)
     return _measured[kind]
+
+
+def _kept_peak(kind: str, cache_dir: str) -> float:
+    key = (f"{socket.gethostname()}|{kind}|{jax.device_count()} devices|"
+           f"{len(os.sched_getaffinity(0))} cores")
+    path = os.path.join(os.path.expanduser(cache_dir), PEAKS_FILE) \
+        if cache_dir and not is_remote(cache_dir) else ""
+    try:
+        with open(path) as f:
+            known = json.load(f)
+        if isinstance(known.get(key), float) and known[key] > 0:
+            return known[key]
+    except (OSError, ValueError, AttributeError):  # none yet, or unreadable: measure
+        known = {}
+    peak = measure_matmul_peak()
+    if path:
+        try:
+            write_atomic(epath.Path(path), json.dumps({**known, key: peak}, indent=1))
+        except OSError:  # a read-only cache: measured again next time
+            pass
+    return peak
 
 
 def measure_matmul_peak(sizes=(1024, 2048), repeats: int = 10) -> float:
