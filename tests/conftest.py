@@ -14,6 +14,23 @@ from tinyscale import config as config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+    """Under xdist, each worker (and every process it starts) runs on its own share of
+    the cores, before JAX sizes its thread pool: two workers' XLA thread pools on the
+    same cores would spin against each other. Tests that need every core (launching K
+    runs on disjoint cores; the SLURM daemons) start their processes with `all_cores`."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT")
+    cores = sorted(os.sched_getaffinity(0))
+    if worker and count and 1 < int(count) <= len(cores):
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw"))::int(count)])
+
+
+def all_cores():
+    """preexec_fn: the started process may use every core of the machine."""
+    os.sched_setaffinity(0, range(os.cpu_count()))
+
+
 def small_config(tmp_dir: str):
     """The default config shrunk for tests: a small corpus and vocabulary."""
     c = config_lib.get_config()
@@ -37,6 +54,23 @@ def compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def reference_lm_cache(tmp_path_factory):
+    """`seed(CACHE_DIR)`: CACHE_DIR's reference_lm/ becomes a link to one folder that
+    every process of this session shares, so the reference LM's GGUF is parsed and
+    dequantised once per session, not once per test that uses a cache of its own
+    (tests/test_evals.py checks the dequantising itself, in a folder of its own)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "reference-lm"
+    shared.mkdir(exist_ok=True)
+
+    def seed(cache_dir):
+        os.makedirs(cache_dir, exist_ok=True)
+        os.symlink(shared, os.path.join(cache_dir, "reference_lm"))
+        return str(cache_dir)
+    return seed
+
+
+@pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """(config, data dir) of a prepared small SynthStories corpus."""
     from tinyscale.data import pipeline
@@ -44,11 +78,11 @@ def synth_data(tmp_path_factory):
     return c, pipeline.prepare(c, progress=False)
 
 
-def run_cli(*args, env=None, cwd=None, timeout=600):
+def run_cli(*args, env=None, cwd=None, timeout=600, preexec_fn=None):
     """Run `tinyscale ARGS` in a subprocess; the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "tinyscale.cli", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd or ROOT,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=preexec_fn)
 
 
 @pytest.fixture

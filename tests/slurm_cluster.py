@@ -38,6 +38,12 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
 
+def _all_cores():
+    """The daemons see every core the node declares (a test worker may be pinned to one:
+    tests/conftest.py)."""
+    os.sched_setaffinity(0, range(os.cpu_count()))
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +66,8 @@ class Cluster:
                     ["slurmd", "-D", "-f", self.conf, "-N", "localhost"]):
             log = open(os.path.join(self.root, os.path.basename(cmd[0]) + ".out"), "w")
             self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log,
-                                               stderr=subprocess.STDOUT))
+                                               stderr=subprocess.STDOUT,
+                                               preexec_fn=_all_cores))
         deadline = time.time() + timeout
         while time.time() < deadline:
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env,

@@ -11,7 +11,7 @@ from tinyscale.train import losses as cross_entropy
 from tinyscale.train import steps
 from tinyscale.train.losses import mean_cross_entropy
 
-from .test_model import VARIANTS, build
+from .test_model import VARIANTS, config
 
 
 def unfused(x_BTD, w_VD, bias_V, targets_BT):
@@ -49,10 +49,11 @@ def test_bfloat16_inputs_get_bfloat16_gradients():
     x = jax.random.normal(jax.random.key(0), (2, 8, 16), jnp.bfloat16)
     w = jax.random.normal(jax.random.key(1), (50, 16), jnp.bfloat16)
     targets = jnp.zeros((2, 8), jnp.int32)
-    dx, dw = jax.grad(lambda x, w: mean_cross_entropy(x, w, None, targets), (0, 1))(x, w)
+    dx, dw = jax.jit(jax.grad(lambda x, w: mean_cross_entropy(x, w, None, targets),
+                              (0, 1)))(x, w)
     assert dx.dtype == dw.dtype == jnp.bfloat16
-    ref = jax.grad(lambda x, w: unfused(x.astype(jnp.float32), w.astype(jnp.float32), None,
-                                        targets), (0, 1))(x, w)
+    ref = jax.jit(jax.grad(lambda x, w: unfused(x.astype(jnp.float32), w.astype(jnp.float32),
+                                                None, targets), (0, 1)))(x, w)
     np.testing.assert_allclose(dw.astype(np.float32), ref[1], rtol=0.05, atol=1e-3)
 
 
@@ -61,15 +62,15 @@ def test_train_loss_equals_mean_token_loss(monkeypatch, variant):
     """The model's training loss (fused; tied, untied and biased heads) against the
     per-token losses that evaluation uses, with gradients for every parameter."""
     monkeypatch.setattr(cross_entropy, "CPU_CHUNK_ROWS", 32)  # several chunks
-    c, _ = build(**variant)
+    c = config(**variant)
     mesh = parallel.make_mesh(c)
     params = steps.Params(ModelSpec.from_config(c.model, 256), mesh, seed=0)
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 33)), jnp.int32)
-    with jax.set_mesh(mesh):
-        l1, g1 = jax.value_and_grad(
-            lambda a: steps.token_losses(params.model(a), batch).mean())(params.initial)
-        l2, g2 = jax.value_and_grad(
-            lambda a: steps.mean_loss(params.model(a), batch)[0])(params.initial)
+    with jax.set_mesh(mesh):  # each loss and its gradients as one program, as in training
+        l1, g1 = jax.jit(jax.value_and_grad(
+            lambda a: steps.token_losses(params.model(a), batch).mean()))(params.initial)
+        l2, g2 = jax.jit(jax.value_and_grad(
+            lambda a: steps.mean_loss(params.model(a), batch)[0]))(params.initial)
     np.testing.assert_allclose(l2, l1, rtol=1e-6)
     for key in g1:
         np.testing.assert_allclose(g2[key], g1[key], rtol=1e-4, atol=1e-7, err_msg=key)

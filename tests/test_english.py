@@ -43,7 +43,7 @@ def test_mojibake_fixture_is_real_mojibake():
 
 
 @pytest.mark.slow
-def test_real_english_through_prepare_train_eval_analyze(tmp_path):
+def test_real_english_through_prepare_train_eval_analyze(tmp_path, reference_lm_cache):
     # the first two files: the data this test was sized on (more are for tuning)
     train = english_stories(files=("stories_a.txt", "stories_b.txt"))
     valid = english_stories(heldout=True)
@@ -51,7 +51,8 @@ def test_real_english_through_prepare_train_eval_analyze(tmp_path):
     manual = tmp_path / "manual"
     write_folder(manual, train, [mojibake(s) if i in broken else s
                                  for i, s in enumerate(valid)])
-    env = {"TINYSCALE_TEST_MANUAL": str(manual), "TINYSCALE_TEST_CACHE": str(tmp_path / "cache")}
+    env = {"TINYSCALE_TEST_MANUAL": str(manual),
+           "TINYSCALE_TEST_CACHE": reference_lm_cache(tmp_path / "cache")}
     sweep = tmp_path / "sweep"
     result = run_cli("sweep", "run", SWEEP, "--sweep-dir", str(sweep), env=env, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]

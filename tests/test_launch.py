@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, all_cores, run_cli
 
 TINY = os.path.join(ROOT, "tests", "data", "tiny_sweep.py")
 
@@ -163,7 +163,7 @@ def test_a_run_held_by_another_process_is_waited_for_then_trained(env, tmp_path)
 def test_local_parallel_runs_at_once_on_disjoint_cores(env, tmp_path):
     sweep_dir = tmp_path / "parallel"
     result = run_cli("sweep", "run", TINY + ":2", "--sweep-dir", str(sweep_dir),
-                     "--parallel", "2", env=env)
+                     "--parallel", "2", env=env, preexec_fn=all_cores)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {s["state"] for s in states(sweep_dir).values()} == {"done"}
     lines = result.stderr.splitlines()

@@ -13,13 +13,19 @@ from tinyscale.model.spec import ModelSpec
 from tinyscale.model.transformer import Transformer
 
 
-def build(family="llama", vocab=256, **model):
+def config(family="llama", vocab=256, **model):
+    """The default config with these model knobs, validated."""
     c = config_lib.get_config()
     c.model.family = family
     for k, v in model.items():
         c.model[k] = v
     c.data.vocab_size = vocab
     config_check.validate(c)
+    return c
+
+
+def build(family="llama", vocab=256, **model):
+    c = config(family, vocab, **model)
     with parallel.using(parallel.make_mesh(c)):
         return c, Transformer(ModelSpec.from_config(c.model, vocab), rngs=nnx.Rngs(0))
 
@@ -39,10 +45,11 @@ VARIANTS = [
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_position_sees_the_future(variant):
     _, model = build(**variant)
+    forward = nnx.jit(lambda model, tokens: model(tokens))  # one program, as in training
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 24)))
-    logits = model(tokens)
+    logits = forward(model, tokens)
     for t in (0, 7, 23):
-        changed = model(tokens.at[:, t].set((tokens[:, t] + 1) % 256))
+        changed = forward(model, tokens.at[:, t].set((tokens[:, t] + 1) % 256))
         assert float(jnp.abs(changed[:, :t] - logits[:, :t]).max(initial=0.0)) == 0.0
         assert float(jnp.abs(changed[:, t:] - logits[:, t:]).max()) > 0.0
 
@@ -73,7 +80,7 @@ def test_blocked_attention_equals_full_attention(window, kv_heads):
     def blocked(q, k, v):
         return jnp.sum(w * causal_attention(q, k, v, 0.3, window, block=8))
 
-    want, got = (jax.value_and_grad(f, argnums=(0, 1, 2))(q, k, v)
+    want, got = (jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(q, k, v)
                  for f in (reference, blocked))
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_allclose(b, a, atol=2e-5, rtol=2e-5)
@@ -99,7 +106,7 @@ def test_dropless_experts_equal_a_dense_loop_over_experts():
     graphdef, state = nnx.split(moe)
 
     def grads(fn):
-        return jax.grad(lambda st: fn(nnx.merge(graphdef, st), x).sum())(state)
+        return jax.jit(jax.grad(lambda st: fn(nnx.merge(graphdef, st), x).sum()))(state)
     g1, g2 = grads(lambda m, x: m(x, record=False)), grads(dense_experts)
     for (path, a), (_, b) in zip(nnx.to_flat_state(g1), nnx.to_flat_state(g2), strict=True):
         np.testing.assert_allclose(a.get_value(), b.get_value(), atol=1e-5, err_msg=str(path))

@@ -75,7 +75,7 @@ def test_grammar_filter_recovers_the_corrupted_synthstories(tmp_path):
 
 
 @pytest.mark.slow
-def test_reference_lm_filter_on_tinystories_files(tmp_path):
+def test_reference_lm_filter_on_tinystories_files(tmp_path, reference_lm_cache):
     """English stories in the TinyStories files' layout, a quarter with shuffled or
     random words: the reference LM's likelihood finds them."""
     with open(os.path.join(ROOT, "tests", "data", "english_sentences.txt")) as f:
@@ -89,7 +89,7 @@ def test_reference_lm_filter_on_tinystories_files(tmp_path):
                      "--config.data.noise=0.25",
                      "--config.data.noise_kinds=shuffled_words,random_words",
                      "--config.data.filter=reference_lm",
-                     f"--config.data.cache_dir={tmp_path / 'cache'}")
+                     f"--config.data.cache_dir={reference_lm_cache(tmp_path / 'cache')}")
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.load(open(tmp_path / "data" / "meta.json"))
     assert meta["noise"]["corrupted"] == round(0.25 * len(texts))

@@ -147,14 +147,15 @@ def test_dry_run_prints_every_command_and_the_set_up_script(env, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_set_up_script_builds_an_environment_that_trains_and_evaluates(env, tmp_path):
+def test_the_set_up_script_builds_an_environment_that_trains_and_evaluates(env, tmp_path,
+                                                                          reference_lm_cache):
     """The script the VMs run, with its two TPU lines swapped (plain jax), run in a fresh
     home: its environment trains and evaluates a smoke run, with Link Grammar and the
     reference LM working."""
     from tinyscale.launch import tpu
     wheel = tpu.build_wheel()
     home = tmp_path / "home"
-    home.mkdir()
+    reference_lm_cache(home / ".cache" / "tinyscale")  # the home's default cache
     (home / os.path.basename(wheel)).write_bytes(open(wheel, "rb").read())
     (home / "bootstrap.sh").write_text(tpu.bootstrap_script(wheel, accelerator="cpu"))
     cache = os.path.join(env["TINYSCALE_TEST_CACHE"], "uv")  # uv's downloads, kept
