@@ -18,13 +18,13 @@ copies named `TinyStoriesInstruct-*.txt` (tinyscale's former spelling) are read 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
 
 import ftfy
-import tensorflow_datasets as tfds
 
 from tinyscale.data import location
 from tinyscale.errors import TinyscaleError
@@ -122,58 +122,66 @@ def manual_files(manual_dir: str, version: str) -> tuple[dict[str, str], list[st
     return found, missing
 
 
-@dataclasses.dataclass
-class TinyStoriesConfig(tfds.core.BuilderConfig):
-    files: dict = dataclasses.field(default_factory=dict)
+@functools.cache
+def _builder_class():
+    """The TFDS builder class, made when TinyStories is first built or read."""
+    import tensorflow_datasets as tfds  # heavy: 0.13 s of every command's start otherwise
+
+    @dataclasses.dataclass
+    class TinyStoriesConfig(tfds.core.BuilderConfig):
+        files: dict = dataclasses.field(default_factory=dict)
+
+    class TinyStories(tfds.core.GeneratorBasedBuilder):
+        """TinyStories: short stories in the vocabulary of a 3-4 year old."""
+
+        # a new version re-reads the .txt files into TFDS's cache; prepared data dirs (and
+        # so trained runs' tokenizers) are kept as they were
+        VERSION = tfds.core.Version("1.1.0")
+        RELEASE_NOTES = {"1.1.0": "Mojibake mended by ftfy and the lost-byte rule for \u201d."}
+        BUILDER_CONFIGS = [
+            TinyStoriesConfig(name="original", description="GPT-3.5 and GPT-4 stories",
+                              files=FILES["original"]),
+            TinyStoriesConfig(name="gpt4", description="TinyStoriesV2: GPT-4 stories only",
+                              files=FILES["gpt4"]),
+            TinyStoriesConfig(name="instruct", description="TinyStories-Instruct: stories "
+                              "after their instructions", files=FILES["instruct"]),
+        ]
+        MANUAL_DOWNLOAD_INSTRUCTIONS = (
+            "Download the .txt files of https://huggingface.co/datasets/roneneldan/"
+            "TinyStories (and roneneldan/TinyStoriesInstruct) into the manual dir: "
+            + ", ".join(f for v in FILES.values() for f in v.values()))
+
+        def _info(self) -> tfds.core.DatasetInfo:
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+                homepage="https://huggingface.co/datasets/roneneldan/TinyStories",
+                citation="Eldan and Li, TinyStories, arXiv:2305.07759 (2023).")
+
+        def _split_generators(self, dl_manager):
+            files, version = self.builder_config.files, self.builder_config.name
+            manual = getattr(dl_manager, "_manual_dir", None)
+            paths, missing = manual_files(str(manual), version) if manual else ({}, [True])
+            if not missing:
+                if any(f in _ALIASES for f in files.values()):  # two spellings: say which
+                    print(f"reading {', '.join(os.path.basename(p) for p in paths.values())} "
+                          f"from {manual}", file=sys.stderr)
+            else:
+                url = _URLS.get(version, _URL)
+                paths = dl_manager.download({s: url + f for s, f in files.items()})
+            return {split: self._generate_examples(str(path)) for split, path in paths.items()}
+
+        def _generate_examples(self, path: str):
+            for index, story in enumerate(read_stories(path)):
+                yield index, {"text": story}
+
+    return TinyStories
 
 
-class TinyStories(tfds.core.GeneratorBasedBuilder):
-    """TinyStories: short stories in the vocabulary of a 3-4 year old."""
-
-    # a new version re-reads the .txt files into TFDS's cache; prepared data dirs (and so
-    # trained runs' tokenizers) are kept as they were
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.1.0": "Mojibake mended by ftfy and the lost-byte rule for \u201d."}
-    BUILDER_CONFIGS = [
-        TinyStoriesConfig(name="original", description="GPT-3.5 and GPT-4 stories",
-                          files=FILES["original"]),
-        TinyStoriesConfig(name="gpt4", description="TinyStoriesV2: GPT-4 stories only",
-                          files=FILES["gpt4"]),
-        TinyStoriesConfig(name="instruct", description="TinyStories-Instruct: stories "
-                          "after their instructions", files=FILES["instruct"]),
-    ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Download the .txt files of https://huggingface.co/datasets/roneneldan/TinyStories "
-        "(and roneneldan/TinyStoriesInstruct) into the manual dir: "
-        + ", ".join(f for v in FILES.values() for f in v.values()))
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-            homepage="https://huggingface.co/datasets/roneneldan/TinyStories",
-            citation="Eldan and Li, TinyStories, arXiv:2305.07759 (2023).")
-
-    def _split_generators(self, dl_manager):
-        files, version = self.builder_config.files, self.builder_config.name
-        manual = getattr(dl_manager, "_manual_dir", None)
-        paths, missing = manual_files(str(manual), version) if manual else ({}, [True])
-        if not missing:
-            if any(f in _ALIASES for f in files.values()):  # two spellings: say which
-                print(f"reading {', '.join(os.path.basename(p) for p in paths.values())} "
-                      f"from {manual}", file=sys.stderr)
-        else:
-            url = _URLS.get(version, _URL)
-            paths = dl_manager.download({s: url + f for s, f in files.items()})
-        return {split: self._generate_examples(str(path)) for split, path in paths.items()}
-
-    def _generate_examples(self, path: str):
-        for index, story in enumerate(read_stories(path)):
-            yield index, {"text": story}
-
-
-def build(version: str, data_dir: str, manual_dir: str = "") -> TinyStories:
+def build(version: str, data_dir: str, manual_dir: str = ""):
     """Download (or read from `manual_dir`) and prepare; the ready builder."""
-    builder = TinyStories(config=version, data_dir=data_dir, file_format="array_record")
+    import tensorflow_datasets as tfds  # heavy: see _builder_class
+    builder = _builder_class()(config=version, data_dir=data_dir,
+                               file_format="array_record")
     if manual_dir:
         _, missing = manual_files(manual_dir, version)
         if missing:
@@ -200,7 +208,7 @@ def build(version: str, data_dir: str, manual_dir: str = "") -> TinyStories:
     return builder
 
 
-def from_config(d) -> TinyStories:
+def from_config(d):
     """The builder for config.data `d`: TFDS's folder under the cache is keyed by the
     manual dir's files, so stories from another folder are never served from the cache."""
     source = location.source_fingerprint(d.manual_dir) or "download"
@@ -208,7 +216,7 @@ def from_config(d) -> TinyStories:
                  os.path.join(os.path.expanduser(d.cache_dir), "tfds", source), d.manual_dir)
 
 
-def texts(builder: TinyStories, split: str) -> Iterator[str]:
+def texts(builder, split: str) -> Iterator[str]:
     """The stories of one split, read through the TensorFlow-free data source."""
     source = builder.as_data_source(split=split)
     for i in range(len(source)):
