@@ -50,7 +50,7 @@ def _objective_n(theta, log_n, log_d, log_loss, weight):
 
 MAX_ITER = 1000     # Newton steps per start (a far start on Chinchilla's data needs ~300)
 GRAD_TOL = 1e-10
-SCREEN_ITER, KEEP = 100, 64  # the grid: every start for 100 steps, the best 64 to the end
+SCREEN_ITER, KEEP = 30, 64  # the grid: every start for 30 steps, the best 64 to the end
 
 
 def _newton(objective, x0, data, weight, max_iter):

@@ -2,10 +2,10 @@
 
     python bench/fit.py [--bootstrap 4000]
 
-The grid search (4,500 starts, damped Newton under jax.vmap: 100 steps each, then the best
-64 to convergence) runs once; the bootstrap fits every resample at once the same way, each
-from the full-data optimum. Measured on the 2-core CPU machine: grid 15 s, 4,000 bootstrap
-fits 4.6 s, best of 3 (a serial scipy loop took about 70 s for the grid alone).
+The grid search (4,500 starts, damped Newton under jax.vmap: SCREEN_ITER steps each, then
+the best KEEP to convergence: analysis/fit.py) runs once; the bootstrap fits every
+resample at once the same way, each from the full-data optimum. Timings:
+docs/results.md, "Numbers behind the code".
 """
 
 from __future__ import annotations
