@@ -17,10 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pytest_configure(config):
     """Under xdist, each worker (and every process it starts) runs on its own share of
     the cores, before JAX sizes its thread pool: two workers' XLA thread pools on the
-    same cores would spin against each other (a one-process run on one core costs ~25%
-    less CPU). Tests that need every core (K runs on disjoint cores; the SLURM daemons)
-    or run processes that step together (jax.distributed hosts, racing workers: on one
-    core they wait on each other) start them with `all_cores`."""
+    same cores would spin against each other. Tests that need every core (launching K
+    runs on disjoint cores; the SLURM daemons) start their processes with `all_cores`."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
     cores = sorted(os.sched_getaffinity(0))

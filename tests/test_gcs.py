@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import gcs_emulator
-from tests.conftest import ROOT, SMOKE, all_cores, wait_for
+from tests.conftest import ROOT, SMOKE, wait_for
 from tinyscale.launch import plan
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.train import lease
@@ -313,8 +313,7 @@ def test_chaos_workers_killed_and_restarted_train_every_run_once(where, gcs, cac
         return subprocess.Popen([sys.executable, "-m", "tinyscale.cli", "sweep", "worker", sweep,
                                  "--slot", str(slot), "--slots", "4"], cwd=ROOT,
                                 env={**env, "TINYSCALE_HOST": f"host-{slot}"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=all_cores)  # four at once
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = {slot: worker(slot) for slot in range(4)}
     kills, started = 0, 4
     deadline = time.time() + 900

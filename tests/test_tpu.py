@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests import fake_gcloud
-from tests.conftest import ROOT, all_cores, run_cli, wait_for
+from tests.conftest import ROOT, run_cli, wait_for
 from tests.test_launch import TINY, states
 
 
@@ -44,8 +44,7 @@ def _launch(sweep_dir, tpu_env, *extra, count=6):
          "--sweep-dir", str(sweep_dir), "--backend", "tpu",
          f"--config.launch.tpu_python={sys.executable}", "--config.launch.tpu_poll_s=0.3",
          "--config.launch.stale_after_s=6", *extra],
-        cwd=ROOT, env=tpu_env, stderr=subprocess.PIPE, text=True,
-        preexec_fn=all_cores)  # its hosts run at once
+        cwd=ROOT, env=tpu_env, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
