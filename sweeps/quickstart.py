@@ -1,6 +1,6 @@
 """Quickstart: small models on the built-in SynthStories corpus, on a 2-core CPU.
 
-    tinyscale train --config sweeps/quickstart.py --workdir runs/quickstart    # d64-L2, ~3 min
+    tinyscale train --config sweeps/quickstart.py --workdir runs/quickstart    # d64-L2, ~1 min
     tinyscale sweep plan sweeps/quickstart.py                                  # the grid
     tinyscale sweep run sweeps/quickstart.py --sweep-dir runs/quickstart-sweep # 8 runs
     tinyscale train --config sweeps/quickstart.py:smoke --workdir /tmp/smoke   # seconds (tests)
