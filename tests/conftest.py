@@ -21,6 +21,8 @@ def pytest_configure(config):
     runs on disjoint cores; the SLURM daemons) start their processes with `all_cores`."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
+    if not hasattr(os, "sched_setaffinity"):  # macOS: no CPU affinity
+        return
     cores = sorted(os.sched_getaffinity(0))
     if worker and count and 1 < int(count) <= len(cores):
         os.sched_setaffinity(0, cores[int(worker.removeprefix("gw"))::int(count)])

@@ -152,8 +152,8 @@ def peak_flops(configured: float = 0.0, cache_dir: str = "") -> float:
 
 
 def _kept_peak(kind: str, cache_dir: str) -> float:
-    key = (f"{socket.gethostname()}|{kind}|{jax.device_count()} devices|"
-           f"{len(os.sched_getaffinity(0))} cores")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    key = f"{socket.gethostname()}|{kind}|{jax.device_count()} devices|{cores} cores"
     path = os.path.join(os.path.expanduser(cache_dir), PEAKS_FILE) \
         if cache_dir and not is_remote(cache_dir) else ""
     try:
