@@ -137,6 +137,8 @@ def _worker(name: str, shape: tuple[int, int, int], pipe) -> None:
         import jax  # noqa: F401
 
         import tinyscale.train.steps  # noqa: F401
+        from tinyscale import process
+        process.reuse_freed_memory()  # as the `tinyscale` command does
     start = time.perf_counter()
     if name.startswith("torch"):
         step, sync, n = _torch_step(d, layers, heads, compiled=name == "torch.compile")
