@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyscale import config as config_lib
-from tinyscale import parallel
+from tinyscale import parallel, process
 from tinyscale.model.spec import ModelSpec
 from tinyscale.train import optim, packed, steps
 
@@ -106,6 +106,7 @@ def bench_shape(shape, k: int, rounds: int, seconds: float, tokens: int,
 
 
 def main():
+    process.for_compute()  # XLA flags and memory as the `tinyscale` command has them
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, default=8, help="runs per packed program")
     parser.add_argument("--shapes", default="d16-L2-h1,d32-L2-h2,d64-L2-h4")

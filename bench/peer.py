@@ -138,7 +138,7 @@ def _worker(name: str, shape: tuple[int, int, int], pipe) -> None:
 
         import tinyscale.train.steps  # noqa: F401
         from tinyscale import process
-        process.reuse_freed_memory()  # as the `tinyscale` command does
+        process.for_compute()  # XLA flags and memory as the `tinyscale` command has them
     start = time.perf_counter()
     if name.startswith("torch"):
         step, sync, n = _torch_step(d, layers, heads, compiled=name == "torch.compile")

@@ -35,7 +35,7 @@ def timed(lm, texts, contexts=None) -> str:
 
 
 def main():
-    process.reuse_freed_memory()  # as the command does
+    process.for_compute()  # as the command does
     lm = ReferenceLM()
     print("80 sentences:", timed(lm, english_sentences()[:80]))
     stories = english_stories(files=("stories_a.txt",))[:32]

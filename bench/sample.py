@@ -17,13 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyscale import config as config_lib
-from tinyscale import parallel
+from tinyscale import parallel, process
 from tinyscale.model.sample import Sampling, generate
 from tinyscale.model.spec import ModelSpec
 from tinyscale.train import steps
 
 
 def main():
+    process.for_compute()  # XLA flags and memory as the `tinyscale` command has them
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, default=256)
     args = parser.parse_args()

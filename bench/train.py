@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from tinyscale import config as config_lib
-from tinyscale import parallel
+from tinyscale import parallel, process
 from tinyscale.model import counting
 from tinyscale.model.spec import ModelSpec
 from tinyscale.train import metrics, optim, steps
@@ -69,6 +69,7 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, **model
 
 
 def main():
+    process.for_compute()  # XLA flags and memory as the `tinyscale` command has them
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--shapes", default="d64-L2-h4,d256-L4-h8,d512-L8-h8")

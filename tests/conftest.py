@@ -12,6 +12,9 @@ from tinyscale import cli, process
 from tinyscale import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# XLA's flags and freed memory as the command has them, before any test computes (the
+# processes tests start inherit XLA_FLAGS; the command sets the same itself)
+process.for_compute()
 
 
 def pytest_configure(config):
@@ -52,7 +55,6 @@ def compilation_cache(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     os.environ[config_lib.COMPILATION_CACHE_ENV] = str(shared / "jax-cache")
-    process.reuse_freed_memory()  # what the command does; tests that train in-process too
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Process-wide set-up of the `tinyscale` command."""
 
+import os
 import subprocess
 import sys
 
@@ -32,3 +33,34 @@ def test_freed_memory_is_reused_without_faulting_its_pages_again():
     default, reused = faults("default"), faults("reuse")
     assert min(default) > 10, default
     assert max(reused[1:]) <= 2, reused
+
+
+FUSIONS = """
+import jax, jax.numpy as jnp
+from tinyscale import process
+flags = process.xla_flags()
+x = jnp.ones((64, 64))
+hlo = jax.jit(lambda a, b: (a @ b).sum(-1)).lower(x, x).compile().as_text()
+root = next(line for line in hlo.splitlines() if line.strip().startswith("ROOT") and "fusion(" in line)
+print(flags, "|", root.split("=")[1].split()[0], "|", "ynn" in root.split("=")[0])
+"""
+
+
+def test_xla_flags_are_set_unless_the_user_named_them():
+    """tinyscale's XLA flag reaches XLA (YNNPACK fuses the dot alone: the sum after it is
+    XLA's own fusion, not part of a YNNPACK one as by default), beside the user's other
+    flags; a value the user gave for the same flag is kept."""
+    def run(user_flags):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        if user_flags is not None:
+            env["XLA_FLAGS"] = user_flags
+        return subprocess.run([sys.executable, "-c", FUSIONS], capture_output=True, text=True,
+                              check=True, env=env).stdout.strip().split(" | ")
+    flags, _, root_is_ynn = run(None)
+    assert flags == "--xla_cpu_experimental_ynn_fusion_type=dot" and root_is_ynn == "False"
+    flags, _, _ = run("--xla_force_host_platform_device_count=2")
+    assert flags.split() == ["--xla_force_host_platform_device_count=2",
+                             "--xla_cpu_experimental_ynn_fusion_type=dot"]
+    flags, _, root_is_ynn = run("--xla_cpu_experimental_ynn_fusion_type=dot,reduce")
+    assert flags == "--xla_cpu_experimental_ynn_fusion_type=dot,reduce"
+    assert root_is_ynn == "True"  # the user's choice took effect: the sum is in YNNPACK's
