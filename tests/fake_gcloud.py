@@ -26,11 +26,13 @@ what delete found to $FAKE_GCLOUD_ROOT/events.jsonl ({"verb", "name", "state"}).
 
 Faults, from $FAKE_GCLOUD_ROOT/faults.json, read at every call (a test writes it when
 it likes), with the error texts gcloud prints:
-    {"describe_fail_every": K}  describe calls 1, K+1, 2K+1, ... of each name fail (a
-                                network error, an expired token, a rate limit in turn)
+    {"describe_fails": [F, K]}  of each name's describe calls, F fail then K answer, and
+                                again (a network error, an expired token, a rate limit
+                                in turn)
     {"quota_slices": N}         create fails on quota while N queued resources exist
     {"no_capacity": true}       a queued resource waits in WAITING_FOR_RESOURCES, and
                                 turns ACTIVE at the first describe once this is gone
+                                (a list of names: only those wait)
 """
 
 import fcntl
@@ -187,17 +189,16 @@ def _create(name: str, args: list[str]) -> int:
                                                 if x)))
     _write(name, "hosts", str(hosts))
     _write(name, "port", str(_free_port()))
-    _write(name, "state", "WAITING_FOR_RESOURCES" if _faults().get("no_capacity") else "ACTIVE")
+    _write(name, "state", "WAITING_FOR_RESOURCES" if _no_capacity(name) else "ACTIVE")
     return 0
 
 
 def _describe(name: str) -> int:
     count = _count(name)
-    every = _faults().get("describe_fail_every")
-    if every and count % every == 1 % every:
+    fail, answer = _faults().get("describe_fails", [0, 1])
+    if (count - 1) % (fail + answer) < fail:
         _event("describe", name, "error")
-        print(TRANSIENT[(count // every) % len(TRANSIENT)].format(r=_resource(name)),
-              file=sys.stderr)
+        print(TRANSIENT[count % len(TRANSIENT)].format(r=_resource(name)), file=sys.stderr)
         return 1
     if not os.path.exists(_slot(name)):
         _event("describe", name, "NOT_FOUND")
@@ -205,7 +206,7 @@ def _describe(name: str) -> int:
               f"'{_resource(name)}' was not found", file=sys.stderr)
         return 1
     state = _read(name, "state")
-    if state == "WAITING_FOR_RESOURCES" and not _faults().get("no_capacity"):
+    if state == "WAITING_FOR_RESOURCES" and not _no_capacity(name):
         state = "ACTIVE"
         _write(name, "state", state)
     _event("describe", name, state)
@@ -214,6 +215,11 @@ def _describe(name: str) -> int:
     print(json.dumps({"name": _resource(name), "state": {"state": state},
                       "tpu": {"nodeSpec": [{"nodeId": name, "node": node}]}}, indent=2))
     return 0
+
+
+def _no_capacity(name: str) -> bool:
+    held = _faults().get("no_capacity")
+    return held is True or (isinstance(held, list) and name in held)
 
 
 def _count(name: str) -> int:

@@ -141,8 +141,9 @@ def test_dry_run_prints_every_command_and_the_set_up_script(env, tmp_path):
     assert "uv venv -q --allow-existing --python 3.11 ~/tinyscale-venv" in out
     assert '"jax[tpu]==' in out and "libtpu_releases.html" in out
     assert "apt-get install -y -qq liblink-grammar5 link-grammar-dictionaries-en" in out
-    assert "--command=cd ~ && nohup ~/tinyscale-venv/bin/python -m tinyscale.cli sweep " \
-           "worker gs://b/s --slot 1 --slots 2 --tpu" in out
+    assert "--command=cd ~ && { nohup ~/tinyscale-venv/bin/python -m tinyscale.cli sweep " \
+           "worker gs://b/s --slot 1 --slots 2 --tpu >> tinyscale-worker-1.log 2>&1 " \
+           "< /dev/null & }" in out
     assert "--project=p1" in out
 
 

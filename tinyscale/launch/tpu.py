@@ -107,8 +107,10 @@ def _python(launch) -> str:
 
 def worker_command(sweep_dir: str, launch, slot: int) -> str:
     log = f"tinyscale-worker-{slot}.log"
-    return (f"cd ~ && nohup {_python(launch)} -m tinyscale.cli sweep worker {sweep_dir} "
-            f"--slot {slot} --slots {launch.tpu_slots} --tpu >> {log} 2>&1 &")
+    # `{ cmd & }`, not `cd ~ && cmd &`: that would background the whole list in a subshell
+    # holding the ssh session's stdout, and ssh would return only when the worker ends
+    return (f"cd ~ && {{ nohup {_python(launch)} -m tinyscale.cli sweep worker {sweep_dir} "
+            f"--slot {slot} --slots {launch.tpu_slots} --tpu >> {log} 2>&1 < /dev/null & }}")
 
 
 def kill_command(sweep_dir: str, slot: int) -> str:
@@ -163,7 +165,8 @@ def launch(sweep_dir: str, base, spec: str, dry_run: bool, say=print,
             "(fine only for testing this launcher).")
     la = base.launch
     g = Gcloud(la, dry_run, say)
-    wheel = "tinyscale-0.1.0-py3-none-any.whl" if dry_run else build_wheel()
+    # the wheel the VMs install (none with launch.tpu_python: the image has tinyscale)
+    wheel = "tinyscale-0.1.0-py3-none-any.whl" if dry_run or la.tpu_python else build_wheel()
     where = sweep_dir if is_remote(sweep_dir) else os.path.abspath(os.path.expanduser(sweep_dir))
     labels = {gc.LABEL_SWEEP: gc.sweep_label(where)}
     slots = [Slot(g, i, name, sweep_dir, {**labels, gc.LABEL_SLOT: str(i)},

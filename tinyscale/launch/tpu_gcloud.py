@@ -57,8 +57,12 @@ def classify(stderr: str) -> str:
 
 
 def last_line(stderr: str) -> str:
+    """The last line of gcloud's error, without its `ERROR: (gcloud.COMMAND)` prefix."""
     lines = [x.strip() for x in stderr.strip().splitlines() if x.strip()]
-    return lines[-1][:300] if lines else "no message"
+    if not lines:
+        return "no message"
+    line = re.sub(r"^ERROR: (\(gcloud[\w.-]*\) )?", "", lines[-1])
+    return line if len(line) <= 300 else line[:300] + "..."
 
 
 class Stopped(Exception):

@@ -113,7 +113,7 @@ class Slot:
             self._back_off(la, f"describe failed ({found.message}); not read as a "
                                "preemption, nothing deleted")
             return
-        if self.failures:
+        if self.failures > 1:
             self.say(f"slot {self.index}: {self.name} answers again ({found.state})")
         self.failures = 0
         self._check_owner(found)
@@ -180,12 +180,12 @@ class Slot:
                 f"(gcloud compute tpus tpu-vm ssh {self.name} --worker=all).")
 
     def _back_off(self, la, what: str) -> None:
-        """Try again after poll x 2^(failures-1), at most 10 polls; say so at 1, 2, 4, ...
-        failures in a row."""
+        """Try again after poll x 2^(failures-1), at most 10 polls; say so at 2, 4, 8, ...
+        failures in a row (one alone is a blip not worth a line)."""
         self.failures += 1
         delay = min(la.tpu_poll_s * 2 ** (self.failures - 1), 10 * la.tpu_poll_s)
         self.next_check = time.time() + delay
-        if self.failures & (self.failures - 1) == 0:
+        if self.failures > 1 and self.failures & (self.failures - 1) == 0:
             self.say(f"slot {self.index}: {self.name}: {what}; trying again in {delay:.4g} s "
                      f"({self.failures} in a row)")
 
