@@ -21,7 +21,7 @@ import time
 
 from tinyscale.errors import TinyscaleError
 from tinyscale.launch import tpu_gcloud as gc
-from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.launch.sweepdir import SweepDir, run_config
 
 
 class Slot:
@@ -164,8 +164,10 @@ class Slot:
             self._do("STARTING", lambda: self._start_workers(set_up=True))
         elif self.phase == "RUNNING":
             why = self.workers_gone(sweep, ttl)
-            free = [r for r in left if sweep.lock_owner(r["name"], ttl) is None]
-            if why and free:
+            # read after the heartbeats: a worker writes a run's end before its own exit
+            free = why and [r for r in left if sweep.lock_owner(r["name"], ttl) is None
+                            and sweep.runnable(r, run_config(r).launch.max_attempts)]
+            if free:
                 self._count_restart(la, left, "its workers stopped")
                 self.say(f"slot {self.index}: workers {why} with {len(free)} run(s) left; "
                          "restarting them")
