@@ -228,3 +228,14 @@ def test_ctrl_c_keeps_or_deletes_the_slices_as_documented(env, tmp_path):
     assert (root / name / "state").read_text() == "ACTIVE"
     subprocess.run(["gcloud", "compute", "tpus", "queued-resources", "delete", name],
                    env=tpu_env, check=True)
+
+
+def test_slice_flags_apply_to_the_tpu_backend_only(refused, tmp_path):
+    result = refused("sweep", "run", f"{TINY}:1", "--sweep-dir", tmp_path / "s",
+                     "--keep-slots")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tinyscale: error: --keep-slots applies to --backend " \
+                                    "tpu only: drop it."
+    both = refused("sweep", "run", f"{TINY}:1", "--sweep-dir", tmp_path / "s", "--backend",
+                   "tpu", "--keep-slots", "--delete-slots")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
