@@ -4,12 +4,15 @@
 Installed as `gcloud` on PATH by tests/test_tpu.py (`install`). State lives under
 $FAKE_GCLOUD_ROOT/<name>/: `state` (the queued resource's state), `port` (its
 jax.distributed coordinator port), `pgids` (the process groups its ssh commands
-started) and `host-<i>/`, each host's home directory. Every call is logged to
-$FAKE_GCLOUD_ROOT/calls.jsonl.
+started), `labels.json` and `host-<i>/`, each host's home directory. Every call is
+logged to $FAKE_GCLOUD_ROOT/calls.jsonl (its arguments), and what describe answered and
+what delete found to $FAKE_GCLOUD_ROOT/events.jsonl ({"verb", "name", "state"}).
 
     queued-resources create NAME ...   a slot of $FAKE_TPU_HOSTS hosts (default 2), ACTIVE
-    queued-resources describe NAME     prints its state (exit 1: NOT_FOUND)
-    queued-resources delete NAME       kills its processes, removes it
+                                       (or WAITING_FOR_RESOURCES, see no_capacity)
+    queued-resources describe NAME     prints it as JSON (exit 1: NOT_FOUND), as gcloud
+                                       does with --format=json
+    queued-resources delete NAME       kills its processes, removes it (exit 1: NOT_FOUND)
     tpu-vm scp SRC NAME: --worker=all  copies SRC into every host's home
     tpu-vm ssh NAME --worker=all --command=CMD
                                        runs CMD with bash on every host at once, in its
@@ -20,8 +23,19 @@ $FAKE_GCLOUD_ROOT/calls.jsonl.
     preempt NAME                       (what Google does, not a gcloud verb) kills every
                                        process of the slot and marks it SUSPENDED
     kill-workers NAME                  (a crash) kills its processes, leaves it ACTIVE
+
+Faults, from $FAKE_GCLOUD_ROOT/faults.json, read at every call (a test writes it when
+it likes), with the error texts gcloud prints:
+    {"describe_fails": [F, K]}  of each name's describe calls, F fail then K answer, and
+                                again (a network error, an expired token, a rate limit
+                                in turn)
+    {"quota_slices": N}         create fails on quota while N queued resources exist
+    {"no_capacity": true}       a queued resource waits in WAITING_FOR_RESOURCES, and
+                                turns ACTIVE at the first describe once this is gone
+                                (a list of names: only those wait)
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -46,6 +60,55 @@ def install(bin_dir: str) -> str:
 def calls(root: str) -> list[list[str]]:
     with open(os.path.join(root, "calls.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def events(root: str) -> list[dict]:
+    try:
+        with open(os.path.join(root, "events.jsonl")) as f:
+            return [json.loads(line) for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def set_faults(root: str, **faults) -> None:
+    """Write faults.json (atomically: the launcher's gcloud calls read it any time)."""
+    with open(os.path.join(root, "faults.json.tmp"), "w") as f:
+        json.dump(faults, f)
+    os.replace(os.path.join(root, "faults.json.tmp"), os.path.join(root, "faults.json"))
+
+
+def _faults() -> dict:
+    try:
+        with open(os.path.join(ROOT, "faults.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def _event(verb: str, name: str, state: str) -> None:
+    with open(os.path.join(ROOT, "events.jsonl"), "a") as f:
+        f.write(json.dumps({"verb": verb, "name": name, "state": state}) + "\n")
+
+
+def _resource(name: str) -> str:
+    return f"projects/fake-project/locations/us-west4-a/queuedResources/{name}"
+
+
+# what gcloud prints when describe fails for a reason that says nothing about the slice
+TRANSIENT = [
+    "ERROR: gcloud crashed (ConnectionError): HTTPSConnectionPool(host='tpu.googleapis.com', "
+    "port=443): Max retries exceeded with url: /v2/{r} (Caused by NewConnectionError("
+    "'Failed to establish a new connection: [Errno 101] Network is unreachable'))",
+    "ERROR: (gcloud.compute.tpus.queued-resources.describe) There was a problem refreshing "
+    "your current auth tokens: ('invalid_grant: Bad Request', {{'error': 'invalid_grant', "
+    "'error_description': 'Bad Request'}})",
+    "ERROR: (gcloud.compute.tpus.queued-resources.describe) RESOURCE_EXHAUSTED: Quota "
+    "exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of "
+    "service 'tpu.googleapis.com' for consumer 'project_number:1234'.",
+]
+QUOTA = ("ERROR: (gcloud.compute.tpus.queued-resources.create) RESOURCE_EXHAUSTED: Quota "
+         "limit 'TPUV5sLitepodPreemptiblePerProjectPerZoneForTPUAPI' has been exceeded. "
+         "Limit: {n} in zone us-west4-a.")
 
 
 def _slot(name: str) -> str:
@@ -105,6 +168,69 @@ def _ssh(name: str, command: str) -> int:
     return code
 
 
+def _create(name: str, args: list[str]) -> int:
+    with open(os.path.join(ROOT, "lock"), "w") as lock:  # one create at a time: quota
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(_slot(name)):
+            print(f"ERROR: (gcloud.compute.tpus.queued-resources.create) ALREADY_EXISTS: "
+                  f"Resource '{_resource(name)}' already exists", file=sys.stderr)
+            return 1
+        quota = _faults().get("quota_slices")
+        existing = [d for d in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, d))]
+        if quota is not None and len(existing) >= quota:
+            print(QUOTA.format(n=quota), file=sys.stderr)
+            return 1
+        os.makedirs(_slot(name))
+    hosts = int(os.environ.get("FAKE_TPU_HOSTS", "2"))
+    for i in range(hosts):
+        os.makedirs(os.path.join(_slot(name), f"host-{i}"))
+    labels = next((a[len("--labels="):] for a in args if a.startswith("--labels=")), "")
+    _write(name, "labels.json", json.dumps(dict(x.split("=", 1) for x in labels.split(",")
+                                                if x)))
+    _write(name, "hosts", str(hosts))
+    _write(name, "port", str(_free_port()))
+    _write(name, "state", "WAITING_FOR_RESOURCES" if _no_capacity(name) else "ACTIVE")
+    return 0
+
+
+def _describe(name: str) -> int:
+    count = _count(name)
+    fail, answer = _faults().get("describe_fails", [0, 1])
+    if (count - 1) % (fail + answer) < fail:
+        _event("describe", name, "error")
+        print(TRANSIENT[count % len(TRANSIENT)].format(r=_resource(name)), file=sys.stderr)
+        return 1
+    if not os.path.exists(_slot(name)):
+        _event("describe", name, "NOT_FOUND")
+        print(f"ERROR: (gcloud.compute.tpus.queued-resources.describe) NOT_FOUND: Resource "
+              f"'{_resource(name)}' was not found", file=sys.stderr)
+        return 1
+    state = _read(name, "state")
+    if state == "WAITING_FOR_RESOURCES" and not _no_capacity(name):
+        state = "ACTIVE"
+        _write(name, "state", state)
+    _event("describe", name, state)
+    node = {"acceleratorType": "v5litepod-8", "labels": json.loads(_read(name, "labels.json",
+                                                                          "{}"))}
+    print(json.dumps({"name": _resource(name), "state": {"state": state},
+                      "tpu": {"nodeSpec": [{"nodeId": name, "node": node}]}}, indent=2))
+    return 0
+
+
+def _no_capacity(name: str) -> bool:
+    held = _faults().get("no_capacity")
+    return held is True or (isinstance(held, list) and name in held)
+
+
+def _count(name: str) -> int:
+    """This call's number among the describes of `name` (1, 2, ...)."""
+    path = os.path.join(ROOT, f"describes-{name}")
+    count = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    with open(path, "w") as f:
+        f.write(str(count))
+    return count
+
+
 def main(args: list[str]) -> int:
     with open(os.path.join(ROOT, "calls.jsonl"), "a") as f:
         f.write(json.dumps(args) + "\n")
@@ -112,23 +238,15 @@ def main(args: list[str]) -> int:
     if verb[:3] == ["compute", "tpus", "queued-resources"]:
         name = args[4]
         if verb[3] == "create":
-            if os.path.exists(_slot(name)):
-                print(f"ERROR: {name} already exists", file=sys.stderr)
-                return 1
-            os.makedirs(_slot(name))
-            for i in range(int(os.environ.get("FAKE_TPU_HOSTS", "2"))):
-                os.makedirs(os.path.join(_slot(name), f"host-{i}"))
-            _write(name, "hosts", os.environ.get("FAKE_TPU_HOSTS", "2"))
-            _write(name, "port", str(_free_port()))
-            _write(name, "state", "ACTIVE")
-            return 0
+            return _create(name, args)
         if verb[3] == "describe":
-            if not os.path.exists(_slot(name)):
-                print(f"ERROR: NOT_FOUND: {name}", file=sys.stderr)
-                return 1
-            print(_read(name, "state"))
-            return 0
+            return _describe(name)
         if verb[3] == "delete":
+            if not os.path.exists(_slot(name)):
+                print(f"ERROR: (gcloud.compute.tpus.queued-resources.delete) NOT_FOUND: "
+                      f"Resource '{_resource(name)}' was not found", file=sys.stderr)
+                return 1
+            _event("delete", name, _read(name, "state"))
             _kill(name)
             shutil.rmtree(_slot(name), ignore_errors=True)
             return 0

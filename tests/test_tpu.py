@@ -12,6 +12,7 @@ import pytest
 from tests import fake_gcloud
 from tests.conftest import ROOT, run_cli, wait_for
 from tests.test_launch import TINY, states
+from tinyscale.launch.tpu_gcloud import sweep_label
 
 
 def _metrics(run) -> list[dict]:
@@ -110,7 +111,8 @@ def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, tmp_path)
     assert [c[4] for c in creates] == [slots[0], slots[1], slots[0]]
     assert creates[0][5:] == [f"--node-id={slots[0]}", "--accelerator-type=v5litepod-8",
                               "--runtime-version=v2-alpha-tpuv5-lite", "--zone=us-west4-a",
-                              "--spot"]
+                              "--spot", f"--labels=tinyscale-sweep={sweep_label(sweep_dir)},"
+                              "tinyscale-slot=0"]
     print(f"\nTPU stand-in: slots 2 x hosts 2, runs {len(final)}, preemptions 1, crashes 1, "
           f"runs resumed {len(hit)}, done once {len(final)}, steps trained twice {twice}")
 
@@ -141,8 +143,9 @@ def test_dry_run_prints_every_command_and_the_set_up_script(env, tmp_path):
     assert "uv venv -q --allow-existing --python 3.11 ~/tinyscale-venv" in out
     assert '"jax[tpu]==' in out and "libtpu_releases.html" in out
     assert "apt-get install -y -qq liblink-grammar5 link-grammar-dictionaries-en" in out
-    assert "--command=cd ~ && nohup ~/tinyscale-venv/bin/python -m tinyscale.cli sweep " \
-           "worker gs://b/s --slot 1 --slots 2 --tpu" in out
+    assert "--command=cd ~ && { nohup ~/tinyscale-venv/bin/python -m tinyscale.cli sweep " \
+           "worker gs://b/s --slot 1 --slots 2 --tpu >> tinyscale-worker-1.log 2>&1 " \
+           "< /dev/null & }" in out
     assert "--project=p1" in out
 
 

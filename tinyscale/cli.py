@@ -156,6 +156,8 @@ def _sweep_run(args, overrides):
     if not args.dry_run:
         runs = sweep.create(args.file, base, runs)  # with the runs already in the sweep
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.slices != "ask" and args.backend != "tpu":
+        raise TinyscaleError(f"--{args.slices}-slots applies to --backend tpu only: drop it.")
     if args.backend == "local":
         if args.dry_run:
             print(table.render(runs, base, args.backend))
@@ -163,7 +165,7 @@ def _sweep_run(args, overrides):
         return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
     if args.backend == "slurm":
         return slurm.submit(args.sweep_dir, base, runs, args.dry_run, say)
-    return tpu.launch(args.sweep_dir, base, args.file, args.dry_run, say)
+    return tpu.launch(args.sweep_dir, base, args.file, args.dry_run, say, args.slices)
 
 
 def _sweep_status(args, overrides):
@@ -203,7 +205,15 @@ def _add_sweep(sub):
     r.add_argument("--parallel", type=NON_NEGATIVE, default=0,
                    help="local: runs at once (default: config.launch.parallel)")
     r.add_argument("--dry-run", action="store_true", help="print, do not run")
-    r.set_defaults(func=_sweep_run)
+    slices = r.add_mutually_exclusive_group()
+    slices.add_argument("--keep-slots", dest="slices", action="store_const", const="keep",
+                        help="tpu: leave the slices running when the launcher stops "
+                             "(Ctrl-C, an error); without either flag Ctrl-C asks at a "
+                             "terminal and keeps them elsewhere")
+    slices.add_argument("--delete-slots", dest="slices", action="store_const", const="delete",
+                        help="tpu: delete the slices when the launcher stops (done, Ctrl-C, "
+                             "an error)")
+    r.set_defaults(func=_sweep_run, slices="ask")
     st = ss.add_parser("status", help="state, step, loss, attempts of every run")
     st.add_argument("sweep_dir")
     st.set_defaults(func=_sweep_status)

