@@ -2,15 +2,16 @@
 
     python bench/train.py [--steps 20] [--shapes d64-L2-h4,d256-L4-h8,d512-L8-h8]
 
-Vocabulary 4096, sequence 256, batch 32, float32, random tokens (the data pipeline is
-benchmarked in bench/data.py). MFU = tokens/s x training FLOPs/token (counting.py)
-/ the float32 matmul peak. On this shared VM the peak (best 2048^2 matmul) drifts
-between about 195 and 275 GFLOP/s within a minute, so a single peak makes MFU noisy
-by +-15%. The steps therefore run in blocks of about 2 s, each right after its own peak
-probe; MFU is the median over blocks of block rate / its probe, and the table shows
-the median probe. Attention FLOPs are counted in full, without halving for causality
-(PaLM's convention), although the model skips the masked blocks. With `--moe E-K` each
-shape is also trained as a mixture of experts; its MFU counts the active experts' FLOPs.
+Vocabulary 4096, sequence 256, batch 32, model.dtype auto (float32 on CPU), random
+tokens (the data pipeline is benchmarked in bench/data.py). MFU = tokens/s x training
+FLOPs/token (counting.py) / the float32 matmul peak. On this shared VM the peak (best
+2048^2 matmul) drifts between about 195 and 275 GFLOP/s within a minute, so a single
+peak makes MFU noisy by +-15%. The steps therefore run in blocks of about 2 s, each
+right after its own peak probe; MFU is the median over blocks of block rate / its probe,
+and the table shows the median probe. Attention FLOPs are counted in full, without
+halving for causality (PaLM's convention), although the model skips the masked blocks.
+With `--moe E-K` each shape is also trained as a mixture of experts; its MFU counts the
+active experts' FLOPs.
 """
 
 from __future__ import annotations
@@ -28,13 +29,18 @@ from tinyscale.model.spec import ModelSpec
 from tinyscale.train import metrics, optim, steps
 
 
-def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, **model):
+def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, seq_len: int = 256,
+                batch_size: int = 32, vocab: int = 4096, peak: float = 0.0, **model):
+    """(total and active parameters, compile s, tokens/s, MFU, peak FLOP/s) of one shape.
+
+    `peak` > 0: MFU against it (a chip's data-sheet peak: bench/device_check.py), with
+    no probes; else against the float32 matmul peak probed before each block."""
     c = config_lib.get_config()
-    c.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads, max_seq_len=256,
+    c.model.update(d_model=d_model, n_layers=n_layers, n_heads=n_heads, max_seq_len=seq_len,
                    **model)
-    c.train.update(seq_len=256, batch_size=32)
+    c.train.update(seq_len=seq_len, batch_size=batch_size)
     mesh = parallel.make_mesh(c)
-    spec = ModelSpec.from_config(c.model, 4096)
+    spec = ModelSpec.from_config(c.model, vocab)
     params = steps.Params(spec, mesh, seed=0)
     tx = optim.optimizer(c.train, 1000)
     step = steps.make_train_step(params, tx, 1)
@@ -42,12 +48,14 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, **model
     with jax.set_mesh(mesh):
         opt_state = tx.init(arrays)
     rng = np.random.default_rng(0)
-    batch = parallel.global_batch(rng.integers(0, 4096, (32, 257), dtype=np.int32), mesh)
+    batch = parallel.global_batch(
+        rng.integers(0, vocab, (batch_size, seq_len + 1), dtype=np.int32), mesh)
     start = time.perf_counter()
     arrays, opt_state, out = step(arrays, opt_state, batch)
     jax.block_until_ready(out)
     compile_s = time.perf_counter() - start
-    flops = counting.flops_per_token(spec, 256)
+    flops = counting.flops_per_token(spec, seq_len)
+    tokens = batch_size * seq_len
     start = time.perf_counter()
     arrays, opt_state, out = step(arrays, opt_state, batch)
     jax.block_until_ready(out)
@@ -55,16 +63,16 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, **model
     seconds, done, mfus, peaks = 0.0, 0, [], []
     while done < n_steps:
         k = min(per_block, n_steps - done)
-        peaks.append(metrics.measure_matmul_peak(sizes=(2048,), repeats=3))
+        peaks.append(peak or metrics.measure_matmul_peak(sizes=(2048,), repeats=3))
         start = time.perf_counter()
         for _ in range(k):
             arrays, opt_state, out = step(arrays, opt_state, batch)
         jax.block_until_ready(out)
         elapsed = time.perf_counter() - start
-        mfus.append(k * 32 * 256 / elapsed * flops / peaks[-1])
+        mfus.append(k * tokens / elapsed * flops / peaks[-1])
         seconds, done = seconds + elapsed, done + k
     counts = counting.parameter_counts(spec)
-    return (counts["total"], counts["active"], compile_s, n_steps * 32 * 256 / seconds,
+    return (counts["total"], counts["active"], compile_s, n_steps * tokens / seconds,
             float(np.median(mfus)), float(np.median(peaks)))
 
 

@@ -4,17 +4,37 @@
 #   scripts/setup.sh        everything, for the tests (the default; what CI runs)
 #   scripts/setup.sh demo   what the demo sweep needs: the package and its eval extra,
 #                           installed with uv (12 s here, against pip's 70 s)
+#   scripts/setup.sh gpu    the demo's set-up with JAX for NVIDIA GPUs (the cuda extra,
+#                           or cuda12 under a driver older than 580), then checks that
+#                           JAX sees the GPU (docs/gpu.md)
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-test}
-case "$PROFILE" in test|demo) ;; *) echo "setup: unknown profile '$PROFILE': use test or demo" >&2; exit 2;; esac
+case "$PROFILE" in test|demo|gpu) ;; *) echo "setup: unknown profile '$PROFILE': use test, demo or gpu" >&2; exit 2;; esac
+
+# gpu: the GPU and its driver are checked before anything is installed (CUDA's wheels
+# are gigabytes): the driver picks the CUDA major version of JAX's wheels.
+if [ "$PROFILE" = gpu ]; then
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1) || driver=""
+  if [ -z "$driver" ]; then
+    echo "setup: no NVIDIA GPU found (nvidia-smi $(command -v nvidia-smi >/dev/null && echo "lists none" || echo "is not installed")); use scripts/setup.sh demo on a CPU machine" >&2
+    exit 2
+  fi
+  case "${driver%%.*}" in
+    ''|*[!0-9]*) echo "setup: cannot read the NVIDIA driver version from nvidia-smi ('$driver')" >&2; exit 2;;
+  esac
+  if [ "${driver%%.*}" -ge 580 ]; then CUDA_EXTRA=cuda
+  elif [ "${driver%%.*}" -ge 525 ]; then CUDA_EXTRA=cuda12
+  else echo "setup: NVIDIA driver $driver is older than JAX's CUDA 12 wheels need (525): update the driver" >&2; exit 2
+  fi
+fi
 
 # System packages: Link Grammar (the real-English grammar metric) and SLURM (the tests
 # start a real single-node cluster for the SLURM backend) and Chromium (the report test);
 # python3-link-grammar only for the test that checks our ctypes binding against it.
 APT_PACKAGES=(liblink-grammar5 link-grammar-dictionaries-en python3-link-grammar slurm-wlm chromium)
-[ "$PROFILE" = demo ] && APT_PACKAGES=(liblink-grammar5 link-grammar-dictionaries-en)
+[ "$PROFILE" != test ] && APT_PACKAGES=(liblink-grammar5 link-grammar-dictionaries-en)
 
 if ((${#APT_PACKAGES[@]})) && command -v apt-get >/dev/null; then
   missing=()
@@ -43,7 +63,20 @@ fi
 stamp=.venv/.tinyscale-installed  # the full (test) install; it covers the demo's too
 demo_stamp=.venv/.tinyscale-installed-demo
 fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ] && [ ! scripts/setup.sh -nt "$1" ]; }
-if [ "$PROFILE" = demo ]; then
+gpu_stamp=.venv/.tinyscale-installed-gpu
+if [ "$PROFILE" = gpu ]; then
+  if ! fresh "$gpu_stamp"; then
+    echo "setup: installing tinyscale with JAX for CUDA ($CUDA_EXTRA extra, driver $driver) into .venv (uv)"
+    .venv/bin/python -m pip install -q uv
+    .venv/bin/uv pip install -q --python .venv/bin/python -e ".[$CUDA_EXTRA,eval]"
+  fi
+  if ! devices=$(.venv/bin/python -c 'import jax; print(", ".join(d.device_kind for d in jax.devices("gpu")))' 2>/dev/null); then
+    echo "setup: JAX is installed but sees no GPU (nvidia-smi does: driver $driver); run .venv/bin/python -c 'import jax; jax.devices(\"gpu\")' for JAX's reason" >&2
+    exit 1
+  fi
+  touch "$gpu_stamp"
+  echo "setup: JAX runs on $devices"
+elif [ "$PROFILE" = demo ]; then
   if ! fresh "$stamp" && ! fresh "$demo_stamp"; then
     echo "setup: installing tinyscale and what the demo needs into .venv (uv, seconds)"
     .venv/bin/python -m pip install -q uv

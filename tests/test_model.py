@@ -8,7 +8,7 @@ from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.config import check as config_check
 from tinyscale.model import counting
-from tinyscale.model.attention import causal_attention
+from tinyscale.model.attention import causal_attention, fused_attention
 from tinyscale.model.spec import ModelSpec
 from tinyscale.model.transformer import Transformer
 
@@ -66,16 +66,16 @@ def test_local_attention_forgets_beyond_its_window():
 @pytest.mark.parametrize("kv_heads", [4, 2])
 def test_blocked_attention_equals_full_attention(window, kv_heads):
     """Query blocks of 8 over 27 positions (a short last block; windows inside a block
-    and spanning blocks) give jax.nn.dot_product_attention's values and gradients."""
+    and spanning blocks) give jax.nn.dot_product_attention's values and gradients, called
+    as the cudnn path calls it (its XLA implementation: the window and GQA conventions
+    of the GPU path, tested on any device; the kernels themselves: test_attention.py)."""
     keys = jax.random.split(jax.random.key(0), 4)
     q = jax.random.normal(keys[0], (2, 27, 4, 8))
     k, v = (jax.random.normal(x, (2, 27, kv_heads, 8)) for x in keys[1:3])
     w = jax.random.normal(keys[3], q.shape)
-    local = (window - 1, 0) if window else None
 
     def reference(q, k, v):
-        return jnp.sum(w * jax.nn.dot_product_attention(
-            q, k, v, scale=0.3, is_causal=True, local_window_size=local))
+        return jnp.sum(w * fused_attention(q, k, v, 0.3, window, implementation="xla"))
 
     def blocked(q, k, v):
         return jnp.sum(w * causal_attention(q, k, v, 0.3, window, block=8))

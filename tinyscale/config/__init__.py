@@ -10,7 +10,7 @@ import math
 
 import ml_collections
 
-CONFIG_VERSION = 2  # saved configs without config_version are version 1 (from_saved)
+CONFIG_VERSION = 3  # saved configs without config_version are version 1 (from_saved)
 CACHE_ROOT = "~/.cache/tinyscale"  # the default data.cache_dir: every cache lives under it
 # The launchers point their workers' persistent compilation cache into the sweep dir with
 # this variable; "" turns the cache off; unset, it is <data.cache_dir default>/jax.
@@ -22,6 +22,9 @@ SENTENCEPIECE_TOKENIZERS, GPT_NEO_TOKENIZER = ("bpe", "unigram"), "gpt_neo_top10
 TOKENIZERS = SENTENCEPIECE_TOKENIZERS + (GPT_NEO_TOKENIZER,)
 TOPK_MIN_VOCAB = 260  # a restricted byte-level BPE: 3 special ids, 256 bytes, one more
 FAMILIES = ("llama", "gpt_neo", "phi")
+DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; model.param_dtype takes the last two
+# model.attention: auto, or an implementation (tinyscale/model/attention.py, `attend`)
+ATTENTIONS = ("auto", "xla", "cudnn", "splash")
 # data.filter (data/quality.py), and data.noise_kinds: SynthStories' corruptions (the
 # names of data/synthstories/corrupt.py's CORRUPTIONS) and those that need no grammar
 FILTERS = ("none", "grammar", "reference_lm")
@@ -90,8 +93,14 @@ def get_config() -> ml_collections.ConfigDict:
     m.router_z_coef = 0.001              # weight of the router z-loss (ST-MoE: 0.001)
     m.norm_eps = 1e-5                    # LayerNorm / RMSNorm epsilon
     m.tie_embeddings = True              # share input embedding and output projection (not phi)
-    m.dtype = "float32"                  # compute dtype: float32 | bfloat16
-    m.param_dtype = "float32"            # parameter dtype (keep float32 for Adam)
+    m.dtype = "auto"                     # compute dtype: auto = bfloat16 on GPU and TPU,
+                                         # float32 on CPU (model/spec.py) | float32 | bfloat16
+    m.param_dtype = "float32"            # parameters and so the optimizer state (keep
+                                         # float32 for Adam) | bfloat16
+    m.attention = "auto"                 # auto = cudnn on a GPU (in bfloat16), splash on
+                                         # TPU, xla elsewhere | xla (blocked, any device) |
+                                         # cudnn (jax.nn.dot_product_attention's cuDNN flash
+                                         # kernel, GPU) | splash (Pallas, TPU)
 
     c.train = t = ml_collections.ConfigDict()
     t.seq_len = 256                      # tokens per training sequence
@@ -243,7 +252,10 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
 
     Version 1 configs applied model.attention_pattern to gpt_neo only (llama and phi were
     all global, whatever it said): read as version 2, their pattern is `auto`, which
-    means the same (for gpt_neo the old default, global,local, is also `auto`)."""
+    means the same (for gpt_neo the old default, global,local, is also `auto`).
+    Version 2 configs hold model.dtype=float32, the default before there was `auto`: read
+    as `auto`, which is float32 on CPU, where such runs trained (a sweep begun on a TPU
+    before version 3 resumes in bfloat16 compute; its parameters stay float32)."""
     config = get_config()
     version = saved.get("config_version", 1)
 
@@ -257,6 +269,8 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
     if version < 2 and (config.model.family != "gpt_neo"
                         or config.model.attention_pattern == "global,local"):
         config.model.attention_pattern = "auto"
+    if version < 3 and config.model.dtype == "float32":
+        config.model.dtype = "auto"
     config.config_version = CONFIG_VERSION
     return config
 

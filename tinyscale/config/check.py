@@ -13,7 +13,9 @@ import os
 import ml_collections
 
 from tinyscale.config import (
+    ATTENTIONS,
     DATASETS,
+    DTYPES,
     FAMILIES,
     FILTERS,
     GPT_NEO_TOKENIZER,
@@ -187,8 +189,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               f"context: use at most model.max_seq_len={c.model.max_seq_len}, or make every "
               "layer global (--config.model.attention_pattern=global)")
     _check_experts(c.model)
-    _choice(c, "model.dtype", ("float32", "bfloat16"))
-    _choice(c, "model.param_dtype", ("float32", "bfloat16"))
+    _choice(c, "model.dtype", DTYPES)
+    _choice(c, "model.param_dtype", DTYPES[1:])
+    _choice(c, "model.attention", ATTENTIONS)  # and against the device: ModelSpec.on
     _positive(c, "train.seq_len", "train.batch_size", "train.tokens", "train.steps",
               "train.grad_accum", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",

@@ -1,18 +1,27 @@
-"""Attention: RoPE, causal (global or sliding-window local) attention over query blocks,
-and the attention layer with grouped KV heads and a KV cache for decoding."""
+"""Attention: RoPE; causal (global or sliding-window local) attention by one of three
+implementations (`attend`, chosen by model.attention: model/spec.py) -- xla, query
+blocks in plain XLA (any device); cudnn, jax.nn.dot_product_attention's cuDNN flash
+kernel (GPU); splash, the Pallas splash kernel (TPU) -- and the attention layer with
+grouped KV heads and a KV cache for decoding (always xla: one query at a time)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+from jax.sharding import PartitionSpec as P
 
 from tinyscale.model.layers import dense
 from tinyscale.model.spec import ModelSpec
+from tinyscale.parallel import AXES
 
 ATTENTION_BLOCK = 64  # query block of causal_attention (see its docstring)
+SPLASH_BLOCK = 128  # splash's blocks (BlockSizes.get_default(), TPU lanes): T % 128 == 0
 
 
 def rope(x_BTHE: jax.Array, positions_BT: jax.Array, theta: float,
@@ -73,6 +82,60 @@ def causal_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = 
     return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
 
+def fused_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = None,
+                    implementation: str = "cudnn") -> jax.Array:
+    """Causal attention by jax.nn.dot_product_attention: `implementation` cudnn is cuDNN's
+    flash kernel (GPU, bfloat16); xla the same call in plain XLA on any device (what the
+    CPU tests run, so the window and GQA conventions here are tested without a GPU)."""
+    local = (window - 1, 0) if window else None  # i - j < window: window - 1 keys back
+    return jax.nn.dot_product_attention(q_BTHE, k_BTKE, v_BTKE, scale=scale, is_causal=True,
+                                        local_window_size=local,
+                                        implementation=implementation)
+
+
+@functools.lru_cache(maxsize=64)
+def _splash_kernel(t: int, groups: int, window: int | None, interpret: bool):
+    """The splash kernel of one KV head and its `groups` query heads, [G, T, E] x [T, E]."""
+    mask = masks.LocalMask((t, t), (window - 1, 0), 0) if window else masks.CausalMask((t, t))
+    return splash.make_splash_mqa(masks.MultiHeadMask([mask] * groups),
+                                  block_sizes=splash.BlockSizes.get_default(),
+                                  head_shards=1, q_seq_shards=1, interpret=interpret)
+
+
+def splash_attention(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None = None,
+                     mesh=None, interpret: bool = False) -> jax.Array:
+    """Causal attention by the Pallas splash kernel (TPU; `interpret` runs it on any
+    device, slowly: the tests). A sequence that is not a multiple of SPLASH_BLOCK goes
+    to causal_attention. Grouped KV heads are the kernel's MQA form per KV head. On a
+    mesh of several devices the kernel runs per shard (shard_map: batch over data x
+    fsdp, KV heads over tensor), as XLA cannot split a kernel call itself."""
+    b, t, h, e = q_BTHE.shape
+    kv = k_BTKE.shape[2]
+    if t % SPLASH_BLOCK:
+        return causal_attention(q_BTHE, k_BTKE, v_BTKE, scale, window)
+    kernel = jax.vmap(jax.vmap(_splash_kernel(t, h // kv, window, interpret)))  # B, K
+    q_BKGTE = q_BTHE.reshape(b, t, kv, h // kv, e).transpose(0, 2, 3, 1, 4)
+    if scale != 1.0:  # the kernel does not scale its logits
+        q_BKGTE = q_BKGTE * jnp.asarray(scale, q_BKGTE.dtype)
+    k_BKSE, v_BKSE = k_BTKE.transpose(0, 2, 1, 3), v_BTKE.transpose(0, 2, 1, 3)
+    if mesh is not None and mesh.size > 1:
+        spec = P(AXES[:2], AXES[2])
+        kernel = jax.shard_map(kernel, mesh=mesh, in_specs=(spec,) * 3, out_specs=spec,
+                               check_vma=False)
+    out_BKGTE = kernel(q_BKGTE, k_BKSE, v_BKSE)
+    return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+
+
+def attend(q_BTHE, k_BTKE, v_BTKE, scale: float, window: int | None, implementation: str,
+           mesh=None) -> jax.Array:
+    """Causal attention by `implementation` (spec.attention, resolved: ModelSpec.on)."""
+    if implementation == "cudnn":
+        return fused_attention(q_BTHE, k_BTKE, v_BTKE, scale, window, "cudnn")
+    if implementation == "splash":
+        return splash_attention(q_BTHE, k_BTKE, v_BTKE, scale, window, mesh)
+    return causal_attention(q_BTHE, k_BTKE, v_BTKE, scale, window)
+
+
 class Attention(nnx.Module):
     def __init__(self, spec: ModelSpec, layer: int, *, rngs: nnx.Rngs):
         self.spec, self.local = spec, spec.attention_types[layer] == "local"
@@ -84,6 +147,8 @@ class Attention(nnx.Module):
         self.out = dense(spec, h * e, d, ("heads", "embed"), rngs,
                           bias=spec.family in ("gpt_neo", "phi"),
                           std=0.02 / math.sqrt(2 * spec.n_layers))
+        # splash runs per shard: the mesh the model is built under (parallel.using)
+        self.mesh = jax.sharding.get_abstract_mesh() if spec.attention == "splash" else None
 
     def __call__(self, x_BTD, positions_BT, cache=None):
         s = self.spec
@@ -101,7 +166,7 @@ class Attention(nnx.Module):
             out_BTHE, cache = cached(q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache)
             return self.out(out_BTHE.reshape(b, t, -1)), cache
         window = s.window_size if self.local else None
-        out_BTHE = causal_attention(q_BTHE, k_BTKE, v_BTKE, scale, window)
+        out_BTHE = attend(q_BTHE, k_BTKE, v_BTKE, scale, window, s.attention, self.mesh)
         return self.out(out_BTHE.reshape(b, t, -1))
 
     def _cached(self, q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache):

@@ -123,7 +123,8 @@ class ReferenceLM:
                        n_kv_heads=meta["llama.attention.head_count_kv"],
                        d_ff=meta["llama.feed_forward_length"], max_seq_len=2048,
                        rope_theta=float(meta["llama.rope.freq_base"]),
-                       norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]))
+                       norm_eps=float(meta["llama.attention.layer_norm_rms_epsilon"]),
+                       dtype="float32")  # a metric: the same numbers on every device
         self.spec = ModelSpec.from_config(c.model, meta["llama.vocab_size"])
         c.train.batch_size = 1
         self.params = Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)

@@ -57,7 +57,7 @@ class Block(nnx.Module):
 
 class Transformer(nnx.Module):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
-        self.spec = spec
+        self.spec = spec = spec.on()  # the compute dtype and attention of this device
         pdtype = jnp.dtype(spec.param_dtype)
         self.embed = nnx.Embed(
             spec.vocab_size, spec.d_model, dtype=jnp.dtype(spec.dtype), param_dtype=pdtype,

@@ -35,6 +35,7 @@ import numpy as np
 from tinyscale import parallel
 from tinyscale.data import generated, pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
+from tinyscale.model.spec import ModelSpec
 from tinyscale.train import branches, distill, lifecycle, metrics, packed, steps
 from tinyscale.train.final import final_evaluation
 from tinyscale.train.group import RunGroup
@@ -81,6 +82,7 @@ def train(configs: list, workdirs: list[str], evaluate) -> int:
     d = c.distributed
     parallel.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
     mesh = parallel.make_mesh(c)  # a model the mesh cannot shard: before any write
+    ModelSpec.from_config(c.model, c.data.vocab_size).on()  # a kernel this device lacks too
 
     def work():
         data_dir = pipeline.prepare(c, progress=jax.process_index() == 0,
