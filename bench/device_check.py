@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 from bench import pack as pack_bench  # noqa: E402
 from bench import train as train_bench  # noqa: E402
 from tinyscale import config as config_lib  # noqa: E402
+from tinyscale import process  # noqa: E402
 from tinyscale.model import attention  # noqa: E402
 from tinyscale.model.spec import ModelSpec  # noqa: E402
 from tinyscale.train import metrics  # noqa: E402
@@ -246,6 +247,7 @@ STAGES = {"env": stage_env, "steps": stage_steps, "attention": stage_attention,
 
 def run_stage(name: str, out: str, dry_run: bool) -> None:
     """One stage in this process: its rows appended to OUT/stages/NAME.jsonl as they come."""
+    process.for_compute()  # XLA flags and memory as the `tinyscale` command has them
     path = os.path.join(out, "stages", f"{name}.jsonl")
     result = STAGES[name](dry_run, out) if name == "sweep" else STAGES[name](dry_run)
     with open(path, "a") as f:
