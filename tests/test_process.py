@@ -41,7 +41,8 @@ from tinyscale import process
 flags = process.xla_flags()
 x = jnp.ones((64, 64))
 hlo = jax.jit(lambda a, b: (a @ b).sum(-1)).lower(x, x).compile().as_text()
-root = next(line for line in hlo.splitlines() if line.strip().startswith("ROOT") and "fusion(" in line)
+root = next(line for line in hlo.splitlines()
+            if line.strip().startswith("ROOT") and "fusion(" in line)
 print(flags, "|", root.split("=")[1].split()[0], "|", "ynn" in root.split("=")[0])
 """
 
