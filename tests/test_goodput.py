@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from analysis import report
@@ -65,6 +67,30 @@ def test_sweep_capacity_idle_and_the_status_line():
     alone = sweep_goodput.summarize([outside], [])
     assert alone["capacity"] == 50.0 and alone["idle"] == 0.0
     assert sweep_goodput.describe(alone).startswith("goodput 80% of 0m50s of training processes")
+
+
+def test_an_attempt_of_packed_runs_and_the_next_attempt_of_its_process(tmp_path):
+    """K packed runs each hold the program's seconds / K; compilation is taken out of the
+    interval it happened in; the process's next attempt starts where this one ended."""
+    runs = [RunDir(tmp_path / name) for name in ("a", "b")]
+    clock = goodput.Attempt(runs, enabled=True)
+    clock.begin(0)
+    jax.jit(lambda x: jnp.sin(x) * 3.25)(jnp.ones(7)).block_until_ready()  # compiles
+    clock.charge("train")
+    assert clock.seconds["compile"] > 0 and clock.seconds["train"] >= 0
+    clock.flush(4)
+    clock.close(5, "eval")
+    a, b = goodput.read(runs[0]), goodput.read(runs[1])
+    assert a == b and len(a) == 1 and a[0]["runs"] == 2
+    record = a[0]
+    assert (record["first_step"], record["last_step"]) == (1, 5)
+    assert record["wall_s"] == pytest.approx(sum(clock.seconds.values()) / 2)
+    assert sum(record["seconds"].values()) == pytest.approx(record["wall_s"])
+    after = goodput.Attempt([RunDir(tmp_path / "c")], enabled=True)
+    assert after.start == pytest.approx(record["end"])  # no second counted twice
+    after.begin(0)
+    after.close()
+    assert goodput.read(runs[0]) == a  # another run's record is left alone
 
 
 def metrics_step(workdir) -> int:
@@ -131,7 +157,7 @@ def test_sweep_status_and_the_report_show_goodput(env, tmp_path):
     assert run["seconds"]["eval"] > 0  # held-out loss, and the final evaluation
     status = run_cli("sweep", "status", str(sweep_dir))
     line = status.stdout.strip().splitlines()[-1]
-    assert line.startswith("goodput ") and " of 1 slots x " in line, status.stdout
+    assert line.startswith("goodput ") and " of 1 slot x " in line, status.stdout
     shares = [int(part.rsplit(" ", 1)[1].rstrip("%")) for part in line.split(": ")[1].split(",")]
     assert [part.split()[0] for part in line.split(": ")[1].split(", ")] == list(
         sweep_goodput.SHOWN.values())

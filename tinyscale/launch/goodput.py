@@ -95,7 +95,8 @@ def describe(summary: dict, unrecorded: str = "trained outside `sweep run`") -> 
     if not summary["attempts"]:
         return "goodput: nothing trained yet"
     if len(summary["slots"]) == 1:
-        of = f"{summary['slots'][0]} slots x {duration(summary['window'])}"
+        slots = summary["slots"][0]
+        of = f"{slots} slot{'s' * (slots != 1)} x {duration(summary['window'])}"
     elif summary["slots"]:
         of = f"{duration(summary['slot_time'])} of slot time"
     else:
