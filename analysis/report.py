@@ -24,6 +24,7 @@ from analysis import (
     compare,
     emergence,
     fit,
+    goodput,
     plots,
     runs,
     template,
@@ -64,6 +65,7 @@ class Results:
     baseline: list                  # the architecture / data the depth analyses read
     external: pd.DataFrame          # eval --hf models: reference points, not in the fits
     diagnostics: pd.DataFrame       # per run: completion length/EOS/truncation/loops, ...
+    goodput: goodput.Panel | None   # where the sweep's hours went (None: no records)
 
     n_runs = property(lambda self: self.every_df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -241,7 +243,8 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
                                          bootstrap, samples) if len(final) >= 2 else None,
                    by_data.compute(every_final, present + continuous, threshold, bootstrap,
                                    samples) if len(final) >= 2 else None, df, chosen,
-                   external, _diagnostics(pd.concat([every_final, external]), present))
+                   external, _diagnostics(pd.concat([every_final, external]), present),
+                   goodput.compute(sweep_dir))
 
 
 def draw(r: Results) -> dict:
@@ -277,6 +280,8 @@ def draw(r: Results) -> dict:
         figures["frontier"] = plots.frontier(r.budgets)
     if r.df["eval_loss"].notna().any():
         figures["training_curves"] = plots.training_curves(r.df)
+    if r.goodput is not None:
+        figures["goodput"] = goodput.figure(r.goodput)
     return figures
 
 

@@ -7,7 +7,8 @@ parameters four ways (`params`, `params_embedding`,
 `params_non_embedding`, `params_active`: a mixture's top-k experts only), `tokens`,
 `flops` (training FLOPs so far), the losses at that step (`eval_loss`, `eval_bpb`,
 `train_loss`), and on each run's last row (`final`) the evaluation of eval.json: every
-coherence metric with its standard error (`coherence`, `coherence_se`, ...). The
+coherence metric with its standard error (`coherence`, `coherence_se`, ...), and where
+its time went (`goodput_<category>_s`, `goodput_lost_steps`: analysis/goodput.py). The
 branches of a run (tinyscale/train/branches.py: a cool-down at a smaller token budget) are
 runs too, named `<run>/branches/<tokens>`, with `branch_of` = the run (None for every
 other run) and `trained_flops` = the FLOPs trained in that directory (a branch's
@@ -23,7 +24,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from analysis import architectures, by_data
+from analysis import architectures, by_data, goodput
 from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
 from tinyscale.evals.hf import EXTERNAL
@@ -74,7 +75,8 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
             "params_active": counts["active"], "flops_per_token": per_token,
             "architecture": architecture_label(c.to_dict()),
             "data": data_label(c.to_dict()),
-            "branch_of": branch_of, "external": name.startswith("external/")}
+            "branch_of": branch_of, "external": name.startswith("external/"),
+            **goodput.columns(rundir)}
     forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
         c.train.seq_len  # tokens the run trained for the branch before its fork
     evals = [m for m in rundir.read_metrics() if "eval_loss" in m]

@@ -194,6 +194,22 @@ def budgets(r) -> str:
             f"{table(b.table)}{table(b.frontier)}")
 
 
+GOODPUT = """<p>Where the sweep's slot time went: the launches' windows times their slots
+(<code>&lt;sweep&gt;/launches/</code>), split by what the runs' attempts did
+(<code>goodput.jsonl</code>): training steps kept, compiling, held-out and final
+evaluation, waiting for data, blocked by checkpoints, starting up, steps trained again
+after a preemption (lost), and slots with no worker training (idle: creating or setting
+up a slice, starting a worker). Per run: its attempts' seconds (a packed run: its share
+of the program).</p>"""
+
+
+def goodput(r) -> str:
+    g = r.goodput
+    if g is None:
+        return ""
+    return f"<h2>Goodput</h2>{GOODPUT}<p>{html.escape(g.line)}</p>{table(g.table)}"
+
+
 def page(r, images: list[str], sample_columns) -> str:
     """The whole report for results `r` (analysis.report.Results)."""
     unfinished = "" if r.missing.empty else (
@@ -225,6 +241,7 @@ evaluated.</p>{baseline(r)}{unfinished}
 {table(r.pairs) if not r.pairs.empty else ""}
 {CURVES + table(r.curves) if not r.curves.empty else ""}
 {LOSS_CURVES + table(r.loss_curves) if not r.loss_curves.empty else ""}
+{goodput(r)}
 <h2>Figures</h2>{''.join(images)}
 <h2>Sample completions (prompt in italics)</h2>{samples(sample_columns)}
 </body></html>"""

@@ -7,7 +7,8 @@ run with a checkpoint: relaunching resumes them. If the launcher is killed outri
 its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and checkpoint too.
 
 With K > 1 the runs start largest first (by training FLOPs), so that the long ones
-overlap and the short ones fill the gaps at the end.
+overlap and the short ones fill the gaps at the end. The launch's window and K are kept
+in <sweep>/launches/ (launch/goodput.py: the capacity `sweep status` measures goodput by).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from tinyscale import config as config_lib
 from tinyscale.data import location, pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, RESUMABLE
+from tinyscale.launch import goodput
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import compute
 from tinyscale.train import packed
@@ -133,7 +135,9 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     if parallel > 1:
         runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
     units = _units(sweep, runs, configs)
+    window = goodput.Launch(sweep.path, "local", parallel)  # the sweep's capacity
     _prepare_data(sweep, runs, configs, say)
+    window.ready()
     # the sweep's own cache, unless the user's environment names one (or turns it off)
     cache = os.environ.get(config_lib.COMPILATION_CACHE_ENV, str(sweep.compilation_cache))
     active, finished, free = {}, set(), list(range(parallel))
@@ -177,6 +181,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                                                    f"{owner.get('pid')})" for name, owner in held))
                 waiting = held
             time.sleep(0.2)
+            window.flush()
             for names, (proc, slot, began) in list(active.items()):
                 if proc.poll() is None:
                     continue
@@ -185,6 +190,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                 for name in names:
                     _report(sweep, name, proc.returncode, stopping, finished, began, say)
     finally:
+        window.flush(force=True)
         for s, handler in old.items():
             signal.signal(s, handler)
     states = [sweep.rundir(r["name"]).state().get("state") for r in runs]

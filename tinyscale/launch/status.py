@@ -5,13 +5,17 @@ changes only when a run starts or ends). A running run shows who holds it and th
 its lease (gs://: seconds since the holder last renewed it; it expires at
 launch.stale_after_s) or `flock` (a local lock lives exactly as long as its process).
 A run whose state.json says running but whom nobody holds shows `stopped`: its trainer
-died, and the next worker resumes it."""
+died, and the next worker resumes it.
+
+The last line is the sweep's goodput (tinyscale/launch/goodput.py): the share of its
+capacity (the launches' windows x their slots) spent on training steps that were kept,
+and where the rest went."""
 
 from __future__ import annotations
 
 import time
 
-from tinyscale.launch import slurm
+from tinyscale.launch import goodput, slurm
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.table import si
 from tinyscale.storage import is_remote
@@ -51,4 +55,8 @@ def render(sweep_dir: str) -> str:
             f"{last.get('train_loss', float('nan')):>7.3f} {last.get('tokens_per_s', 0):>8.0f} "
             f"{state.get('attempts', 0):>8} {lease:>6}  {note[:60]}")
     lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    summary = goodput.sweep_summary(sweep.path, [r["name"] for r in sweep.runs()])
+    slurm_jobs = not is_remote(sweep_dir) and (sweep.path / "slurm" / "jobs.json").exists()
+    lines.append(goodput.describe(summary, "SLURM jobs, whose time queued is not recorded"
+                                  if slurm_jobs else "trained outside `sweep run`"))
     return "\n".join(lines)

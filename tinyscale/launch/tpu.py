@@ -37,6 +37,7 @@ import tempfile
 import time
 
 from tinyscale.errors import EXIT_INTERRUPTED, TinyscaleError
+from tinyscale.launch import goodput
 from tinyscale.launch import tpu_gcloud as gc
 from tinyscale.launch.sweepdir import SweepDir, run_config
 from tinyscale.launch.tpu_gcloud import Gcloud, slot_names
@@ -181,21 +182,27 @@ def launch(sweep_dir: str, base, spec: str, dry_run: bool, say=print,
             g.ssh(slot.name, worker_command(sweep_dir, la, slot.index))
         return 0
     sweep = SweepDir(sweep_dir)
+    # the sweep's capacity: slots x this window (creating, setting up and waiting for
+    # the slices is idle time)
+    window = goodput.Launch(sweep.path, "tpu", len(slots))
     try:
-        code = _watch(sweep, slots, la, say)
+        code = _watch(sweep, slots, la, say, window)
     except KeyboardInterrupt:
         _leave(slots, g, sweep_dir, on_exit, say, interrupted=True)
         return EXIT_INTERRUPTED
     except TinyscaleError:
         _leave(slots, g, sweep_dir, "delete" if on_exit == "delete" else "keep", say)
         raise
+    finally:
+        window.flush(force=True)
     _leave(slots, g, sweep_dir, "delete" if on_exit == "delete" else "done", say)
     return code
 
 
-def _watch(sweep: SweepDir, slots: list[Slot], la, say) -> int:
+def _watch(sweep: SweepDir, slots: list[Slot], la, say, window: goodput.Launch) -> int:
     last_done = -1
     while True:
+        window.flush()
         left, failed, done = _progress(sweep)
         if not left:
             break

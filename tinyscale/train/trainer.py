@@ -19,7 +19,8 @@ a lock lost to another host (an expired lease) stops it without a save. Metrics 
 one step late, so the host never waits for the step it just dispatched. A run alone may
 also branch (tinyscale/train/branches.py) and learn from a teacher (train/distill.py).
 The runs' state (built, started, saved) is train/group.py's, the final evaluation
-train/final.py's.
+train/final.py's; where each attempt's time goes (startup, compile, data, steps, eval,
+checkpoints: <run>/goodput.jsonl) is train/goodput.py's accounting.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tinyscale import parallel
 from tinyscale.data import generated, pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
 from tinyscale.model.spec import ModelSpec
-from tinyscale.train import branches, distill, lifecycle, metrics, packed, steps
+from tinyscale.train import branches, distill, goodput, lifecycle, metrics, packed, steps
 from tinyscale.train.final import final_evaluation
 from tinyscale.train.group import RunGroup
 from tinyscale.train.rundir import RunDir
@@ -108,6 +109,8 @@ class Trainer(RunGroup):
     finite, and finish (final evaluation, branches, state). `evaluate`: train()'s."""
 
     def __init__(self, configs: list, runs: list[RunDir], mesh, data_dir: str, evaluate):
+        # where the time goes (goodput.py): each interval is charged to one category
+        self.clock = goodput.Attempt(runs, jax.process_index() == 0)
         super().__init__(configs, runs, mesh, data_dir)
         self.evaluate = evaluate
 
@@ -126,6 +129,7 @@ class Trainer(RunGroup):
             self.writers[0].message(f"training {self.k} runs as one program: "
                                     f"{', '.join(names)}")
         signals = lifecycle.Signals()  # caught until the final checkpoints are safe
+        self.clock.begin(step)
         try:
             try:
                 step, arrays, opt_state = self._loop(arrays, opt_state, step, walls, signals)
@@ -141,21 +145,25 @@ class Trainer(RunGroup):
                 # atomic, and deterministic: the new holder may use it); an unclosed
                 # manager would hold the process at exit for minutes
                 self._close_checkpoints()
+                self.clock.charge("checkpoint")
                 return EXIT_PREEMPTED
             return self._finish(step, arrays, opt_state, signals)
-        finally:
+        finally:  # after an error, the step last logged
+            self.clock.close(max(step, self.clock.last_step))
             signals.restore()
 
     def _loop(self, arrays, opt_state, step, walls, signals):
         """Train until the last step, a signal, no run left or a lost lock; (step, arrays,
         opt_state) at the end."""
-        c = self.c
+        c, clock = self.c, self.clock
         start, pending = time.perf_counter(), None
         tokens_per_step = c.train.batch_size * c.train.seq_len
         last_time, last_step = start, step
         while step < self.total and signals.received is None and any(self.alive) \
                 and not any(r.lock_lost() for r in self.runs):
+            clock.charge("train")  # the step before (its result is read below)
             batch = packed.batch([d.batch(step) for d in self.train_data], self.mesh)
+            clock.charge("data")
             arrays, opt_state, out = self._step(arrays, opt_state, batch)
             step += 1
             if pending is not None:
@@ -185,15 +193,20 @@ class Trainer(RunGroup):
                 if step % c.eval.every == 0 or step == self.total:
                     record.update(self._held_out(arrays, i))
                 self.writers[i].write(record)
+            clock.charge("train")
             self._fork(step, arrays, opt_state)
             if step % c.train.checkpoint_every == 0 or step == self.total:
                 self._save(step, arrays, opt_state)
+            clock.charge("checkpoint")
+            clock.flush(step)
         return step, arrays, opt_state
 
     def _held_out(self, arrays, i: int) -> dict:
+        self.clock.charge("train")  # the step is done: its loss was read
         loss, bpb, se = steps.held_out(self.eval_step, self._slice(arrays, i),
                                        self.eval_data[i], self.c.eval.batches, self.mesh,
                                        self.meta["bytes_per_token"])
+        self.clock.charge("eval")
         return {"eval_loss": loss, "eval_loss_se": se, "eval_bpb": bpb}
 
     def _check_finite(self, step: int, out) -> None:
@@ -217,8 +230,10 @@ class Trainer(RunGroup):
                                         f"branch into {branch.rundir.path}")
 
     def _finish(self, step, arrays, opt_state, signals) -> int:
+        self.clock.charge("train")
         self._save(step, arrays, opt_state)
         self._close_checkpoints()
+        self.clock.charge("checkpoint")
         live = [i for i in range(self.k) if self.alive[i]]
         if not live:  # each run failed (non-finite loss) and says so
             return 1
@@ -229,6 +244,7 @@ class Trainer(RunGroup):
         evaluated = all([final_evaluation(
             self.runs[i], step, self._slice(arrays, i), self.c, self.data_dir, self.lead,
             self.writers[i].message, self.evaluate, named=self.k > 1) for i in live])
+        self.clock.close(step, "eval")  # each branch is an attempt of its own
         for branch in self.branches:  # each trains its cool-down, then the run is done
             if signals.received is not None:
                 return lifecycle.stopped(live_runs, step, signals.received,
