@@ -222,3 +222,27 @@ def test_a_killed_task_ends_its_peer_and_the_run_resumes(env, cluster, tmp_path)
     final = states(sweep_dir)["d16-L1-h2"]
     assert final["state"] == "done" and final["attempts"] == 2, final
     assert [m["step"] for m in _metrics(run)] == list(range(5, 65, 5))
+
+
+def test_the_job_of_a_slurm_step_comes_from_its_environment(monkeypatch):
+    """Inside `srun` with several tasks: the step's first node, a port from the job id
+    (an array task has its own), the task's rank; the batch script itself (no step) and a
+    one-task step join nothing."""
+    from tinyscale import parallel
+    for name, first in (("node001", "node001"), ("gpu[003-004,9],cpu1", "gpu003"),
+                        ("rack[1-2]-n[01-04],x", "rack1-n01"), ("a-b[7]", "a-b7")):
+        assert parallel.first_host(name) == first
+    for key in ("SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST", "JAX_COORDINATOR_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[003-004]")
+    assert parallel.slurm_job() is None  # the batch script: one process
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "gpu[003-004]")
+    monkeypatch.setenv("SLURM_JOB_ID", "4100")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert parallel.slurm_job() == ("gpu003:61444", 4, 3)
+    monkeypatch.setenv("JAX_COORDINATOR_PORT", "9000")
+    assert parallel.slurm_job() == ("gpu003:9000", 4, 3)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert parallel.slurm_job() is None
