@@ -118,7 +118,8 @@ def _leave(code: int) -> None:
     would wait up to distributed.shutdown_timeout_s for them. This process leaving ends
     them too (a collective with it fails; the coordination service, process 0's, is gone
     or reports this process dead after distributed.heartbeat_timeout_s). The runs' locks
-    are released and their checkpoints complete: a relaunch resumes them."""
+    are released (process 0's, above) and the checkpoints already saved are whole: a
+    relaunch resumes from them."""
     print(f"process {jax.process_index()}/{jax.process_count()}: exit {code}, not waiting "
           "for the other processes", file=sys.stderr, flush=True)
     sys.stdout.flush()
