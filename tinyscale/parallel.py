@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 
 import jax
 import numpy as np
@@ -32,32 +33,68 @@ RULES = (
 )
 
 
-def initialize_distributed(coordinator: str = "", num_processes: int = 0,
-                           process_id: int = -1, tpu: bool = False) -> None:
+def initialize_distributed(distributed, tpu: bool = False) -> None:
     """Join a multi-process job: an explicit coordinator, SLURM, or a Cloud TPU slice.
 
-    A slice's hosts are named by `TPU_WORKER_HOSTNAMES` and `TPU_WORKER_ID` where the
-    environment sets them (GKE; the tests' stand-in VMs, with `JAX_COORDINATOR_PORT`);
-    on a Cloud TPU VM (`tpu`, which the TPU launcher passes) JAX reads them from the
-    metadata server. A single process on one machine needs nothing and does nothing here.
+    `distributed` is a config's `distributed` section. Inside `srun` with several tasks the
+    job comes from SLURM's environment (slurm_job()). A slice's hosts are named by
+    `TPU_WORKER_HOSTNAMES` and `TPU_WORKER_ID` where the environment sets them (GKE; the
+    tests' stand-in VMs, with `JAX_COORDINATOR_PORT`); on a Cloud TPU VM (`tpu`, which the
+    TPU launcher passes) JAX reads them from the metadata server. A single process on one
+    machine needs nothing and does nothing here.
+
+    The coordination service watches every process: when one stops sending heartbeats
+    for `distributed.heartbeat_timeout_s` (it died), every other process is ended, so no
+    peer waits forever for it.
     """
     if jax.distributed.is_initialized():
         return
+    timeouts = {"heartbeat_timeout_seconds": distributed.heartbeat_timeout_s,
+                "shutdown_timeout_seconds": distributed.shutdown_timeout_s}
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if coordinator:
+    slurm = slurm_job()
+    if distributed.coordinator:
+        jax.distributed.initialize(distributed.coordinator,
+                                   num_processes=distributed.num_processes,
+                                   process_id=distributed.process_id, **timeouts)
+    elif slurm:
+        coordinator, num_processes, process_id = slurm
+        # every device the task sees: SLURM gives each task its own GPUs (--gpus-per-task)
+        # where JAX's own SLURM detection would keep one device per process
         jax.distributed.initialize(coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in os.environ:
-        jax.distributed.initialize()  # inside `srun`: JAX reads the SLURM environment
+                                   process_id=process_id, **timeouts)
     elif hosts:  # one name: a single host, nothing to join
         names = hosts.split(",")
         if len(names) == 1:
             return
         port = os.environ.get("JAX_COORDINATOR_PORT", "8476")
         jax.distributed.initialize(f"{names[0]}:{port}", num_processes=len(names),
-                                   process_id=int(os.environ.get("TPU_WORKER_ID", "0")))
-    elif tpu:
-        jax.distributed.initialize()  # a Cloud TPU VM: its slice from the metadata server
+                                   process_id=int(os.environ.get("TPU_WORKER_ID", "0")),
+                                   **timeouts)
+    elif tpu:  # a Cloud TPU VM: its slice from the metadata server
+        jax.distributed.initialize(**timeouts)
+
+
+def slurm_job() -> tuple[str, int, int] | None:
+    """(coordinator host:port, processes, this process's index) of a SLURM job step with
+    several tasks (`srun` sets SLURM_STEP_*; the batch script itself is one process);
+    None elsewhere. The coordinator is the step's first node; its port is derived from the
+    job id (an array task has its own), in 61440-65535, above Linux's ephemeral ports,
+    unless JAX_COORDINATOR_PORT names one."""
+    tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if tasks <= 1:
+        return None
+    nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ["SLURM_JOB_NODELIST"]
+    port = os.environ.get("JAX_COORDINATOR_PORT") or \
+        61440 + int(os.environ["SLURM_JOB_ID"]) % 4096
+    return f"{first_host(nodes)}:{port}", tasks, int(os.environ["SLURM_PROCID"])
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM host list: 'gpu[003-004,9],cpu1' -> 'gpu003',
+    'rack[1-2]-n[01-04]' -> 'rack1-n01'."""
+    first = re.match(r"[^,\[]*(?:\[[^\]]*\][^,\[]*)*", nodelist).group(0)
+    return re.sub(r"\[([^\],-]*)[^\]]*\]", r"\1", first)
 
 
 def barrier(name: str, timeout_s: float = 6 * 3600) -> None:

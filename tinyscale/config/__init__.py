@@ -158,17 +158,22 @@ def get_config() -> ml_collections.ConfigDict:
     c.distributed.coordinator = ""        # host:port of process 0; "" = auto-detect or none
     c.distributed.num_processes = 0       # with an explicit coordinator: how many processes
     c.distributed.process_id = -1         # with an explicit coordinator: this process's index
+    c.distributed.heartbeat_timeout_s = 100  # a process silent this long is dead: every
+                                         # other process of the job then exits (non-zero)
+    c.distributed.shutdown_timeout_s = 300   # an exiting process waits this long for the rest
 
     c.launch = la = ml_collections.ConfigDict()
     la.max_attempts = 3                  # a failed run is retried until this many attempts
     la.parallel = 1                      # local backend: runs at once, on disjoint devices
     la.pack = ml_collections.FieldReference(1, field_type=object)
-                                         # local backend: runs of one shape trained as one
-                                         # program (tinyscale/train/packed.py): K, or "auto"
+                                         # local and slurm backends: runs of one shape trained
+                                         # as one program (train/packed.py): K, or "auto"
     la.stale_after_s = 600               # gs:// leases, TPU worker heartbeats: void this
                                          # long after their last renewal
     la.slurm_partition = ""              # sbatch --partition ("" = the cluster default)
     la.slurm_cpus = 2                    # sbatch --cpus-per-task
+    la.slurm_nodes = 1                   # sbatch --nodes: hosts that train each run together
+    la.slurm_tasks_per_node = 1          # sbatch --ntasks-per-node: processes per host
     la.slurm_gpus = 0                    # sbatch --gpus-per-task
     la.slurm_time = "04:00:00"           # sbatch --time per run
     la.slurm_max_parallel = 4            # the %K of --array=0-N%K

@@ -199,6 +199,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "eval.fluency_prompts", "eval.judge_retries", "launch.max_attempts",
               "launch.parallel", "launch.slurm_cpus", "launch.slurm_max_parallel",
               "launch.tpu_slots", "launch.stale_after_s", "launch.slurm_gpus",
+              "launch.slurm_nodes", "launch.slurm_tasks_per_node",
+              "distributed.heartbeat_timeout_s", "distributed.shutdown_timeout_s",
               allow_zero=("train.steps", "train.warmup_steps", "launch.slurm_gpus",
                           "eval.judge_retries"))
     if c.train.seq_len > c.model.max_seq_len:

@@ -61,7 +61,7 @@ def _device_env(slot: int, parallel: int, gpus: int):
     return env, (set(cores[slot::parallel]) if parallel > 1 and len(cores) >= parallel else None)
 
 
-def _units(sweep, runs: list[dict], configs: dict) -> list[list[dict]]:
+def units(sweep, runs: list[dict], configs: dict) -> list[list[dict]]:
     """What each worker trains: one run, or with launch.pack a group of runs trained as
     one program (tinyscale/train/packed.py), in the order of `runs`. A run that failed before
     is retried alone: a group steps together, and its retry would hold the others back."""
@@ -134,7 +134,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
     configs = {r["name"]: run_config(r) for r in runs}
     if parallel > 1:
         runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
-    units = _units(sweep, runs, configs)
+    work = units(sweep, runs, configs)
     window = goodput.Launch(sweep.path, "local", parallel)  # the sweep's capacity
     _prepare_data(sweep, runs, configs, say)
     window.ready()
@@ -152,7 +152,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
             else:
-                for unit in units:
+                for unit in work:
                     if not free:
                         break
                     todo = [r for r in unit if _ready(sweep, r, configs[r["name"]], active,

@@ -1,9 +1,12 @@
-"""The SLURM backend: one `sbatch --array` job, one sweep index per array task.
+"""The SLURM backend: one `sbatch --array` job, one array task per run (or per packed
+group of runs, launch.pack).
 
-Each task runs `srun python -m tinyscale.cli sweep worker SWEEP_DIR --index
-$SLURM_ARRAY_TASK_ID` (the same worker as the local backend) with the sweep's shared
-compilation cache. Submitting again submits only the runs that are not done. The
-sweep directory must be on a filesystem every node sees.
+Each task runs `srun python -m tinyscale.cli sweep worker SWEEP_DIR --index I [J ...]`
+(the same worker as the local backend) with the sweep's shared compilation cache. A task
+may span launch.slurm_nodes hosts x launch.slurm_tasks_per_node processes: they train its
+runs as one jax.distributed program (tinyscale/launch/worker.py). Submitting again
+submits only the runs that are not done. The sweep directory must be on a filesystem
+every node sees.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 
 from tinyscale import config as config_lib
 from tinyscale.errors import TinyscaleError
+from tinyscale.launch.local import units
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.storage import is_remote
 
@@ -33,12 +37,17 @@ def _array(indices: list[int]) -> str:
     return ",".join(parts)
 
 
-def render_script(sweep_dir: str, launch, indices: list[int]) -> str:
+def render_script(sweep_dir: str, launch, groups: list[list[int]]) -> str:
+    """The sbatch script: one array task per group of sweep indices (one run, or a packed
+    group), its id the group's first index."""
     sweep_dir = os.path.abspath(sweep_dir)
     logs = os.path.join(sweep_dir, "slurm")
+    ids = sorted(min(g) for g in groups)
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name=tinyscale-{os.path.basename(sweep_dir.rstrip('/'))}",
-             f"#SBATCH --array={_array(indices)}%{launch.slurm_max_parallel}",
+             f"#SBATCH --array={_array(ids)}%{launch.slurm_max_parallel}",
+             f"#SBATCH --nodes={launch.slurm_nodes}",
+             f"#SBATCH --ntasks-per-node={launch.slurm_tasks_per_node}",
              f"#SBATCH --cpus-per-task={launch.slurm_cpus}",
              f"#SBATCH --time={launch.slurm_time}",
              f"#SBATCH --output={logs}/%A_%a.out"]
@@ -49,9 +58,19 @@ def render_script(sweep_dir: str, launch, indices: list[int]) -> str:
     lines += [f"#SBATCH {x.strip()}" for x in launch.slurm_extra.split(";") if x.strip()]
     lines += ["set -euo pipefail",
               # the sweep's cache unless the submitting environment names one
-              f"export {CACHE}=${{{CACHE}-{os.path.join(sweep_dir, 'jax_cache')}}}",
-              f"srun {sys.executable} -m tinyscale.cli sweep worker {sweep_dir} "
-              "--index \"$SLURM_ARRAY_TASK_ID\""]
+              f"export {CACHE}=${{{CACHE}-{os.path.join(sweep_dir, 'jax_cache')}}}"]
+    packs = sorted((sorted(g) for g in groups if len(g) > 1), key=min)
+    if packs:  # a packed group's task trains all of its runs as one program
+        lines += ['case "$SLURM_ARRAY_TASK_ID" in']
+        lines += [f"  {g[0]}) indices=\"{' '.join(map(str, g))}\" ;;" for g in packs]
+        lines += ['  *) indices="$SLURM_ARRAY_TASK_ID" ;;', "esac"]
+        index = "$indices"
+    else:
+        index = '"$SLURM_ARRAY_TASK_ID"'
+    # --kill-on-bad-exit: a task that fails ends its step's other tasks (the processes of
+    # one run) at once, rather than leaving them to JAX's heartbeat timeout
+    lines.append(f"srun --kill-on-bad-exit=1 {sys.executable} -m tinyscale.cli sweep worker "
+                 f"{sweep_dir} --index {index}")
     return "\n".join(lines) + "\n"
 
 
@@ -71,7 +90,11 @@ def submit(sweep_dir: str, base, runs, dry_run: bool, say=print) -> int:
     if not todo:
         say(f"{sweep_dir}: every run is done or running; nothing to submit.")
         return 0
-    script = render_script(sweep_dir, base.launch, todo)
+    chosen = [r for r in runs if r.index in set(todo)]
+    groups = [[r["index"] for r in unit] for unit in units(
+        sweep, [{"name": r.name, "index": r.index} for r in chosen],
+        {r.name: r.values for r in chosen})]
+    script = render_script(sweep_dir, base.launch, groups)
     if dry_run:
         print(script + f"# submit with: sbatch {sweep_dir}/slurm/sweep.sbatch")
         return 0
@@ -89,23 +112,31 @@ def submit(sweep_dir: str, base, runs, dry_run: bool, say=print) -> int:
     job = out.stdout.strip().split(";")[0]
     jobs_file = os.path.join(sweep_dir, "slurm", "jobs.json")
     jobs = json.load(open(jobs_file)) if os.path.exists(jobs_file) else []
-    jobs.append({"job": job, "indices": todo})
+    jobs.append({"job": job, "indices": todo, "groups": groups})
     with open(jobs_file, "w") as f:
         json.dump(jobs, f)
-    say(f"submitted SLURM job {job}: {len(todo)} runs ({_array(todo)}); "
+    packed = f" in {len(groups)} array tasks (launch.pack)" if len(groups) < len(todo) else ""
+    say(f"submitted SLURM job {job}: {len(todo)} runs ({_array(todo)}){packed}; "
         f"watch with `tinyscale sweep status {sweep_dir}`")
     return 0
 
 
 def queue(sweep_dir: str) -> dict[str, str]:
-    """{array task index: SLURM state} of this sweep's jobs still in the queue."""
+    """{sweep index: SLURM state} of this sweep's runs whose array task is still queued."""
     jobs_file = os.path.join(sweep_dir, "slurm", "jobs.json")
     if not os.path.exists(jobs_file):
         return {}
-    ids = ",".join(j["job"] for j in json.load(open(jobs_file)))
+    jobs = json.load(open(jobs_file))
+    groups = {j["job"]: {str(min(g)): g for g in j.get("groups", [])} for j in jobs}
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-j", ids, "-o", "%K %T"],
+        out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(groups), "-o", "%F %K %T"],
                              capture_output=True, text=True, timeout=30)
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return {}
-    return dict(line.split(None, 1) for line in out.stdout.splitlines() if " " in line)
+    states = {}
+    for line in out.stdout.splitlines():
+        if len(line.split()) == 3:
+            job, task, state = line.split()
+            for index in groups.get(job, {}).get(task, [task]):
+                states[str(index)] = state
+    return states

@@ -23,6 +23,7 @@ import logging
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from tinyscale.errors import TinyscaleError
 
@@ -37,7 +38,12 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else keep, create=not read_only,
             cleanup_tmp_directories=not read_only, enable_async_checkpointing=async_save,
-            read_only=read_only, save_interval_steps=0 if read_only else 1)
+            read_only=read_only, save_interval_steps=0 if read_only else 1,
+            # orbax's multi-process barriers are named alike for every manager: the K runs
+            # of a packed group (or a run and its branch) saving at once would meet in one
+            # barrier and fail or deadlock; the run's name (<run>/checkpoints) tells them apart
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=epath.Path(directory).parent.name))
         absl = logging.getLogger("absl")
         level = absl.level
         if read_only:  # orbax warns "Given directory is read only" on every reader

@@ -11,6 +11,7 @@ holds the error): the model is trained and the run stays done.
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from tinyscale import parallel
@@ -25,10 +26,14 @@ def final_evaluation(run: RunDir, step: int, arrays, c, data_dir: str, lead: boo
     `full`: the full evaluation, (workdir, step, say, loaded) -> its result
     (tinyscale.evals.run.evaluate, handed down by the command, so that training does not
     depend on evaluation); `named`: say the run's path (one of several runs)."""
-    done = run.read_json(run.eval) or {}
-    if done.get("step") == step and "error" not in done:
-        return True
     evaluated, many = True, jax.process_count() > 1
+    done = run.read_json(run.eval) or {}
+    finished = done.get("step") == step and "error" not in done
+    if many:  # process 0's reading: another process may already see what 0 writes below,
+        # skip the barrier and leave 0 waiting at it
+        finished = bool(multihost_utils.broadcast_one_to_all(np.int32(finished)))
+    if finished:
+        return True
     # Several hosts: every one hands process 0 the final parameters, which it then
     # evaluates alone on its own devices while the others wait at a barrier.
     host_arrays = multihost_utils.process_allgather(arrays, tiled=True) \

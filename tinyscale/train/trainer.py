@@ -80,8 +80,7 @@ def train(configs: list, workdirs: list[str], evaluate) -> int:
         return 0
     configs, runs = [configs[i] for i in todo], [runs[i] for i in todo]
     c = configs[0]
-    d = c.distributed
-    parallel.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
+    parallel.initialize_distributed(c.distributed)
     mesh = parallel.make_mesh(c)  # a model the mesh cannot shard: before any write
     ModelSpec.from_config(c.model, c.data.vocab_size).on()  # a kernel this device lacks too
 
