@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 
+from tests import fake_gcloud
 from tinyscale import cli, process
 from tinyscale import config as config_lib
 
@@ -130,6 +131,26 @@ def env(smoke_cache):
     """Environment for launcher subprocesses (tests of sweeps): the data cache with the
     smoke corpus prepared (tests/data/tiny_sweep.py reads it)."""
     return {"TINYSCALE_TEST_CACHE": smoke_cache}
+
+
+@pytest.fixture
+def fake_tpu(env, tmp_path):
+    """`fake_tpu(hosts=2)`: (root, environment) of a `gcloud` that acts
+    (tests/fake_gcloud.py) for launchers of the TPU backend. At the test's end, passed
+    or failed, every process started with that environment is killed -- launchers,
+    gcloud calls, the slices' workers -- so a failing test leaves nothing running."""
+    roots = []
+
+    def make(hosts=2):
+        root = tmp_path / f"gcloud{len(roots) or ''}"
+        root.mkdir()
+        roots.append(root)
+        bin_dir = fake_gcloud.install(str(tmp_path / "bin"))
+        return root, {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                      "FAKE_GCLOUD_ROOT": str(root), "FAKE_TPU_HOSTS": str(hosts)}
+    yield make
+    for root in roots:
+        fake_gcloud.kill_all(str(root))
 
 
 def wait_for(condition, proc, what, timeout=300, every=0.001):

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
 """A `gcloud` that acts: queued resources are folders, their hosts are local processes.
+One file: it runs as a script for every gcloud call, so its verbs, fault modes and the
+clean-up that knows its processes stay together.
 
 Installed as `gcloud` on PATH by tests/test_tpu.py (`install`). State lives under
 $FAKE_GCLOUD_ROOT/<name>/: `state` (the queued resource's state), `port` (its
@@ -23,6 +25,10 @@ what delete found to $FAKE_GCLOUD_ROOT/events.jsonl ({"verb", "name", "state"}).
     preempt NAME                       (what Google does, not a gcloud verb) kills every
                                        process of the slot and marks it SUSPENDED
     kill-workers NAME                  (a crash) kills its processes, leaves it ACTIVE
+Every verb that kills a slot's processes (delete, preempt, kill-workers) returns once they
+are gone, as a slice is down once gcloud or the console says so: a lock or lease they
+held is free by then. `kill_all(root)` ends every process a test started with this root
+(launchers, gcloud calls, hosts): its clean-up, passed or failed.
 
 Faults, from $FAKE_GCLOUD_ROOT/faults.json, read at every call (a test writes it when
 it likes), with the error texts gcloud prints:
@@ -33,6 +39,9 @@ it likes), with the error texts gcloud prints:
     {"no_capacity": true}       a queued resource waits in WAITING_FOR_RESOURCES, and
                                 turns ACTIVE at the first describe once this is gone
                                 (a list of names: only those wait)
+    {"ssh_hangs": true}         ssh never returns (a host that does not answer): the
+                                call writes the event {"verb": "ssh", "state": "hanging"}
+                                and waits until it is killed
 """
 
 import fcntl
@@ -43,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 ROOT = os.environ.get("FAKE_GCLOUD_ROOT", "")
 
@@ -128,12 +138,62 @@ def _write(name: str, what: str, text: str, mode: str = "w") -> None:
         f.write(text)
 
 
+def processes(root: str, pgids: set[int] | None = None) -> list[int]:
+    """The live processes started with FAKE_GCLOUD_ROOT=root (a test's launchers, gcloud
+    calls and hosts' processes; zombies hold no locks and count as gone), only those in
+    process groups `pgids` if given. Read from /proc: a pid or group number alone may
+    be another's by now (pids are reused)."""
+    mark = f"FAKE_GCLOUD_ROOT={root}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and _ours(int(entry), mark, pgids):
+            found.append(int(entry))
+    return found
+
+
+def _ours(pid: int, mark: bytes, pgids: set[int] | None) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+    return state not in ("Z", "X") and mark in environ and (pgids is None or
+                                                            int(pgrp) in pgids)
+
+
+def kill_all(root: str, pgids: set[int] | None = None, timeout: float = 120) -> None:
+    """SIGKILL the live processes of `processes(root, pgids)` and return once they are
+    gone. Each is pinned by a pidfd and checked again before the signal, so no other
+    process that got its pid since is touched."""
+    if not os.path.isdir("/proc"):  # no /proc (macOS): the groups, unchecked
+        for pgid in pgids or ():
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return
+    mark, deadline = f"FAKE_GCLOUD_ROOT={root}".encode(), time.time() + timeout
+    while pids := processes(root, pgids):
+        if time.time() > deadline:
+            raise RuntimeError(f"processes {pids} of {root} outlived SIGKILL for {timeout} s")
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                if _ours(pid, mark, pgids):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            finally:
+                os.close(fd)
+        time.sleep(0.01)
+
+
 def _kill(name: str) -> None:
-    for pgid in _read(name, "pgids").split():
-        try:
-            os.killpg(int(pgid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    """Kill the slot's processes; return once they are gone."""
+    kill_all(ROOT, {int(p) for p in _read(name, "pgids").split()})
     if os.path.isdir(_slot(name)):
         _write(name, "pgids", "")
 
@@ -148,6 +208,10 @@ def _ssh(name: str, command: str) -> int:
     if _read(name, "state") != "ACTIVE":
         print(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) {name} is not ready", file=sys.stderr)
         return 255
+    if _faults().get("ssh_hangs"):
+        _event("ssh", name, "hanging")
+        while True:
+            time.sleep(3600)
     hosts = int(_read(name, "hosts", "1"))
     procs = []
     for i in range(hosts):

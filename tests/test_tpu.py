@@ -4,6 +4,7 @@ kill them. And the set-up script the VMs run, run here with its TPU lines swappe
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,14 +32,6 @@ def _saved(run) -> int:
         return 0
 
 
-def _tpu_env(env, tmp_path, hosts=2):
-    root = tmp_path / "gcloud"
-    root.mkdir()
-    bin_dir = fake_gcloud.install(str(tmp_path / "bin"))
-    return root, {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                  "FAKE_GCLOUD_ROOT": str(root), "FAKE_TPU_HOSTS": str(hosts)}
-
-
 def _launch(sweep_dir, tpu_env, *extra, count=6):
     return subprocess.Popen(
         [sys.executable, "-m", "tinyscale.cli", "sweep", "run", f"{TINY}:{count}",
@@ -49,13 +42,13 @@ def _launch(sweep_dir, tpu_env, *extra, count=6):
 
 
 @pytest.mark.slow
-def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, tmp_path):
+def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, fake_tpu, tmp_path):
     """4 runs of 100 steps on 2 slots x 2 hosts. Once a run of slot 0 has a checkpoint
     and has gone past it, slot 0 is preempted (its processes killed, SUSPENDED); then the same for a
     run of slot 1, whose workers are killed while its VM stays ACTIVE (only their
     heartbeats tell). Every run ends done once, evaluated; the killed runs resumed from
     their checkpoints; no step was trained by two workers."""
-    root, tpu_env = _tpu_env(env, tmp_path)
+    root, tpu_env = fake_tpu()
     sweep_dir = tmp_path / "sweep"
     runs = sweep_dir / "runs"
     launcher = _launch(sweep_dir, tpu_env, "--config.train.steps=100",
@@ -75,12 +68,20 @@ def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, tmp_path)
 
     hit = []
     wait_for(past_a_checkpoint(0), launcher, "a slot-0 run past a checkpoint", 600, 0.02)
+    # no capacity for slot 0 until the status is read: no new worker of slot 0 resumes
+    # the run meanwhile (slot 1 may, its own runs done: then slot 1 holds it)
+    fake_gcloud.set_faults(str(root), no_capacity=[slots[0]])
+    # returns once slot 0's processes are gone, their locks free
     subprocess.run(["gcloud", "preempt", slots[0]], env=tpu_env, check=True)
     status = run_cli("sweep", "status", str(sweep_dir), env=env).stdout.splitlines()
     row = next(x.split() for x in status if x.startswith(hit[0]))
-    assert row[1] == "stopped" and int(row[2].split("/")[0]) > 10, row  # the live step
+    if row[1] == "running":  # resumed by slot 1 from its checkpoint (>= step 10)
+        assert row[-1].startswith(slots[1]) and int(row[2].split("/")[0]) >= 10, status
+    else:  # nobody holds it: stopped at its live step, past the checkpoint
+        assert row[1] == "stopped" and int(row[2].split("/")[0]) > 10, row
     live = [x.split() for x in status if " running " in x]  # slot 1's, if training now
     assert all(r[-2] == "flock" and r[-1].startswith(slots[1]) for r in live), status
+    fake_gcloud.set_faults(str(root))  # capacity again
     wait_for(past_a_checkpoint(1), launcher, "a slot-1 run past a checkpoint", 600, 0.02)
     subprocess.run(["gcloud", "kill-workers", slots[1]], env=tpu_env, check=True)
     _, err = launcher.communicate(timeout=900)
@@ -117,10 +118,10 @@ def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, tmp_path)
           f"runs resumed {len(hit)}, done once {len(final)}, steps trained twice {twice}")
 
 
-def test_a_failing_run_is_retried_up_to_max_attempts(env, tmp_path):
+def test_a_failing_run_is_retried_up_to_max_attempts(fake_tpu, tmp_path):
     """A run that fails (its loss diverges) is tried again by restarted workers until
     launch.max_attempts, then the launcher ends with exit 1 naming it."""
-    _, tpu_env = _tpu_env(env, tmp_path, hosts=1)
+    _, tpu_env = fake_tpu(hosts=1)
     launcher = _launch(tmp_path / "sweep", tpu_env, "--config.train.lr=1e30",
                        "--config.launch.tpu_slots=1", "--config.launch.max_attempts=2",
                        count=1)
@@ -165,10 +166,17 @@ def test_the_set_up_script_builds_an_environment_that_trains_and_evaluates(env, 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     clean["PATH"] = ":".join(p for p in clean["PATH"].split(":") if ".venv" not in p)
     boot_env = {**clean, "HOME": str(home), "UV_CACHE_DIR": cache}
-    done = subprocess.run(["bash", "bootstrap.sh"], cwd=home, env=boot_env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "tinyscale ready on cpu" in done.stdout
+    boot = subprocess.Popen(["bash", "bootstrap.sh"], cwd=home, env=boot_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = boot.communicate(timeout=900)
+    except BaseException:  # a timeout: the script and what it started (uv, pip); bash
+        os.killpg(boot.pid, signal.SIGKILL)  # is not reaped yet, so the group is its own
+        boot.communicate()
+        raise
+    assert boot.returncode == 0, out[-2000:] + err[-3000:]
+    assert "tinyscale ready on cpu" in out
     python = str(home / "tinyscale-venv" / "bin" / "python")
     check = subprocess.run([python, "-c", (
         "from tinyscale.evals.linkgrammar import LinkGrammar\n"

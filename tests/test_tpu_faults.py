@@ -17,13 +17,21 @@ import pytest
 from tests import fake_gcloud
 from tests.conftest import ROOT, wait_for
 from tests.test_launch import TINY, states
-from tests.test_tpu import _metrics, _tpu_env
+from tests.test_tpu import _metrics
 from tinyscale.launch import tpu_gcloud
 
 SLOTS = [f"tinyscale-sweep-{i}" for i in range(2)]
+HANG_S = 300  # upper bound on a wait for an event: a guard against hanging, never a timer
 
 
-def _start(sweep_dir, tpu_env, log, *extra, count=4, stdin=subprocess.DEVNULL, out=None):
+def _ignore_sigint():
+    """preexec_fn: start with SIGINT ignored, as a job started with `&` by a script or
+    any non-interactive shell does (Python then installs no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(sweep_dir, tpu_env, log, *extra, count=4, stdin=subprocess.DEVNULL, out=None,
+           sigint_ignored=False):
     """`tinyscale sweep run TINY:count --backend tpu` with its stderr written to `log`."""
     return subprocess.Popen(
         [sys.executable, "-m", "tinyscale.cli", "sweep", "run", f"{TINY}:{count}",
@@ -31,7 +39,7 @@ def _start(sweep_dir, tpu_env, log, *extra, count=4, stdin=subprocess.DEVNULL, o
          f"--config.launch.tpu_python={sys.executable}", "--config.launch.tpu_poll_s=0.2",
          "--config.launch.stale_after_s=4", *extra],
         cwd=ROOT, env=tpu_env, stdin=stdin, stdout=out or subprocess.DEVNULL,
-        stderr=open(log, "w"), text=True)
+        stderr=open(log, "w"), text=True, preexec_fn=_ignore_sigint if sigint_ignored else None)
 
 
 def _text(path) -> str:
@@ -39,6 +47,15 @@ def _text(path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def _ended(launcher, log, hang_s=HANG_S) -> int:
+    """The launcher's exit code once it ends (`hang_s`: a guard against a hang, whose
+    failure shows the launcher's log; the fixture fake_tpu then kills what is left)."""
+    try:
+        return launcher.wait(timeout=hang_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the launcher did not end within {hang_s} s; its log:\n{_text(log)[-3000:]}")
 
 
 def _said(log, *texts):
@@ -76,14 +93,14 @@ def test_gcloud_errors_are_read_strictly(stderr, kind):
 
 
 @pytest.mark.slow
-def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(env, tmp_path):
+def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(fake_tpu, tmp_path):
     """4 runs on 2 slots of 1 host, describe failing twice in every four calls throughout.
     The launcher is killed (SIGKILL) once both slots' workers beat; a second one adopts both
     slices (no create, no second worker). Both are then preempted, with no capacity for
     slot 0: slot 1 is re-created and trains while slot 0 still waits; once capacity
     comes slot 0 works too. Every run done once, no step trained twice, and only the
     preempted slices were ever deleted."""
-    root, tpu_env = _tpu_env(env, tmp_path, hosts=1)
+    root, tpu_env = fake_tpu(hosts=1)
     fake_gcloud.set_faults(str(root), describe_fails=[2, 2])
     sweep_dir, first, second = tmp_path / "sweep", tmp_path / "first.log", tmp_path / "second.log"
     runs = sweep_dir / "runs"
@@ -92,7 +109,7 @@ def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(env, 
 
     t0 = time.time()
     wait_for(lambda: len(list((sweep_dir / "workers").glob("slot*.json"))) == 2, launcher,
-             "both slots' workers", 300, 0.02)
+             "both slots' workers", HANG_S, 0.02)
     launcher.kill()  # SIGKILL: no word to anyone
     launcher.wait()
     t_kill = time.time()
@@ -100,7 +117,7 @@ def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(env, 
     relaunched = len(fake_gcloud.calls(str(root)))
     launcher = _start(sweep_dir, tpu_env, second, *args)
     wait_for(_said(second, "slot 0: adopted", "slot 1: adopted"), launcher,
-             "the slices adopted", 120, 0.02)
+             "the slices adopted", HANG_S, 0.02)
     adopted = fake_gcloud.calls(str(root))[relaunched:]
     t_adopt = time.time()
 
@@ -109,16 +126,17 @@ def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(env, 
         subprocess.run(["gcloud", "preempt", name], env=tpu_env, check=True)
     preempted = len(fake_gcloud.calls(str(root)))
     wait_for(_said(second, f"slot 0: {SLOTS[0]} is WAITING_FOR_RESOURCES"), launcher,
-             "slot 0 waiting for capacity", 120, 0.02)
+             "slot 0 waiting for capacity", HANG_S, 0.02)
     # slot 1 re-created, set up and training again while slot 0 waits
     wait_for(lambda: sum(len(_metrics(run)) for run in runs.glob("*")) > lines, launcher,
-             "a run advancing after both slots were preempted", 120, 0.02)
+             "a run advancing after both slots were preempted", HANG_S,
+             0.02)
     assert (root / SLOTS[0] / "state").read_text() == "WAITING_FOR_RESOURCES"
     t_other = time.time()
     fake_gcloud.set_faults(str(root), describe_fails=[2, 2])  # capacity comes
     wait_for(lambda: len(_worker_starts(fake_gcloud.calls(str(root))[preempted:], SLOTS[0])),
-             launcher, "slot 0's workers started again", 120, 0.02)
-    assert launcher.wait(timeout=300) == 0, _text(second)[-3000:]
+             launcher, "slot 0's workers started again", HANG_S, 0.02)
+    assert _ended(launcher, second, 2 * HANG_S) == 0, _text(second)[-3000:]
     err = _text(second)
 
     # the relaunch created nothing and left the workers that were alive training
@@ -146,15 +164,15 @@ def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(env, 
           f"failures {len(failures)}, deletes {len(deleted)} (all SUSPENDED)")
 
 
-def test_quota_is_one_line_naming_the_knob(env, tmp_path):
+def test_quota_is_one_line_naming_the_knob(fake_tpu, tmp_path):
     """Quota for one slice, two asked for: the launcher ends with exit 2 and one line
     naming launch.tpu_slots; with --delete-slots the slice it did create is deleted."""
-    root, tpu_env = _tpu_env(env, tmp_path, hosts=1)
+    root, tpu_env = fake_tpu(hosts=1)
     fake_gcloud.set_faults(str(root), quota_slices=1)
     log = tmp_path / "launcher.log"
     launcher = _start(tmp_path / "sweep", tpu_env, log, "--config.launch.tpu_slots=2",
                       "--delete-slots", count=1)
-    assert launcher.wait(timeout=120) == 2, _text(log)
+    assert _ended(launcher, log) == 2, _text(log)
     err = _text(log)
     last = err.strip().splitlines()[-1]
     assert last.startswith("tinyscale: error: creating tinyscale-sweep-") and \
@@ -166,36 +184,32 @@ def test_quota_is_one_line_naming_the_knob(env, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_or_deletes_the_slices_as_documented(env, tmp_path):
+def test_ctrl_c_keeps_or_deletes_the_slices_as_documented(fake_tpu, tmp_path):
     """Ctrl-C (SIGINT) to the launcher of a run that would take long: off a terminal it
-    keeps the slice, its worker training, and says so; relaunched at a terminal it adopts
-    the slice and asks, and 'y' deletes it; with --keep-slots it keeps it unasked."""
-    root, tpu_env = _tpu_env(env, tmp_path, hosts=1)
+    keeps the slice, its worker training, and says so -- also when it was started with
+    SIGINT ignored, as `&` in a script starts it; relaunched at a terminal it adopts the
+    slice and asks, and 'y' deletes it; with --keep-slots it keeps it unasked."""
+    root, tpu_env = fake_tpu(hosts=1)
     sweep_dir, name = tmp_path / "sweep", SLOTS[0]
     args = ("--config.train.steps=100000",)
 
     def interrupt(launcher, log, *then):
-        wait_for(_said(log, *then), launcher, " and ".join(then), 120, 0.02)
+        wait_for(_said(log, *then), launcher, " and ".join(then), HANG_S, 0.02)
         launcher.send_signal(signal.SIGINT)
         return launcher
 
     def worker_alive():
-        for pgid in _text(root / name / "pgids").split():
-            try:
-                os.killpg(int(pgid), 0)
-                return True
-            except ProcessLookupError:
-                pass
-        return False
+        pgids = {int(p) for p in _text(root / name / "pgids").split()}
+        return bool(pgids and fake_gcloud.processes(str(root), pgids))
 
     def deletes():
         return [e for e in fake_gcloud.events(str(root)) if e["verb"] == "delete"]
 
     log = tmp_path / "1.log"
-    launcher = _start(sweep_dir, tpu_env, log, *args, count=1)
+    launcher = _start(sweep_dir, tpu_env, log, *args, count=1, sigint_ignored=True)
     wait_for(lambda: list((sweep_dir / "workers").glob("slot0-*.json")), launcher,
-             "the worker's heartbeat", 120, 0.02)
-    assert interrupt(launcher, log, f"{name} working").wait(timeout=60) == 130, _text(log)
+             "the worker's heartbeat", HANG_S, 0.02)
+    assert _ended(interrupt(launcher, log, f"{name} working"), log) == 130, _text(log)
     assert f"interrupted: left the TPU slices {name} running (not a terminal, so not " \
            f"asked; --delete-slots deletes them)" in _text(log)
     assert f"`tinyscale sweep teardown {sweep_dir}` deletes them." in _text(log)
@@ -207,9 +221,9 @@ def test_ctrl_c_keeps_or_deletes_the_slices_as_documented(env, tmp_path):
     launcher = _start(sweep_dir, tpu_env, log, *args, count=1, stdin=terminal,
                       out=open(answers, "w"))
     interrupt(launcher, log, f"slot 0: adopted {name}, its workers training")
-    wait_for(lambda: "[y/N]" in _text(answers), launcher, "the question", 60, 0.02)
+    wait_for(lambda: "[y/N]" in _text(answers), launcher, "the question", HANG_S, 0.02)
     os.write(master, b"y\n")
-    assert launcher.wait(timeout=60) == 130, _text(log)
+    assert _ended(launcher, log) == 130, _text(log)
     os.close(master)
     os.close(terminal)
     assert f"delete the TPU slices {name} (their workers stop)? [y/N]" in _text(answers)
@@ -222,12 +236,30 @@ def test_ctrl_c_keeps_or_deletes_the_slices_as_documented(env, tmp_path):
 
     log = tmp_path / "3.log"
     launcher = _start(sweep_dir, tpu_env, log, *args, "--keep-slots", count=1)
-    assert interrupt(launcher, log, f"{name} working").wait(timeout=60) == 130
+    assert _ended(interrupt(launcher, log, f"{name} working"), log) == 130, _text(log)
     assert f"interrupted: left the TPU slices {name} running: their workers go on" in \
         _text(log)
     assert (root / name / "state").read_text() == "ACTIVE"
     subprocess.run(["gcloud", "compute", "tpus", "queued-resources", "delete", name],
                    env=tpu_env, check=True)
+
+
+def test_ctrl_c_while_a_gcloud_call_hangs_ends_the_launcher_and_the_call(fake_tpu, tmp_path):
+    """Ctrl-C while a slot's background action waits on a `gcloud ... ssh` that never
+    returns (a host that does not answer), to a launcher started with SIGINT ignored:
+    it ends with exit 130, keeps the slice and says so, and no gcloud call outlives it."""
+    root, tpu_env = fake_tpu(hosts=1)
+    fake_gcloud.set_faults(str(root), ssh_hangs=True)
+    log = tmp_path / "launcher.log"
+    launcher = _start(tmp_path / "sweep", tpu_env, log, count=1, sigint_ignored=True)
+    hanging = {"verb": "ssh", "name": SLOTS[0], "state": "hanging"}
+    wait_for(lambda: hanging in fake_gcloud.events(str(root)), launcher, "an ssh hanging",
+             HANG_S, 0.02)
+    launcher.send_signal(signal.SIGINT)
+    assert _ended(launcher, log) == 130, _text(log)
+    assert f"interrupted: left the TPU slices {SLOTS[0]} running (not a terminal, so " \
+           "not asked" in _text(log) and "Traceback" not in _text(log), _text(log)
+    assert fake_gcloud.processes(str(root)) == []  # the hung ssh ended with the launcher
 
 
 def test_slice_flags_apply_to_the_tpu_backend_only(refused, tmp_path):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import glob
 import importlib.metadata
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -160,7 +161,18 @@ def _progress(sweep: SweepDir) -> tuple[list[dict], list[dict], int]:
 def launch(sweep_dir: str, base, spec: str, dry_run: bool, say=print,
            on_exit: str = "ask") -> int:
     """Work the sweep on TPU slots until every run is done; the exit code. `on_exit`:
-    what becomes of the slices when the launcher ends -- "keep", "delete" or "ask"."""
+    what becomes of the slices when the launcher ends -- "keep", "delete" or "ask".
+    SIGINT (Ctrl-C) stops it whatever it is doing, also where it came ignored: a job
+    started with `&` by a script or any non-interactive shell ignores SIGINT, and Python
+    then raises no KeyboardInterrupt, so `kill -INT` would go unheard."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _launch(sweep_dir, base, dry_run, say, on_exit)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _launch(sweep_dir: str, base, dry_run: bool, say, on_exit: str) -> int:
     if not is_remote(sweep_dir):
         say(f"warning: {sweep_dir} is not a gs:// path; TPU VMs cannot see it "
             "(fine only for testing this launcher).")
@@ -228,14 +240,15 @@ def _leave(slots: list[Slot], g: Gcloud, sweep_dir: str, on_exit: str, say,
     g = Gcloud(g.launch, g.dry_run, say)
     names = ", ".join(s.name for s in slots)
     note = ""
-    if on_exit == "ask" and interrupted and sys.stdin.isatty():
+    terminal = _terminal()
+    if on_exit == "ask" and interrupted and terminal == "yes":
         try:
             answer = input(f"\ndelete the TPU slices {names} (their workers stop)? [y/N] ")
         except (EOFError, KeyboardInterrupt):
             answer = ""
         on_exit = "delete" if answer.strip().lower() in ("y", "yes") else "keep"
     elif on_exit == "ask":
-        on_exit, note = "keep", " (not a terminal, so not asked; --delete-slots deletes them)"
+        on_exit, note = "keep", f" ({terminal}, so not asked; --delete-slots deletes them)"
     if on_exit == "delete":
         for slot in slots:
             out = gc.delete(g, slot.name)
@@ -249,6 +262,19 @@ def _leave(slots: list[Slot], g: Gcloud, sweep_dir: str, on_exit: str, say,
         say(f"{'interrupted: ' if interrupted else ''}left the TPU slices {names} "
             f"running{note}: their workers go on with {sweep_dir}; the same command adopts "
             f"them again, `tinyscale sweep teardown {sweep_dir}` deletes them.")
+
+
+def _terminal() -> str:
+    """"yes" if the launcher can ask at a terminal; else why not. A background job of the
+    terminal it reads from would be stopped (SIGTTIN) by reading it, and wait forever."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        return "not a terminal"
+    try:
+        if os.tcgetpgrp(sys.stdin.fileno()) != os.getpgrp():
+            return "a background job of the terminal"
+    except OSError:  # a terminal, but not this process's controlling one: no job control
+        pass
+    return "yes"
 
 
 def teardown(sweep_dir: str, dry_run: bool, say=print) -> int:

@@ -102,6 +102,10 @@ class Gcloud:
             self._running.add(proc)
         try:
             out, err = proc.communicate()
+        except BaseException:  # Ctrl-C in the main thread: the call ends with the launcher
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             with self._lock:
                 self._running.discard(proc)
@@ -118,13 +122,21 @@ class Gcloud:
         return self("compute", "tpus", "tpu-vm", "ssh", name, "--worker=all", *self.where(),
                     f"--command={command}", check=check)
 
-    def stop(self) -> None:
-        """End the calls in flight (background creates, set-ups) and refuse new ones:
-        the launcher is stopping."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """End the calls in flight (background creates, set-ups, an ssh that hangs) and
+        refuse new ones: the launcher is stopping. Returns once they are gone (killed if
+        a terminated one is not within `grace_s`), so none outlives the launcher."""
         with self._lock:
             self._stopped = True
-            for proc in self._running:
-                proc.terminate()
+            running = list(self._running)
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # ---- the queued resources of a sweep ---------------------------------------------------
