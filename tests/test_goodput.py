@@ -117,17 +117,20 @@ def test_a_killed_run_loses_exactly_the_steps_past_its_checkpoint(smoke_cache, t
     proc = subprocess.Popen([sys.executable, "-m", "tinyscale.cli", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = 10
-    while True:
-        wait_for(lambda seen=seen: metrics_step(workdir) > seen, proc, f"a step past {seen}")
+    while True:  # a saved checkpoint (an async save may finish steps after it began)
+        wait_for(lambda seen=seen: checkpoint_steps(workdir) and metrics_step(workdir) > seen,
+                 proc, f"a saved checkpoint and a step past {seen}")
         proc.send_signal(signal.SIGSTOP)
         killed_at, records = metrics_step(workdir), goodput.read(RunDir(workdir))
-        if records and records[-1]["last_step"] == killed_at and killed_at % 10:
+        saved = checkpoint_steps(workdir)
+        if records and records[-1]["last_step"] == killed_at and killed_at % 10 \
+                and saved[-1] < killed_at:
             break
         seen = killed_at  # between the metrics line and the record, or at a checkpoint
         proc.send_signal(signal.SIGCONT)
     proc.kill()
     proc.wait()
-    resumed_from = checkpoint_steps(workdir)[-1]
+    resumed_from = saved[-1]
     assert 10 <= resumed_from < killed_at
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
