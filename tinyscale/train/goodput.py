@@ -138,16 +138,7 @@ class Attempt:
 
 def read(run: RunDir) -> list[dict]:
     """A run directory's attempts, oldest first ([] before its first)."""
-    path = run.path / FILE
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
+    return run.read_jsonl(run.path / FILE)
 
 
 # ---- the arithmetic ---------------------------------------------------------------------

@@ -80,10 +80,15 @@ class RunDir:
         return current
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics.exists():
+        return self.read_jsonl(self.metrics)
+
+    @staticmethod
+    def read_jsonl(path: epath.Path) -> list[dict]:
+        """The records of a JSON-lines file of the run ([] when absent)."""
+        if not path.exists():
             return []
         records = []
-        for line in self.metrics.read_text().splitlines():
+        for line in path.read_text().splitlines():
             try:
                 records.append(json.loads(line))
             except ValueError:  # a line cut short by a kill
