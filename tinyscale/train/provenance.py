@@ -100,8 +100,9 @@ def git() -> dict:
 def _git(where: pathlib.Path, *args: str) -> str | None:
     """git's output (trailing newline removed), or None when it fails; raises OSError
     without git."""
-    done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True,
-                          timeout=GIT_TIMEOUT_S)
+    # no optional locks: status would otherwise refresh the index, racing the user's git
+    done = subprocess.run(["git", "-C", str(where), "--no-optional-locks", *args],
+                          capture_output=True, text=True, timeout=GIT_TIMEOUT_S)
     return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
 
