@@ -54,28 +54,42 @@ def statement(pairs: pd.DataFrame) -> str:
     if pairs.empty:
         return ("No depth-1 and deeper runs have matched parameter counts in this sweep, so "
                 "it cannot compare one block with deep stacks.")
-    parts = []
+    parts, verdicts = [], []
     for m, better in (("eval_loss", "lower"), ("grammar", "higher"),
                       ("consistency", "higher"), ("coherence", "higher")):
         if f"{m}_diff" not in pairs:
             continue
         diff, ci = pairs[f"{m}_diff"], pairs[f"{m}_ci"]
         sign = -1 if m == "eval_loss" else 1
+        name = m.replace("_", " ")
         if ci.isna().all():
             better_count = int(((sign * diff) > 0).sum())
-            parts.append(f"{m.replace('_', ' ')}: deeper is better in {better_count} of "
+            parts.append(f"{name}: deeper is better in {better_count} of "
                          f"{len(pairs)} pairs (mean difference {diff.mean():+.3f}, {better} is "
                          "better; no interval)")
+            verdicts.append(f"{name}, no verdict (no interval)")
             continue
         wins = int(((sign * diff) > ci).sum())
         losses = int(((sign * diff) < -ci).sum())
-        parts.append(f"{m.replace('_', ' ')}: deeper is significantly better in {wins}, "
+        parts.append(f"{name}: deeper is significantly better in {wins}, "
                      f"worse in {losses}, indistinguishable in {len(pairs) - wins - losses} of "
                      f"{len(pairs)} pairs (mean difference {diff.mean():+.3f}, {better} is "
                      "better)")
+        verdicts.append(verdict(name, wins, losses, len(pairs)))
     return ("At matched non-embedding parameters (deeper run vs the closest depth-1 run): "
-            + "; ".join(parts) + ". The TinyStories paper found depth matters more for "
-            "consistency and width more for knowledge.")
+            + "; ".join(parts) + ". Verdict of this sweep: for " + "; for ".join(verdicts)
+            + ".")
+
+
+def verdict(name: str, wins: int, losses: int, pairs: int) -> str:
+    """Which way `name` goes for deeper stacks, from the pairs whose interval excludes 0."""
+    if wins and not losses:
+        return f"{name}, deeper is better ({wins} of {pairs} pairs, none worse)"
+    if losses and not wins:
+        return f"{name}, one block is better ({losses} of {pairs} pairs, none worse)"
+    if wins and losses:
+        return f"{name}, the pairs disagree ({wins} favour depth, {losses} one block)"
+    return f"{name}, it cannot tell them apart (no pair differs beyond its interval)"
 
 
 def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,

@@ -13,6 +13,7 @@ import io
 import json
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from etils import epath
 from scipy import stats
@@ -22,6 +23,7 @@ from analysis import (
     budgets,
     by_data,
     compare,
+    confounds,
     emergence,
     fit,
     goodput,
@@ -29,6 +31,7 @@ from analysis import (
     runs,
     template,
 )
+from analysis import provenance as provenance_lib
 
 METRICS = ("grammar", "grammar_prefix", "consistency", "consistency_above_chance", "completion",
            "coherence", "instruction")
@@ -53,7 +56,7 @@ class Results:
     loss_curves: pd.DataFrame       # depth k vs 1: loss difference at equal N
     judge: pd.DataFrame | None      # the LLM judge's grades, when one was used
     judge_agreement: pd.DataFrame | None  # offline metric vs the judge's matching grade
-    fluency_on_synthstories: bool
+    fluency_on_synthstories: str    # what fluency does on SynthStories here ("": n/a)
     present: list                   # coherence metrics present in the results
     seeds: dict                     # {runs per shape: number of shapes}
     spread: pd.DataFrame            # seed-to-seed spread of each metric (shapes with >1 run)
@@ -66,6 +69,9 @@ class Results:
     external: pd.DataFrame          # eval --hf models: reference points, not in the fits
     diagnostics: pd.DataFrame       # per run: completion length/EOS/truncation/loops, ...
     goodput: goodput.Panel | None   # where the sweep's hours went (None: no records)
+    # what moves with N, and emergence at fixed D / along the frontier (analysis.confounds)
+    confounds: confounds.Panel | None = None
+    provenance: provenance_lib.Panel | None = None  # code, versions, devices of the runs
 
     n_runs = property(lambda self: self.every_df["run"].nunique())
     n_final = property(lambda self: len(self.final))
@@ -178,6 +184,31 @@ def _spread(final, metrics) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _fluency_on_synthstories(final: pd.DataFrame, bootstrap: int, seed: int = 0) -> str:
+    """What the reference LM's fluency does across this sweep's runs on SynthStories: its
+    range and its rank correlation with held-out loss, with a bootstrap interval."""
+    both = final[["fluency", "eval_loss"]].dropna()
+    if len(both) < 3 or both["fluency"].nunique() < 2:
+        return (f"Fluency was measured on {len(both)} finished runs, too few to say whether "
+                "it ranks them as held-out loss does.")
+    rho = stats.spearmanr(both["fluency"], both["eval_loss"]).statistic
+    rng, draws = np.random.default_rng(seed), []
+    for _ in range(bootstrap):
+        pick = both.iloc[rng.integers(0, len(both), len(both))]
+        if pick["fluency"].nunique() > 1 and pick["eval_loss"].nunique() > 1:
+            draws.append(stats.spearmanr(pick["fluency"], pick["eval_loss"]).statistic)
+    lo, hi = np.percentile(draws, [2.5, 97.5]) if len(draws) >= 20 else (np.nan, np.nan)
+    interval = f" (95% interval {lo:+.2f} to {hi:+.2f})" if np.isfinite(lo) else ""
+    verdict = ("too few resamples to say which way it ranks them" if not np.isfinite(hi) else
+               "it falls as loss rises: it ranks these runs as held-out loss does" if hi < 0
+               else "it rises with loss: it ranks these runs against held-out loss" if lo > 0
+               else "this sweep cannot tell whether it ranks these runs as held-out loss "
+               "does (the interval holds 0)")
+    return (f"Across the {len(both)} finished runs, fluency spans {both['fluency'].min():.3f}–"
+            f"{both['fluency'].max():.3f} and its rank correlation with held-out loss is "
+            f"ρ = {rho:+.2f}{interval}: {verdict}.")
+
+
 def baseline(final: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The runs the depth analyses read (fits, emergence, one block vs deep) and what was
     chosen: with several architectures or data settings, those of the plain one (the
@@ -229,14 +260,15 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
                       for c in crossings]
     synth = "fluency" in final and "data.dataset" in final and \
         set(final["data.dataset"]) == {"synthstories"}
-    return Results(str(sweep_dir), threshold, df[df["run"].isin(final["run"]) |
+    results = Results(str(sweep_dir), threshold, df[df["run"].isin(final["run"]) |
                                                   ~df["run"].isin(every_final["run"])],
                    final, missing,
                    _runs_table(df, every_final, present), fits, pd.DataFrame(fit_rows),
                    crossings,
                    pd.DataFrame(emergence_rows), pairs, compare.statement(pairs), curves,
                    loss_curves,
-                   _judge_table(final), _judge_agreement(final), synth, present,
+                   _judge_table(final), _judge_agreement(final),
+                   _fluency_on_synthstories(final, bootstrap) if synth else "", present,
                    emergence.seeds_per_cell(final), _spread(final, present + continuous),
                    everything, budgets.compute(runs.final(everything), bootstrap),
                    architectures.compute(every_final, present + continuous, threshold,
@@ -245,6 +277,10 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
                                    samples) if len(final) >= 2 else None, df, chosen,
                    external, _diagnostics(pd.concat([every_final, external]), present),
                    goodput.compute(sweep_dir))
+    results.confounds = confounds.compute(everything, final, present + continuous, threshold,
+                                          bootstrap)
+    results.provenance = provenance_lib.compute(everything)
+    return results
 
 
 def draw(r: Results) -> dict:

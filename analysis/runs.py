@@ -8,7 +8,13 @@ parameters four ways (`params`, `params_embedding`,
 `flops` (training FLOPs so far), the losses at that step (`eval_loss`, `eval_bpb`,
 `train_loss`), and on each run's last row (`final`) the evaluation of eval.json: every
 coherence metric with its standard error (`coherence`, `coherence_se`, ...), and where
-its time went (`goodput_<category>_s`, `goodput_lost_steps`: analysis/goodput.py). The
+its time went (`goodput_<category>_s`, `goodput_lost_steps`: analysis/goodput.py). An
+earlier step evaluated with `tinyscale eval --step` (eval-step<N>.json) fills its row's
+metrics the same way. What trained each run (provenance.json: tinyscale/train/provenance.py)
+is in `sessions` (how many times a trainer started it), `git_commit` and `git_dirty`
+(None: unknown or not a checkout), `version_<package>`, `python_version`, `devices`
+(count x kind) and `processes`; a run resumed on other code lists each value, oldest
+first, joined by ", ". The
 branches of a run (tinyscale/train/branches.py: a cool-down at a smaller token budget) are
 runs too, named `<run>/branches/<tokens>`, with `branch_of` = the run (None for every
 other run) and `trained_flops` = the FLOPs trained in that directory (a branch's
@@ -20,6 +26,7 @@ logged nothing. Paths may be gs:// (etils.epath).
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -30,7 +37,7 @@ from tinyscale.errors import TinyscaleError
 from tinyscale.evals.hf import EXTERNAL
 from tinyscale.model import counting
 from tinyscale.storage import resolve
-from tinyscale.train import branches
+from tinyscale.train import branches, provenance
 from tinyscale.train.rundir import RunDir
 
 CONFIG_COLUMNS = ("model.family", "model.d_model", "model.n_layers", "model.n_heads",
@@ -60,6 +67,37 @@ def architecture_label(config: dict) -> str:
     return architectures.label(config)
 
 
+def _provenance(rundir: RunDir) -> dict:
+    """The provenance columns of a run (module docstring); {"sessions": 0} without one."""
+    sessions = provenance.read(rundir)
+    if not sessions:
+        return {"sessions": 0}
+
+    def each(value) -> str | None:  # distinct values in session order
+        values = [str(v) for v in dict.fromkeys(value(s) for s in sessions) if v is not None]
+        return ", ".join(values) or None
+    dirty = [s.get("git", {}).get("dirty") for s in sessions]
+    return {"sessions": len(sessions),
+            "git_commit": each(lambda s: s.get("git", {}).get("commit")),
+            "git_dirty": True if True in dirty else False if all(d is False for d in dirty)
+            else None,
+            **{f"version_{p}": each(lambda s, p=p: s.get("versions", {}).get(p))
+               for p in provenance.PACKAGES},
+            "python_version": each(lambda s: s.get("python")),
+            "devices": each(lambda s: f"{s['devices']} x {s['device_kind']}"
+                            if "devices" in s else None),
+            "processes": each(lambda s: s.get("processes"))}
+
+
+EVAL_STEP = re.compile(r"eval-step(\d+)\.json")  # an earlier checkpoint's evaluation
+
+
+def _metrics(result: dict) -> dict:
+    """The metrics of an evaluation (eval.json) a row carries."""
+    return {k: v for k, v in result.items() if k not in ("step", "loss", "loss_se") and (
+        isinstance(v, (int, float)) or k == "judge_age_group")}
+
+
 def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = None
               ) -> list[dict]:
     c = config_lib.from_saved(config)
@@ -76,7 +114,7 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
             "architecture": architecture_label(c.to_dict()),
             "data": data_label(c.to_dict()),
             "branch_of": branch_of, "external": name.startswith("external/"),
-            **goodput.columns(rundir)}
+            **goodput.columns(rundir), **_provenance(rundir)}
     forked = (state.get("branched_from") or {}).get("step", 0) * c.train.batch_size * \
         c.train.seq_len  # tokens the run trained for the branch before its fork
     evals = [m for m in rundir.read_metrics() if "eval_loss" in m]
@@ -87,12 +125,15 @@ def _run_rows(name: str, config: dict, rundir: RunDir, branch_of: str | None = N
              "train_loss": m.get("train_loss"), "wall_s": m.get("wall_s"), "final": False}
             for m in evals] or [{**base, "step": 0, "tokens": 0, "flops": 0.0,
                                  "trained_flops": 0.0, "eval_loss": np.nan, "final": False}]
+    earlier = {int(m.group(1)): f for f in rundir.path.glob("eval-step*.json")
+               if (m := EVAL_STEP.fullmatch(f.name))}
+    for row in rows:
+        if row["step"] in earlier:
+            row.update(_metrics(rundir.read_json(earlier[row["step"]])))
     final = rundir.read_json(rundir.eval)
     if final and base["state"] == "done":
         rows[-1]["final"] = True
-        rows[-1].update({k: v for k, v in final.items() if k not in (
-            "step", "loss", "loss_se") and (
-            isinstance(v, (int, float)) or k == "judge_age_group")})
+        rows[-1].update(_metrics(final))
     return rows
 
 

@@ -27,12 +27,11 @@ consistency is high even for a model that ignores its prompt; consistency_above_
 = (consistency − chance) / (1 − chance) is 0 for such a model and 1 when every mention
 fits the story, and its threshold is the midpoint between chance and ceiling.</p>"""
 
-FLUENCY_ON_SYNTHSTORIES = """<p><b>Fluency on SynthStories.</b> The reference LM
-(SmolLM2-135M) does not rank models on this corpus: its random word pairings ('a
-striped village') are improbable English, so true continuations score about as low as
-the weakest models (the README's Evaluation section has the numbers). Read eval loss
-and grammar_prefix as the continuous metrics here; fluency is meant for real English
-(TinyStories).</p>"""
+FLUENCY_ON_SYNTHSTORIES = """<p><b>Fluency on SynthStories.</b> {}
+Fluency is the reference LM's (SmolLM2-135M) probability of a completion, meant for real
+English; what it measured on SynthStories elsewhere, true continuations included, is in
+docs/metrics.md ("Fluency, the reference LM and the judge"). Held-out loss and
+grammar_prefix are the corpus's own continuous metrics.</p>"""
 
 JUDGE = """<p>Grades out of 10 from the LLM judge (the paper's rubric,
 <code>config.eval.judge_*</code>), means over each run's completions; the age group is the
@@ -118,16 +117,67 @@ def seeds(r) -> str:
 
 
 def stages(r) -> str:
-    """The stages of coherence in the order the sweep finds them (all depths together)."""
+    """The stages of coherence in the order the sweep finds them (all depths together):
+    at a fixed token budget where that is the headline (analysis.confounds)."""
     found = {c.metric: c for c in r.crossings if c.family == "all depths" and c.metric in STAGES}
     if not found:
         return ""
+    where = dict.fromkeys(found, "")
+    if r.confounds is not None and r.confounds.headline:
+        for metric in found:
+            iso, tokens = r.confounds.iso(metric)
+            found[metric], where[metric] = (iso, f" (at D = {tokens:,.0f} tokens)") if iso \
+                else (found[metric], " (at each run's own budget: confounded with D)")
     crossed = sorted((c for c in found.values() if c.status == "crossed"), key=lambda c: c.params)
-    parts = [f"{html.escape(c.metric)} at {c.describe()}" for c in crossed]
-    parts += [f"{html.escape(c.metric)}: {c.describe()}" for c in found.values()
-              if c.status != "crossed"]
+    parts = [f"{html.escape(c.metric)} at {c.describe()}{where[c.metric]}" for c in crossed]
+    parts += [f"{html.escape(c.metric)}: {c.describe()}{where[c.metric]}"
+              for c in found.values() if c.status != "crossed"]
     return ("<p><b>Stages</b> (all depths together, in the order they emerge): "
             + "; ".join(parts) + ".</p>")
+
+
+ISO_TOKEN = """<p>Emergence read at one token count D for every size: for each metric, the
+largest D (within 5%) at which every size was measured (held-out loss at each eval step,
+earlier checkpoints' evaluations, final evaluations of runs and branches); measurements
+taken before their run's schedule ended are counted.</p>"""
+
+FRONTIER = """<p>Along the compute-optimal frontier: the (N, D) cells (means over seeds) whose
+held-out loss is below that of every cell of less compute, and where each metric crosses
+the threshold along them.</p>"""
+
+
+def emergence(r) -> str:
+    """The emergence tables: confounds first; at fixed D as the headline when D moves
+    with N (analysis.confounds), then at the runs' own budgets, labelled."""
+    p = r.confounds
+    own = table(r.emergence)
+    if p is None:
+        return own
+    out = f"<p><b>Confounds.</b> {html.escape(p.line())}</p>" if p.line() else ""
+    iso = p.table()
+    if p.headline:
+        label = html.escape(p.tokens_confounded.trend())
+        out += (f"<h3>At a fixed token budget (the headline)</h3>{ISO_TOKEN}{table(iso)}"
+                f"<h3>At each run's own budget (confounded: {label})</h3>{own}")
+    else:
+        out += own + (f"<h3>At a fixed token budget</h3>{ISO_TOKEN}{table(iso)}"
+                      if not iso.empty else "")
+    if p.along_frontier:
+        out += f"<h3>Along the compute-optimal frontier</h3>{FRONTIER}" \
+            f"{table(p.frontier_table())}"
+    return out
+
+
+PROVENANCE = """<p>What trained the runs (each run's provenance.json): the git commit and
+whether the checkout had uncommitted changes, package versions, Python and devices; one
+row per distinct combination. A run resumed in another setting lists each.</p>"""
+
+
+def provenance(r) -> str:
+    p = r.provenance
+    if p is None:
+        return ""
+    return f"<h2>Provenance</h2>{PROVENANCE}<p>{html.escape(p.line)}</p>{table(p.table)}"
 
 
 BUDGETS = """<p>Every finished run and branch is an (N, D) point; L(N, D) = E + A/N<sup>α</sup>
@@ -227,13 +277,14 @@ evaluated.</p>{baseline(r)}{unfinished}
 <h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
 {budgets(r)}
-<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{table(r.emergence)}
+<h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{emergence(r)}
 {"<h2>How the models write</h2>" + DIAGNOSTICS + table(r.diagnostics)
  if not r.diagnostics.empty else ""}
 {"<h2>Reference models</h2>" + EXTERNAL + table(r.external[[c for c in (
     "run", "params", "grammar", "consistency", "completion", "coherence", "fluency")
     if c in r.external]]) if not r.external.empty else ""}
-{FLUENCY_ON_SYNTHSTORIES if r.fluency_on_synthstories else ""}
+{FLUENCY_ON_SYNTHSTORIES.format(html.escape(r.fluency_on_synthstories))
+ if r.fluency_on_synthstories else ""}
 {by_architecture(r)}
 {by_data(r)}
 {judge}
@@ -242,6 +293,7 @@ evaluated.</p>{baseline(r)}{unfinished}
 {CURVES + table(r.curves) if not r.curves.empty else ""}
 {LOSS_CURVES + table(r.loss_curves) if not r.loss_curves.empty else ""}
 {goodput(r)}
+{provenance(r)}
 <h2>Figures</h2>{''.join(images)}
 <h2>Sample completions (prompt in italics)</h2>{samples(sample_columns)}
 </body></html>"""

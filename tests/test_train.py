@@ -64,7 +64,8 @@ def assert_same_run(workdir, reference):
 
 
 def test_run_directory_contract(reference):
-    for name in ("config.json", "state.json", "metrics.jsonl", "eval.json", "checkpoints", "tb"):
+    for name in ("config.json", "state.json", "metrics.jsonl", "eval.json", "checkpoints", "tb",
+                 "provenance.json"):
         assert (reference / name).exists(), name
     state = json.loads((reference / "state.json").read_text())
     assert state["state"] == "done" and state["step"] == 40
@@ -163,6 +164,8 @@ def test_double_sigterm_saves_then_a_damaged_checkpoint_falls_back(reference, ca
     assert result.returncode == 0, result.stderr
     assert f"checkpoint {stopped_at} does not restore" in result.stderr
     assert f"resuming {workdir} from step {steps_saved[-2]}" in result.stderr
+    sessions = json.loads((workdir / "provenance.json").read_text())["sessions"]
+    assert [s["step"] for s in sessions] == [0, steps_saved[-2]]  # the resume: a session
     assert (workdir / "checkpoints" / f"damaged-{stopped_at}").is_dir()  # kept, not lost
     assert_same_run(workdir, reference)
 
@@ -294,6 +297,7 @@ def test_eval_of_an_earlier_step_keeps_the_final_result(reference, tmp_path):
     assert "is a failed run" in result.stderr
     assert "judge: 4 of 4 completions got no grade (last error: unreachable" in result.stderr
     assert (run / "eval.json").read_text() == final
+    assert (run / "provenance.json").read_text() == (reference / "provenance.json").read_text()
     written, = run.glob("eval-step20-*.json")  # other settings: a file of their own
     earlier = json.loads(written.read_text())
     assert earlier["step"] == 20 and earlier["judge_failed"] == 4

@@ -5,8 +5,9 @@
     <workdir>/checkpoints/  orbax                    <workdir>/eval.json, samples.jsonl
     <workdir>/data/         its tokenizer, held-out split and meta.json (read alone)
     <workdir>/lock          the process training it  <workdir>/eval-step<N>.json, ...
-                                                     evaluations of earlier checkpoints,
-                                                     eval-<hash>.json of other settings
+    <workdir>/provenance.json  code, versions and    evaluations of earlier checkpoints,
+       devices of each training session (written     eval-<hash>.json of other settings
+       by the trainer only: provenance.py)
 
 Paths go through etils.epath, so a workdir may be local or gs://. Every JSON writer is
 atomic (temp file, then rename): a kill at any moment leaves the previous good file.
@@ -42,6 +43,7 @@ class RunDir:
     data = property(lambda self: self.path / "data")  # its tokenizer and held-out split
     tensorboard = property(lambda self: self.path / "tb")
     lock_file = property(lambda self: self.path / "lock")
+    provenance = property(lambda self: self.path / "provenance.json")  # provenance.py
 
     @property
     def sweep_dir(self) -> epath.Path | None:

@@ -37,7 +37,16 @@ from tinyscale import parallel
 from tinyscale.data import generated, pipeline
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, TinyscaleError
 from tinyscale.model.spec import ModelSpec
-from tinyscale.train import branches, distill, goodput, lifecycle, metrics, packed, steps
+from tinyscale.train import (
+    branches,
+    distill,
+    goodput,
+    lifecycle,
+    metrics,
+    packed,
+    provenance,
+    steps,
+)
 from tinyscale.train.final import final_evaluation
 from tinyscale.train.group import RunGroup
 from tinyscale.train.rundir import RunDir
@@ -124,6 +133,7 @@ class Trainer(RunGroup):
                 run.set_state("running", attempts=run.state().get("attempts", 0) + 1,
                               step=step, total_steps=self.total,
                               cores=sorted(os.sched_getaffinity(0)), **packed_with)
+                provenance.record(run, step)  # this session's code, versions, devices
         if self.k > 1:
             self.writers[0].message(f"training {self.k} runs as one program: "
                                     f"{', '.join(names)}")
