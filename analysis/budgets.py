@@ -87,7 +87,7 @@ def points(final: pd.DataFrame) -> pd.DataFrame:
     """The (N, D, loss) points: every finished run and branch with a held-out loss."""
     keep = ["run", "params", "tokens", "eval_loss", "flops", "trained_flops",
             "flops_per_token", "branch_of"]
-    out = final.dropna(subset=["eval_loss"])
+    out = final[np.isfinite(final["eval_loss"].astype(float))]  # a NaN or inf: no point
     return out[[c for c in keep if c in out]].reset_index(drop=True)
 
 

@@ -47,7 +47,8 @@ class Check:
 def families(final: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(name, finished runs with a held-out loss) of each L(N) family: all runs, then each
     depth; with one depth, only 'all'."""
-    final = final.dropna(subset=["eval_loss"]) if "eval_loss" in final else final.iloc[:0]
+    final = final[np.isfinite(final["eval_loss"].astype(float))] if "eval_loss" in final \
+        else final.iloc[:0]
     groups = [("all", final)] + [(f"depth {d}", g) for d, g in final.groupby("depth")]
     return groups[:1] if len(groups) == 2 else groups
 
@@ -58,6 +59,8 @@ def fit_rows(final: pd.DataFrame, fits: dict) -> pd.DataFrame:
     rows = []
     for name, g in families(final):
         f = fits.get(name)
+        if g.empty:
+            continue
         if f is None:
             few = (f"not identified: {len(g)} runs for {L_N_PARAMS} parameters "
                    f"({L_N_PARAMS + 2} needed)")
