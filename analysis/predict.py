@@ -92,8 +92,9 @@ def power_law(name: str, params_n, loss, bootstrap: int) -> Check:
     n, y = np.asarray(params_n, float), np.asarray(loss, float)
     largest = n.max()
     keep = n < largest
-    check = Check(f"L(N), {name}", f"N = {largest:,.0f} ({(~keep).sum()} run"
-                  f"{'s' * ((~keep).sum() > 1)})", float(y[~keep].mean()))
+    held = int((~keep).sum())
+    check = Check(f"L(N), {name}", f"N = {largest:,.0f} ({held} run{'s' * (held > 1)})",
+                  float(y[~keep].mean()))
     if keep.sum() < L_N_PARAMS + 2:
         check.note = (f"too few points left: {keep.sum()} without the largest size, "
                       f"{L_N_PARAMS + 2} needed")
