@@ -26,7 +26,7 @@ import pandas as pd
 
 from analysis import fit as fit_lib
 
-MIN_SIZES, MIN_BUDGETS, MIN_POINTS = 3, 2, 6  # 5 parameters: 2 sizes leave alpha free
+MIN_SIZES, MIN_BUDGETS, MIN_POINTS = 3, 2, 7  # 5 parameters (+ 2); 2 sizes leave alpha free
 
 
 @dataclasses.dataclass
@@ -65,20 +65,20 @@ class Budgets:
     def statement(self) -> str:
         f, sizes = self.fit, self.points["params"].nunique()
         per = self.points.groupby("params")["tokens"].nunique()
-        iv = f.intervals
-
-        def with_interval(name, value, lo_hi):
-            return f"{name} = {value:.3g} ({lo_hi[0]:.3g}–{lo_hi[1]:.3g})" if lo_hi else \
-                f"{name} = {value:.3g}"
-        a = self.exponent(f.params)
-        samples = [self.exponent(s) for s in f.samples]
-        a_iv = tuple(np.percentile(samples, [2.5, 97.5])) if samples else None
+        unknown = [k for k in ("alpha", "beta") if k in f.not_identified]
+        if unknown:  # a is made of both exponents
+            a_text = "a not identified (" + " and ".join(
+                {"alpha": "α", "beta": "β"}[k] for k in unknown) + " not identified)"
+        else:
+            samples = [self.exponent(s) for s in f.samples]
+            a_text = f"a = {self.exponent(f.params):.3g}" + (
+                " ({:.3g}–{:.3g})".format(*np.percentile(samples, [2.5, 97.5]))
+                if samples else "")
         return (f"L(N, D) fitted to {f.n_points} points ({sizes} sizes, {per.min()}–{per.max()} "
-                f"token budgets each): {with_interval('α', f.params['alpha'], iv.get('alpha'))}, "
-                f"{with_interval('β', f.params['beta'], iv.get('beta'))}, "
-                f"{with_interval('E', f.params['E'], iv.get('E'))} nats; compute-optimal "
-                f"N ∝ C^a with {with_interval('a', a, a_iv)} (FLOPs per token ∝ "
-                f"N^{self.gamma:.2f} over these shapes). The points cost "
+                f"token budgets each): α: {f.describe('alpha')}; β: {f.describe('beta')}; "
+                f"E: {f.describe('E')} (nats); compute-optimal N ∝ C^a with {a_text} (FLOPs "
+                f"per token ∝ N^{self.gamma:.2f} over these shapes). The optimizer "
+                f"{f.convergence.describe()}. The points cost "
                 f"{self.flops_trained:.3g} FLOPs as trained; trained separately they would "
                 f"cost {self.flops_separately:.3g} ({self.saved:.0%} saved).")
 
@@ -87,7 +87,7 @@ def points(final: pd.DataFrame) -> pd.DataFrame:
     """The (N, D, loss) points: every finished run and branch with a held-out loss."""
     keep = ["run", "params", "tokens", "eval_loss", "flops", "trained_flops",
             "flops_per_token", "branch_of"]
-    out = final.dropna(subset=["eval_loss"])
+    out = final[np.isfinite(final["eval_loss"].astype(float))]  # a NaN or inf: no point
     return out[[c for c in keep if c in out]].reset_index(drop=True)
 
 
@@ -118,9 +118,10 @@ def compute(final: pd.DataFrame, bootstrap: int = 300) -> Budgets | None:
     b = Budgets(result, pts, float(np.exp(log_k)), float(gamma), pd.DataFrame(),
                 pd.DataFrame(), float(trained), float(pts["flops"].sum()))
     b.table = pd.DataFrame([{
-        "parameter": k, "fit": v,
+        "parameter": k, "fit": f"not identified: {result.not_identified[k]}"
+        if k in result.not_identified else f"{result.params[k]:.4g}",
         "95% interval": "{:.3g}–{:.3g}".format(*result.intervals[k])
-        if k in result.intervals else "–"} for k, v in result.params.items()])
+        if k in result.intervals else "–"} for k in result.params])
     compute_grid = np.geomspace(pts["flops"].min(), pts["flops"].max() * 10, 6)
     rows = []
     for c in compute_grid:

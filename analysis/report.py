@@ -28,6 +28,7 @@ from analysis import (
     fit,
     goodput,
     plots,
+    predict,
     runs,
     template,
 )
@@ -72,19 +73,16 @@ class Results:
     # what moves with N, and emergence at fixed D / along the frontier (analysis.confounds)
     confounds: confounds.Panel | None = None
     provenance: provenance_lib.Panel | None = None  # code, versions, devices of the runs
+    predictions: pd.DataFrame = None  # each fit refitted without its largest size (predict)
 
     n_runs = property(lambda self: self.every_df["run"].nunique())
     n_final = property(lambda self: len(self.final))
 
 
 def _fits(final, bootstrap):
-    out = {}
-    groups = [("all", final)] + [(f"depth {d}", g) for d, g in final.groupby("depth")]
-    for name, g in groups[:1] if len(groups) == 2 else groups:  # one depth: fitted once
-        g = g.dropna(subset=["eval_loss"])
-        if len(g) >= 3:
-            out[name] = fit.fit_power_law(g["params"], g["eval_loss"], bootstrap=bootstrap)
-    return out
+    """L(N) of each family with enough runs (predict.fit_rows says why the others have none)."""
+    return {name: fit.fit_power_law(g["params"], g["eval_loss"], bootstrap=bootstrap)
+            for name, g in predict.families(final) if len(g) >= predict.L_N_PARAMS + 2}
 
 
 def _runs_table(df, final, present) -> pd.DataFrame:
@@ -232,6 +230,7 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
     """Every number of the report, from the run directories. Models scored with `eval
     --hf` (external/) are reference points, listed apart and kept out of every fit and
     curve unless `include_external`."""
+    fit.check_bootstrap(bootstrap)  # 1-99 resamples: one line before any work
     loaded = runs.load(sweep_dir)
     external = runs.final(loaded[loaded["external"]]) if "external" in loaded else \
         loaded.iloc[:0]
@@ -252,10 +251,6 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
         if len(final) >= 4 else pd.DataFrame()
     loss_curves = compare.loss_differences(final, bootstrap) if len(final) >= 4 \
         else pd.DataFrame()
-    fit_rows = [{"family": k, **{p: v.params[p] for p in ("E", "A", "alpha")},
-                 **{f"{p} 95%": "{:.3g}–{:.3g}".format(*v.intervals[p])
-                    for p in ("E", "alpha") if p in v.intervals}, "runs": v.n_points}
-                for k, v in fits.items()]
     emergence_rows = [{"metric": c.metric, "family": c.family, "emergence": c.describe()}
                       for c in crossings]
     synth = "fluency" in final and "data.dataset" in final and \
@@ -263,7 +258,7 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
     results = Results(str(sweep_dir), threshold, df[df["run"].isin(final["run"]) |
                                                   ~df["run"].isin(every_final["run"])],
                    final, missing,
-                   _runs_table(df, every_final, present), fits, pd.DataFrame(fit_rows),
+                   _runs_table(df, every_final, present), fits, predict.fit_rows(final, fits),
                    crossings,
                    pd.DataFrame(emergence_rows), pairs, compare.statement(pairs), curves,
                    loss_curves,
@@ -280,6 +275,9 @@ def compute(sweep_dir: str, threshold: float = 0.5, bootstrap: int = 300,
     results.confounds = confounds.compute(everything, final, present + continuous, threshold,
                                           bootstrap)
     results.provenance = provenance_lib.compute(everything)
+    results.predictions = predict.table(predict.checks(
+        final, results.budgets.points if results.budgets else None, crossings, bootstrap,
+        samples))
     return results
 
 

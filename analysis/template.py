@@ -7,6 +7,7 @@ import html
 
 import pandas as pd
 
+from analysis import predict
 from analysis.architectures import matched_summary
 from analysis.plots import STAGES
 
@@ -244,6 +245,20 @@ def budgets(r) -> str:
             f"{table(b.table)}{table(b.frontier)}")
 
 
+PREDICTION = """<p>Each fit refitted without its largest size (L(N, D): without the points
+of the largest compute C = 6ND; emergence: without the largest-N cell) predicts what it
+did not see, with the refit's 95% bootstrap interval. A law that extrapolates one size
+should hold its measurement inside; a fit left with fewer points than its parameters + 2
+says so.</p>"""
+
+
+def prediction(r) -> str:
+    if r.predictions is None:
+        return ""
+    return (f"<h2>Prediction check</h2>{PREDICTION}"
+            f"<p>{html.escape(predict.summary(r.predictions))}</p>{table(r.predictions)}")
+
+
 GOODPUT = """<p>Where the sweep's slot time went: the launches' windows times their slots
 (<code>&lt;sweep&gt;/launches/</code>), split by what the runs' attempts did
 (<code>goodput.jsonl</code>): training steps kept, compiling, held-out and final
@@ -277,6 +292,7 @@ evaluated.</p>{baseline(r)}{unfinished}
 <h2>Scaling law L(N) = E + A·N<sup>−α</sup></h2>
 {table(r.fits) if not r.fits.empty else "<p>Too few finished runs.</p>"}
 {budgets(r)}
+{prediction(r)}
 <h2>Emergence (threshold {r.threshold})</h2>{EMERGENCE}{stages(r)}{seeds(r)}{emergence(r)}
 {"<h2>How the models write</h2>" + DIAGNOSTICS + table(r.diagnostics)
  if not r.diagnostics.empty else ""}

@@ -127,7 +127,7 @@ def test_bad_branches_are_one_line(cache, tmp_path, overrides, says, refused):
 
 
 def test_a_branched_sweep_fits_l_of_n_and_d_and_counts_what_branching_saved(sweep):
-    r = report.compute(str(sweep), bootstrap=50)
+    r = report.compute(str(sweep), bootstrap=100)
     path = report.write(r)
     assert set(r.df["run"]) == {"d16-L1-h2", "d24-L1-h2", "d32-L1-h2"}  # runs: as before
     b = r.budgets

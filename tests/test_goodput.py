@@ -165,7 +165,7 @@ def test_sweep_status_and_the_report_show_goodput(env, tmp_path):
     assert [part.split()[0] for part in line.split(": ")[1].split(", ")] == list(
         sweep_goodput.SHOWN.values())
     assert abs(sum(shares) - 100) <= len(shares) // 2 and shares[-1] >= 0
-    path = report.build(str(sweep_dir), bootstrap=20)
+    path = report.build(str(sweep_dir), bootstrap=0)
     page = open(path).read()
     assert "<h2>Goodput</h2>" in page and "id='goodput'" in page and line[:12] in page
     runs_csv = (sweep_dir / "runs.csv").read_text().splitlines()[0].split(",")

@@ -178,7 +178,7 @@ def test_judge_grades_reach_eval_runs_csv_and_the_report(env, tmp_path):
     assert all(run.name in judge for run in runs) and "age_group" in judge
     assert "Do the offline metrics agree with the judge?" in judge
     from analysis import report
-    agreement = report.compute(str(sweep), bootstrap=20).judge_agreement.set_index("offline metric")
+    agreement = report.compute(str(sweep), bootstrap=0).judge_agreement.set_index("offline metric")
     assert agreement.loc["grammar_prefix", "runs"] == 3  # grammar itself is 0 at 30 steps
     assert -1 <= agreement.loc["grammar_prefix", "spearman"] <= 1
     assert (sweep / "figures" / "judge_vs_params.png").stat().st_size > 10_000
