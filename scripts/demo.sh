@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the main job on the built-in SynthStories corpus: the quickstart
-# sweep (8 small models, each trained and evaluated), then its report.
+# sweep (18 small models on one token budget, each with two shorter budgets branched off,
+# each trained and evaluated), then its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh demo

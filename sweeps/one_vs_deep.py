@@ -2,11 +2,13 @@
 
     tinyscale sweep plan sweeps/one_vs_deep.py
     tinyscale sweep run sweeps/one_vs_deep.py --sweep-dir runs/one-vs-deep
+    tinyscale analyze runs/one-vs-deep
 
 For each target of non-embedding parameters, depths 1, 2 and 4 with the width that
 comes closest to the target (SynthStories, quickstart training settings and its
-learning rate by width), each shape with two seeds, so that the report's differences
-and intervals hold the seed-to-seed spread (`sweep plan` shows the 18 runs).
+learning rate by width: 2M tokens each, whatever the size), each shape with three seeds,
+so that the report's differences and intervals hold the seed-to-seed spread (`sweep plan`
+shows the 27 runs). docs/results.md has what it found, how long it took, and how.
 """
 
 import importlib.util
@@ -21,7 +23,7 @@ _spec.loader.exec_module(quickstart)
 
 TARGETS = (25_000, 100_000, 400_000)  # non-embedding parameters
 DEPTHS = (1, 2, 4)
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2)
 
 
 def get_config(arg: str = ""):
