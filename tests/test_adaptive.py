@@ -1,0 +1,159 @@
+"""`tinyscale sweep next`: the adaptive choice of runs (analysis/adaptive.py,
+analysis/next_runs.py) on sweeps whose runs are written, not trained (a logistic ground
+truth plus seed and prompt noise), and one proposal trained end to end."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from analysis import adaptive, emergence, next_runs, report, runs
+from tinyscale.launch import plan
+from tinyscale.launch.sweepdir import SweepDir
+from tinyscale.model import counting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "tests", "data", "tiny_sweep.py")
+WIDTHS = (8, 16, 32, 64, 128)
+
+
+def _params(width: int) -> float:
+    base, _ = plan.expand(TINY + ":1")
+    values = plan.apply(base, {"model.d_model": width, "model.n_layers": 1,
+                               "model.n_heads": 2}, "test", "w")
+    return counting.of_config(values)["total"]
+
+
+CROSSING = math.sqrt(_params(32) * _params(64))  # the ground truth's N at 0.5
+
+
+def write_sweep(root, widths=WIDTHS, seeds=(0,), steepness=4.0, offset=0.0, state="done",
+                seed=0):
+    """A sweep directory of tiny_sweep.py runs that were never trained: each run's
+    coherence per prompt is drawn around sigmoid(steepness (log10 N - log10 CROSSING))
+    (+ offset, + a seed-to-seed deviation)."""
+    rng = np.random.default_rng(seed)
+    shapes = [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2, "seed": s}
+              for w in widths for s in seeds]
+    base, _ = plan.expand(TINY + ":1")
+    runs = [plan.Run(i, plan.run_name(o), o, plan.apply(base, o, TINY, plan.run_name(o)))
+            for i, o in enumerate(shapes)]
+    SweepDir(str(root)).create(TINY, base, runs)
+    for run in runs:
+        path = root / "runs" / run.name
+        path.mkdir(parents=True)
+        (path / "state.json").write_text(json.dumps({"state": state, "attempts": 1}))
+        (path / "metrics.jsonl").write_text(json.dumps(
+            {"step": 30, "tokens": 15360, "eval_loss": 3.0, "train_loss": 3.0}) + "\n")
+        n = counting.of_config(run.values)["total"]
+        p = 1 / (1 + math.exp(-steepness * (math.log10(n) - math.log10(CROSSING)))) + offset
+        p = float(np.clip(p + rng.normal(0, 0.04), 0.01, 0.99))
+        prompts = rng.binomial(1, p, 48).astype(float)
+        (path / "samples.jsonl").write_text("".join(
+            json.dumps({"prompt": "Once", "continuation": " upon", "coherence": v}) + "\n"
+            for v in prompts))
+        (path / "eval.json").write_text(json.dumps({"loss": 3.0, "coherence": prompts.mean()}))
+    return root
+
+
+def one_final(sweep):
+    return runs.final(runs.load(str(sweep)))
+
+
+def test_the_fast_refit_agrees_with_the_report_interval(tmp_path):
+    sweep = write_sweep(tmp_path / "s", seeds=(0, 1))
+    final, _ = report.baseline(runs.final(runs.load(str(sweep))))
+    samples = runs.samples(str(sweep), final["run"])
+    crossing = emergence.table(final, ["coherence"], 0.5, 300, samples)[0]
+    family = adaptive.Family.of("depth 1", final, "coherence", samples)
+    estimate = adaptive.expected_width(family, [])
+    assert crossing.status == "crossed"
+    assert estimate == pytest.approx(next_runs.decades(crossing.interval), rel=0.35)
+    assert 0 < family.sd_seed() < 0.2 and 0 < family.sd_prompt() < 0.1
+
+
+def test_the_proposal_targets_the_crossing_and_keeps_the_budget(tmp_path):
+    sweep = write_sweep(tmp_path / "s")
+    one = next_runs.propose(str(sweep), budget=1e12)
+    cheapest = min(c.flops for c in next_runs.Candidates(
+        SweepDir(str(sweep)), one_final(sweep), ["depth 1"])([]))
+    budget = 2.5 * cheapest
+    p = next_runs.propose(str(sweep), budget=budget)
+    assert p.metric == "coherence" and p.picks
+    assert p.spent <= budget and sum(k.candidate.flops for k in p.picks) == p.spent
+    first = p.picks[0].candidate
+    # the first run lies between the two sizes around the crossing, not at the ends
+    assert _params(16) < first.params < _params(128), first
+    assert p.picks[0].width_after < p.widths["depth 1"]
+    # a larger budget buys more runs, each narrowing the interval further
+    assert len(one.picks) >= len(p.picks) and one.spent <= 1e12
+    assert all(b.width_after <= a.width_after for a, b in zip(one.picks, one.picks[1:]))
+    assert not any(k.candidate.name in {r["name"] for r in SweepDir(str(sweep)).runs()}
+                   for k in one.picks)
+
+
+def test_far_sizes_are_worth_less_than_sizes_at_the_crossing(tmp_path):
+    sweep = write_sweep(tmp_path / "s")
+    final, _ = report.baseline(runs.final(runs.load(str(sweep))))
+    family = adaptive.Family.of("depth 1", final, "coherence",
+                                runs.samples(str(sweep), final["run"]))
+    options = {c.cell[1]: c for c in next_runs.Candidates(
+        SweepDir(str(sweep)), final, ["depth 1"])([]) if "seed" not in c.overrides
+        or c.cell[1] not in WIDTHS}
+    near = adaptive.expected_width(family, [options[44]])
+    assert near < adaptive.expected_width(family, [options[4]])
+    assert near < adaptive.expected_width(family, [options[256]])
+
+
+@pytest.mark.parametrize("budget, says", [
+    ("0", "--budget: 0 is not a positive number"),
+    ("-3e12", "--budget: -3e12 is not a positive number"),
+    ("lots", "--budget: 'lots' is not a positive number"),
+    ("nan", "--budget nan is not a positive number of FLOPs"),
+    ("1", "--budget 1 is below the cheapest candidate")])
+def test_bad_budgets_are_one_line_and_exit_2(tmp_path, refused, budget, says):
+    sweep = write_sweep(tmp_path / "s")
+    out = refused("sweep", "next", sweep, "--budget", budget)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_sweeps_without_finished_runs_or_a_crossing_are_refused(tmp_path, refused):
+    pending = write_sweep(tmp_path / "pending", state="pending")
+    out = refused("sweep", "next", pending, "--budget", "1e12")
+    assert out.returncode == 2 and "holds no finished run yet" in out.stderr
+    below = write_sweep(tmp_path / "below", offset=-0.9)
+    out = refused("sweep", "next", below, "--budget", "1e12")
+    assert out.returncode == 2 and "no emergence metric crosses 0.5" in out.stderr
+    assert "not reached below" in out.stderr
+    out = refused("sweep", "next", below, "--budget", "1e12", "--metric", "grammar")
+    assert out.returncode == 2 and "--metric grammar is not measured" in out.stderr
+    out = refused("sweep", "next", tmp_path / "nothing", "--budget", "1e12")
+    assert out.returncode == 2 and "holds no sweep.json" in out.stderr
+    for out in (refused("sweep", "next", pending, "--budget", "1e12"),):
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_next_prints_the_table_and_with_run_trains_it(tmp_path, command, env,
+                                                             monkeypatch):
+    monkeypatch.setenv("TINYSCALE_TEST_CACHE", env["TINYSCALE_TEST_CACHE"])
+    sweep = write_sweep(tmp_path / "s")
+    before = (sweep / "sweep.json").read_text()
+    cheapest = min(c.flops for c in next_runs.Candidates(
+        SweepDir(str(sweep)), one_final(sweep), ["depth 1"])([]))
+    out = command("sweep", "next", sweep, "--budget", f"{1.5 * cheapest:g}")
+    assert out.returncode == 0, out.stderr
+    assert "widest emergence interval: coherence" in out.stdout
+    assert f"train them: tinyscale sweep next {sweep} --budget" in out.stdout
+    assert (sweep / "sweep.json").read_text() == before  # a proposal writes nothing
+    name = out.stdout.split("-" * 10)[-1].split()[0]
+    out = command("sweep", "next", sweep, "--budget", f"{1.5 * cheapest:g}", "--run")
+    assert out.returncode == 0, out.stderr
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert [r["name"] for r in record["runs"]][-1] == name and len(record["runs"]) == 6
+    assert record["runs"][:5] == json.loads(before)["runs"]  # the old runs untouched
+    assert record["spec"] == str(sweep / "next" / "next-1.py")
+    assert json.loads((sweep / "runs" / name / "state.json").read_text())["state"] == "done"
+    assert (sweep / "runs" / name / "eval.json").exists()
