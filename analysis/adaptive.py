@@ -68,6 +68,7 @@ class Family:
     run_cell: np.ndarray   # each run's cell index
     value: np.ndarray      # each run's value
     draws: np.ndarray      # (BOOTSTRAP, runs): prompt-level bootstrap draws of each value
+    _curves: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, name: str, final: pd.DataFrame, metric: str, samples: dict | None,
@@ -108,10 +109,14 @@ class Family:
             sd = 0.0
         return float(max(sd, self.sd_prompt))  # a run's value holds its prompts' noise
 
-    @functools.cache
     def curves(self, seed: int):
         """(k, x0) of SIMULATIONS fits drawn from the runs' current bootstrap (None if
-        no resample crosses)."""
+        no resample crosses); computed once per seed."""
+        if seed not in self._curves:
+            self._curves[seed] = self._draw_curves(seed)
+        return self._curves[seed]
+
+    def _draw_curves(self, seed: int):
         points, k, x0 = _bootstrap(self.cell_x, self.run_cell, self.draws[None],
                                    self.threshold, (seed, 0))
         valid = np.flatnonzero(np.isfinite(points[0]))

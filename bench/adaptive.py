@@ -58,7 +58,7 @@ def adaptive_order(final, start, metric, samples, threshold, bootstrap):
                 for _, r in final.iterrows() if r["run"] not in used]
         picks = adaptive.select(
             {family: adaptive.Family.of(family, rows, metric, samples, threshold)},
-            {family: now}, lambda chosen: [c for c in pool if c not in chosen], math.inf,
+            {family: now}, lambda chosen, pool=pool: [c for c in pool if c not in chosen], math.inf,
             max_picks=1, min_gain=0.0)  # replayed to the end: the CLI stops at MIN_GAIN
         if not picks:
             break
@@ -105,7 +105,7 @@ def main() -> None:
     print("| path | FLOPs to reach the full grid's width | share of the full grid |")
     print("|---|---|---|")
     print(f"| full grid ({len(final)} runs) | {total:.3g} | 100% |")
-    print(f"| adaptive (`sweep next`'s choice) | "
+    print("| adaptive (`sweep next`'s choice) | "
           + (f"{mine:.3g} | {mine / total:.0%} |" if mine else
              f"not reached (stopped after {len(order)} runs, width {ours[-1][2]:.3f}) | - |"))
     mean = float(np.mean(hits))

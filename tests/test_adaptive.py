@@ -74,37 +74,41 @@ def test_the_fast_refit_agrees_with_the_report_interval(tmp_path):
     assert 0 < family.sd_seed() < 0.2 and 0 < family.sd_prompt() < 0.1
 
 
-def test_the_proposal_targets_the_crossing_and_keeps_the_budget(tmp_path):
+def _family(sweep):
+    final, _ = report.baseline(one_final(sweep))
+    return adaptive.Family.of("depth 1", final, "coherence",
+                              runs.samples(str(sweep), final["run"]))
+
+
+def _candidate(width: int, flops: float = 1.0) -> adaptive.Candidate:
+    return adaptive.Candidate(f"d{width}", "depth 1", (1, width, 2, _params(width)),
+                              _params(width), flops)
+
+
+def test_at_equal_cost_the_choice_is_at_the_crossing_not_at_far_sizes(tmp_path):
+    family = _family(write_sweep(tmp_path / "s"))
+    options = [_candidate(w) for w in (4, 12, 24, 44, 90, 256)]
+    pick, = adaptive.select({"depth 1": family}, {"depth 1": 0.5}, lambda chosen: options,
+                            budget=math.inf, max_picks=1)
+    assert pick.candidate.cell[1] in (24, 44), pick  # the crossing lies between d32 and d64
+    near = adaptive.expected_width(family, [_candidate(44)])
+    assert near < adaptive.expected_width(family, [])
+    assert near < adaptive.expected_width(family, [_candidate(4)])
+    assert near < adaptive.expected_width(family, [_candidate(256)])
+
+
+def test_the_proposal_keeps_the_budget_and_narrows_the_interval(tmp_path):
     sweep = write_sweep(tmp_path / "s")
-    one = next_runs.propose(str(sweep), budget=1e12)
-    cheapest = min(c.flops for c in next_runs.Candidates(
-        SweepDir(str(sweep)), one_final(sweep), ["depth 1"])([]))
-    budget = 2.5 * cheapest
+    options = next_runs.Candidates(SweepDir(str(sweep)), one_final(sweep), ["depth 1"])([])
+    assert {c.cell[1] for c in options} == {4, 8, 12, 16, 24, 32, 44, 64, 88, 128, 256}
+    budget = 3 * min(c.flops for c in options)
     p = next_runs.propose(str(sweep), budget=budget)
     assert p.metric == "coherence" and p.picks
     assert p.spent <= budget and sum(k.candidate.flops for k in p.picks) == p.spent
-    first = p.picks[0].candidate
-    # the first run lies between the two sizes around the crossing, not at the ends
-    assert _params(16) < first.params < _params(128), first
     assert p.picks[0].width_after < p.widths["depth 1"]
-    # a larger budget buys more runs, each narrowing the interval further
-    assert len(one.picks) >= len(p.picks) and one.spent <= 1e12
-    assert all(b.width_after <= a.width_after for a, b in zip(one.picks, one.picks[1:]))
-    assert not any(k.candidate.name in {r["name"] for r in SweepDir(str(sweep)).runs()}
-                   for k in one.picks)
-
-
-def test_far_sizes_are_worth_less_than_sizes_at_the_crossing(tmp_path):
-    sweep = write_sweep(tmp_path / "s")
-    final, _ = report.baseline(runs.final(runs.load(str(sweep))))
-    family = adaptive.Family.of("depth 1", final, "coherence",
-                                runs.samples(str(sweep), final["run"]))
-    options = {c.cell[1]: c for c in next_runs.Candidates(
-        SweepDir(str(sweep)), final, ["depth 1"])([]) if "seed" not in c.overrides
-        or c.cell[1] not in WIDTHS}
-    near = adaptive.expected_width(family, [options[44]])
-    assert near < adaptive.expected_width(family, [options[4]])
-    assert near < adaptive.expected_width(family, [options[256]])
+    assert all(b.width_after <= a.width_after for a, b in zip(p.picks, p.picks[1:]))
+    names = {r["name"] for r in SweepDir(str(sweep)).runs()}
+    assert not any(k.candidate.name in names for k in p.picks)
 
 
 @pytest.mark.parametrize("budget, says", [
