@@ -16,11 +16,15 @@ adding runs not trained yet is estimated by simulation:
    prompt-level draws (a run's value holds its prompts' noise).
 3. Each simulation's observed + added runs get the report's bootstrap (cells, runs within
    a cell, prompts within a run), refitted B times (a vectorised Levenberg-Marquardt over
-   all S x B problems), and the width is the spread, in decades of N, between the 2.5th
-   and 97.5th percentiles of the crossings, kept as analysis/emergence.py keeps them.
+   all S x B problems): the spread, in decades of N, between the 2.5th and 97.5th
+   percentiles of the crossings, kept as analysis/emergence.py keeps them. The width is
+   that spread, or, where the fitted rise is steeper than the gap between the cells on
+   either side of the crossing, that gap if it is wider (`_unresolved`): no cell then
+   lies on the rise, the crossing can be anywhere in the gap, and the bootstrap of a few
+   cells does not show it (its resamples all land on the same step).
 4. The expected width is the mean over the simulations. Every estimate of a family uses
-   the same random numbers, so differences between candidates are not sampling noise;
-   widths shown are the report's width scaled by estimate(with) / estimate(now).
+   the same random numbers (indices drawn as floor(u n) from shared uniforms), so
+   differences between candidates are what they add, not sampling noise.
 
 The greedy choice: the widest family first; among its candidates that fit the budget
 left, the one with the largest (estimate(now) - estimate(with it)) / FLOPs; then the
@@ -229,18 +233,38 @@ def expected_width(family: Family, added: list[Candidate], seed: int = 0) -> flo
     if curves is None:
         return math.inf
     k, x0 = curves
-    draws = [observed]
+    draws, values = [observed], [np.broadcast_to(family.value, (SIMULATIONS, len(family.value)))]
     for j, cell in enumerate(added_cell):  # each added run draws from a stream of its own
         rng = np.random.default_rng((seed, 2, j))
         mean = expit(k * (cell_x[cell] - x0))
         value = np.clip(mean + family.sd_seed * rng.standard_normal(SIMULATIONS), 0, 1)
         noise = family.sd_prompt * rng.standard_normal((SIMULATIONS, BOOTSTRAP))
         draws.append(np.clip(value[:, None] + noise, 0, 1)[:, :, None])
+        values.append(value[:, None])
     run_cell = np.concatenate([family.run_cell, np.array(added_cell, int)])
     points, _, _ = _bootstrap(cell_x, run_cell, np.concatenate(draws, axis=2),
                               family.threshold, (seed, 3))
-    widths = _width(points)
+    widths = np.maximum(_width(points), _unresolved(cell_x, run_cell,
+                                                    np.concatenate(values, axis=1),
+                                                    family.threshold))
     return float(np.nanmean(widths)) if np.isfinite(widths).any() else math.inf
+
+
+def _unresolved(cell_x, run_cell, values, threshold) -> np.ndarray:
+    """Per row of run `values`: the gap (decades) between the cells on either side of
+    the fitted crossing when the fitted rise (10% to 90%: 2 ln 9 / k decades) is steeper
+    than that gap, else 0. No cell lies on such a rise, so the data place the crossing
+    anywhere in the gap, however narrow the bootstrap's interval (with few cells, its
+    resamples all land on the same step)."""
+    means = np.stack([values[:, run_cell == c].mean(axis=1) for c in range(len(cell_x))],
+                     axis=1)
+    x = np.broadcast_to(cell_x, means.shape)
+    k, x0 = _fit_many(x, means)
+    point = (x0 + math.log(threshold / (1 - threshold)) / k)[:, None]
+    below = np.where((means < threshold) & (x <= point), x, -np.inf).max(axis=1)
+    above = np.where((means >= threshold) & (x >= point), x, np.inf).min(axis=1)
+    gap = above - below
+    return np.where(np.isfinite(gap) & (2 * math.log(9) / k < gap), gap, 0.0)
 
 
 @dataclasses.dataclass
@@ -249,24 +273,22 @@ class Pick:
     width_after: float    # its family's expected width (decades) after this pick and earlier ones
 
 
-def select(families: dict[str, Family], widths: dict[str, float],
+def select(families: dict[str, Family],
            candidates: Callable[[list[Candidate]], list[Candidate]], budget: float,
            max_picks: int | None = None, seed: int = 0,
            min_gain: float = MIN_GAIN) -> list[Pick]:
-    """The greedy choice (module docstring). `widths`: each family's current width in
-    decades (the report's); `candidates(chosen)`: what could be trained next, given the
-    runs chosen so far; `min_gain`: the smallest share of a family's width a run must
-    be expected to take off."""
+    """The greedy choice (module docstring). `candidates(chosen)`: what could be
+    trained next, given the runs chosen so far; `min_gain`: the smallest share of a
+    family's width a run must be expected to take off."""
     chosen: list[Pick] = []
     spent = 0.0
-    expected = dict(widths)
-    estimate = {name: expected_width(f, [], seed) for name, f in families.items()}
+    expected = {name: expected_width(f, [], seed) for name, f in families.items()}
     while max_picks is None or len(chosen) < max_picks:
         options = candidates([p.candidate for p in chosen])
         best = None
         for name in sorted(families, key=lambda f: -expected[f]):
             added = [p.candidate for p in chosen if p.candidate.family == name]
-            now = expected_width(families[name], added, seed) if added else estimate[name]
+            now = expected[name]
             scored = [((now - expected_width(families[name], added + [c], seed)) / c.flops, c)
                       for c in options if c.family == name and spent + c.flops <= budget]
             scored = [s for s in scored if s[0] > 0 and s[0] * s[1].flops >= min_gain * now]
@@ -276,9 +298,7 @@ def select(families: dict[str, Family], widths: dict[str, float],
                 break
         if best is None:
             break
-        scale = widths[best.family] / estimate[best.family] \
-            if math.isfinite(estimate[best.family]) else 1.0
-        expected[best.family] = after * scale
+        expected[best.family] = after
         chosen.append(Pick(best, expected[best.family]))
         spent += best.flops
     return chosen

@@ -36,7 +36,8 @@ class Proposal:
     threshold: float
     budget: float
     crossings: list              # the target metric's crossed families (emergence.Crossing)
-    widths: dict                 # family -> current width in decades (the report's)
+    widths: dict                 # family -> the report's interval width now (decades)
+    estimates: dict              # family -> the estimator's width now (decades)
     picks: list                  # adaptive.Pick, in the order chosen
 
     spent = property(lambda self: sum(p.candidate.flops for p in self.picks))
@@ -172,15 +173,18 @@ def propose(sweep_dir: str, budget: float, metric: str | None = None,
         cheapest = min(options, key=lambda c: c.flops)
         raise TinyscaleError(f"--budget {budget:.3g} is below the cheapest candidate "
                              f"({cheapest.name}, {cheapest.flops:.3g} FLOPs): raise --budget.")
-    picks = adaptive.select(families, widths, candidates, budget)
-    return Proposal(str(sweep_dir), target[0].metric, threshold, budget, target, widths, picks)
+    picks = adaptive.select(families, candidates, budget)
+    estimates = {f: adaptive.expected_width(family, []) for f, family in families.items()}
+    return Proposal(str(sweep_dir), target[0].metric, threshold, budget, target, widths,
+                    estimates, picks)
 
 
 def render(p: Proposal) -> str:
     """The table of proposed runs and what each is expected to do to its interval."""
     lines = [f"widest emergence interval: {p.metric} at {p.threshold:g}"]
-    for c in p.crossings:
-        lines.append(f"  {c.family}: {c.describe()}, {decades(c.interval):.2f} decades")
+    for c, (family, estimate) in zip(p.crossings, p.estimates.items()):
+        lines.append(f"  {family}: {c.describe()}, {decades(c.interval):.2f} decades; "
+                     f"the estimator's width {estimate:.2f} decades")
     if not p.picks:
         lines.append("no candidate within the budget is expected to narrow it: the "
                      "interval is as narrow as these sizes and seeds make it, or a larger "

@@ -71,7 +71,7 @@ def test_the_fast_refit_agrees_with_the_report_interval(tmp_path):
     estimate = adaptive.expected_width(family, [])
     assert crossing.status == "crossed"
     assert estimate == pytest.approx(next_runs.decades(crossing.interval), rel=0.35)
-    assert 0 < family.sd_seed() < 0.2 and 0 < family.sd_prompt() < 0.1
+    assert 0 < family.sd_prompt <= family.sd_seed < 0.2 and family.sd_prompt < 0.1
 
 
 def _family(sweep):
@@ -88,7 +88,7 @@ def _candidate(width: int, flops: float = 1.0) -> adaptive.Candidate:
 def test_at_equal_cost_the_choice_is_at_the_crossing_not_at_far_sizes(tmp_path):
     family = _family(write_sweep(tmp_path / "s"))
     options = [_candidate(w) for w in (4, 12, 24, 44, 90, 256)]
-    pick, = adaptive.select({"depth 1": family}, {"depth 1": 0.5}, lambda chosen: options,
+    pick, = adaptive.select({"depth 1": family}, lambda chosen: options,
                             budget=math.inf, max_picks=1)
     assert pick.candidate.cell[1] in (24, 44), pick  # the crossing lies between d32 and d64
     near = adaptive.expected_width(family, [_candidate(44)])
@@ -105,7 +105,7 @@ def test_the_proposal_keeps_the_budget_and_narrows_the_interval(tmp_path):
     p = next_runs.propose(str(sweep), budget=budget)
     assert p.metric == "coherence" and p.picks
     assert p.spent <= budget and sum(k.candidate.flops for k in p.picks) == p.spent
-    assert p.picks[0].width_after < p.widths["depth 1"]
+    assert p.picks[0].width_after < p.estimates["depth 1"]
     assert all(b.width_after <= a.width_after for a, b in zip(p.picks, p.picks[1:]))
     names = {r["name"] for r in SweepDir(str(sweep)).runs()}
     assert not any(k.candidate.name in names for k in p.picks)

@@ -60,8 +60,9 @@ def write(sweep_dir: str, overrides: list[dict], why: str) -> str:
     return str(path)
 
 
-def add(sweep_dir: str, overrides: list[dict], why: str) -> tuple[str, list[plan.Run]]:
-    """(the sweep file, every run of the sweep) after adding `overrides` to the sweep."""
+def add(sweep_dir: str, overrides: list[dict], why: str):
+    """(the sweep file, its base config, every run of the sweep) after adding
+    `overrides` to the sweep."""
     spec = write(sweep_dir, overrides, why)
     base, runs = plan.expand(spec)
-    return spec, SweepDir(sweep_dir).create(spec, base, runs)
+    return spec, base, SweepDir(sweep_dir).create(spec, base, runs)
