@@ -186,9 +186,9 @@ def render(p: Proposal) -> str:
         lines.append(f"  {family}: {c.describe()}, {decades(c.interval):.2f} decades; "
                      f"the estimator's width {estimate:.2f} decades")
     if not p.picks:
-        lines.append("no candidate within the budget is expected to narrow it: the "
-                     "interval is as narrow as these sizes and seeds make it, or a larger "
-                     "--budget affords one that would.")
+        lines.append(f"no candidate within {table.si(p.budget)} FLOPs is expected to take "
+                     f"{adaptive.MIN_GAIN:.0%} off a width: a larger --budget may afford one "
+                     "that would.")
         return "\n".join(lines)
     shown = [{"run": k.candidate.name, "family": k.candidate.family,
               "overrides": " ".join(f"{a}={b}" for a, b in k.candidate.overrides.items()),
@@ -200,6 +200,7 @@ def render(p: Proposal) -> str:
     lines += ["", f"proposed within {table.si(p.budget)} FLOPs "
               f"({table.si(p.spent)} used):", head, "-" * len(head)]
     lines += ["  ".join(f"{r[c]:<{size[c]}}" for c in columns) for r in shown]
+    budget = f"{p.budget:g}" if float(f"{p.budget:g}") == p.budget else repr(p.budget)
     lines += ["", "train them: tinyscale sweep next "
-              f"{p.sweep_dir} --budget {p.budget:g} --metric {p.metric} --run"]
+              f"{p.sweep_dir} --budget {budget} --metric {p.metric} --run"]
     return "\n".join(lines)
