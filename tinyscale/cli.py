@@ -177,9 +177,9 @@ def _sweep_next(args, overrides):
     print(next_runs.render(proposal), flush=True)
     if not args.run or not proposal.picks:
         return 0
-    spec, base, _ = additions.add(args.sweep_dir, [p.candidate.overrides for p in proposal.picks],
-                            f"{proposal.metric} at {proposal.threshold:g}, budget "
-                            f"{args.budget:g} FLOPs")
+    spec, base, _ = additions.add(
+        args.sweep_dir, [p.candidate.overrides for p in proposal.picks],
+        f"{proposal.metric} at {proposal.threshold:g}, budget {args.budget:g} FLOPs")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     say(f"added {len(proposal.picks)} runs to {args.sweep_dir} ({spec}); training them")
     return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
