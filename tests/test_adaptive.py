@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from analysis import adaptive, emergence, next_runs, report, runs
+from tests.conftest import run_cli
 from tinyscale.launch import plan
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.model import counting
@@ -156,8 +157,8 @@ def test_sweep_next_prints_the_table_and_with_run_trains_it(tmp_path, command, e
     assert f"train them: tinyscale sweep next {sweep} --budget" in out.stdout
     assert (sweep / "sweep.json").read_text() == before  # a proposal writes nothing
     name = out.stdout.split("-" * 10)[-1].split()[0]
-    out = command("sweep", "next", sweep, "--budget", f"{budget:.17g}", "--run")
-    assert out.returncode == 0, out.stderr
+    out = run_cli("sweep", "next", str(sweep), "--budget", f"{budget:.17g}", "--run", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((sweep / "sweep.json").read_text())
     assert [r["name"] for r in record["runs"]][-1] == name and len(record["runs"]) == 6
     assert record["runs"][:5] == json.loads(before)["runs"]  # the old runs untouched
