@@ -156,7 +156,8 @@ def test_sweep_next_prints_the_table_and_with_run_trains_it(tmp_path, command, e
     assert "widest emergence interval: coherence" in out.stdout
     assert f"train them: tinyscale sweep next {sweep} --budget" in out.stdout
     assert (sweep / "sweep.json").read_text() == before  # a proposal writes nothing
-    name = out.stdout.split("-" * 10)[-1].split()[0]
+    lines = out.stdout.splitlines()
+    name = lines[next(i for i, x in enumerate(lines) if x.startswith("----")) + 1].split()[0]
     out = run_cli("sweep", "next", str(sweep), "--budget", f"{budget:.17g}", "--run", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((sweep / "sweep.json").read_text())
