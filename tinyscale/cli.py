@@ -7,6 +7,7 @@ One file: the argparse table and the dispatch it names, read together.
     tinyscale sample RUN_DIR [--prompt TEXT] [--temperature T] [--beams K]
     tinyscale eval RUN_DIR [--step N]
     tinyscale sweep plan FILE[:ARG] | run FILE --sweep-dir DIR [--backend B] | status DIR
+    tinyscale sweep next SWEEP_DIR --budget FLOPS [--run]
     tinyscale analyze SWEEP_DIR [--threshold 0.5]
 
 User errors print one line and exit 2; preempted training (SIGTERM) exits 75, resumable.
@@ -26,7 +27,7 @@ from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
 from tinyscale.evals import hf as evals_hf
 from tinyscale.evals import run as evals_run
 from tinyscale.interop import export
-from tinyscale.launch import plan, slurm, status, table, tpu, worker
+from tinyscale.launch import additions, plan, slurm, status, table, tpu, worker
 from tinyscale.launch.local import run_local
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.model import sample
@@ -55,6 +56,7 @@ def _number(kind, low=None, high=None, low_open=False, what=""):
 POSITIVE = _number(int, 1, what="a positive integer")
 NON_NEGATIVE = _number(int, 0, what="an integer >= 0")
 NON_NEGATIVE_FLOAT = _number(float, 0.0, what="a number >= 0")
+POSITIVE_FLOAT = _number(float, 0.0, low_open=True, what="a positive number")
 UNIT = _number(float, 0.0, 1.0, low_open=True, what="a number in (0, 1]")
 OPEN_UNIT = _number(float, 0.0, 0.999999, low_open=True, what="a number in (0, 1)")
 
@@ -168,6 +170,21 @@ def _sweep_run(args, overrides):
     return tpu.launch(args.sweep_dir, base, args.file, args.dry_run, say, args.slices)
 
 
+def _sweep_next(args, overrides):
+    from analysis import next_runs  # scipy, pandas, matplotlib: as for `analyze`
+    proposal = next_runs.propose(args.sweep_dir, args.budget, args.metric, args.threshold,
+                                 args.bootstrap)
+    print(next_runs.render(proposal), flush=True)
+    if not args.run or not proposal.picks:
+        return 0
+    spec, base, _ = additions.add(
+        args.sweep_dir, [p.candidate.overrides for p in proposal.picks],
+        f"{proposal.metric} at {proposal.threshold:g}, budget {args.budget:g} FLOPs")
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"added {len(proposal.picks)} runs to {args.sweep_dir} ({spec}); training them")
+    return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
+
+
 def _sweep_status(args, overrides):
     print(status.render(args.sweep_dir))
 
@@ -214,6 +231,21 @@ def _add_sweep(sub):
                         help="tpu: delete the slices when the launcher stops (done, Ctrl-C, "
                              "an error)")
     r.set_defaults(func=_sweep_run, slices="ask")
+    n = ss.add_parser("next", help="the runs that would narrow the widest emergence "
+                      "interval most per FLOP (--run: add them and train them)")
+    n.add_argument("sweep_dir")
+    n.add_argument("--budget", type=POSITIVE_FLOAT, required=True,
+                   help="training FLOPs to spend, e.g. 5e12")
+    n.add_argument("--metric", help="the emergence metric to narrow (default: the one "
+                   "whose interval is widest)")
+    n.add_argument("--threshold", type=OPEN_UNIT, default=0.5, help="emergence threshold")
+    n.add_argument("--bootstrap", type=POSITIVE, default=300,
+                   help="resamples of the current intervals (as `analyze`)")
+    n.add_argument("--run", action="store_true",
+                   help="add the proposed runs to the sweep and train them here")
+    n.add_argument("--parallel", type=NON_NEGATIVE, default=0,
+                   help="with --run: runs at once (default: config.launch.parallel)")
+    n.set_defaults(func=_sweep_next)
     st = ss.add_parser("status", help="state, step, loss, attempts of every run")
     st.add_argument("sweep_dir")
     st.set_defaults(func=_sweep_status)
