@@ -147,7 +147,7 @@ def write_sweep(root, tokens):
 
 def test_the_report_makes_the_iso_token_reading_its_headline(tmp_path):
     sweep_dir = write_sweep(tmp_path, {16: 204_800, 32: 409_600, 64: 819_200, 128: 1_638_400})
-    r = report.compute(str(sweep_dir), bootstrap=30)
+    r = report.compute(str(sweep_dir), bootstrap=100)
     assert r.confounds.headline
     page = template.page(r, [], [])
     assert "<b>Confounds.</b> D (tokens) rises with N (parameters)" in page
@@ -155,5 +155,5 @@ def test_the_report_makes_the_iso_token_reading_its_headline(tmp_path):
     assert "At each run's own budget (confounded: D (tokens) rises with N" in page
     assert page.index("the headline") < page.index("own budget (confounded")
     fixed = report.compute(str(write_sweep(tmp_path / "fixed", dict.fromkeys(
-        (16, 32, 64, 128), 409_600))), bootstrap=30)
+        (16, 32, 64, 128), 409_600))), bootstrap=100)
     assert not fixed.confounds.headline and not fixed.confounds.confounds

@@ -232,7 +232,7 @@ def test_a_sweep_on_gs_runs_end_to_end_and_its_report_lands_in_the_bucket(gcs, c
         assert steps == [5, 10, 15, 20, 25, 30]
         assert json.loads((root / "runs" / name / "eval.json").read_text())["step"] == 30
     report = subprocess.run([sys.executable, "-m", "tinyscale.cli", "analyze", sweep,
-                             "--bootstrap", "20"], cwd=tmp_path, env={**os.environ, **env},
+                             "--bootstrap", "0"], cwd=tmp_path, env={**os.environ, **env},
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "d24-L1-h2" in (root / "report.html").read_text()
