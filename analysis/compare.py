@@ -82,14 +82,18 @@ def statement(pairs: pd.DataFrame) -> str:
 
 
 def verdict(name: str, wins: int, losses: int, pairs: int) -> str:
-    """Which way `name` goes for deeper stacks, from the pairs whose interval excludes 0."""
-    if wins and not losses:
-        return f"{name}, deeper is better ({wins} of {pairs} pairs, none worse)"
-    if losses and not wins:
-        return f"{name}, one block is better ({losses} of {pairs} pairs, none worse)"
-    if wins and losses:
-        return f"{name}, the pairs disagree ({wins} favour depth, {losses} one block)"
-    return f"{name}, it cannot tell them apart (no pair differs beyond its interval)"
+    """Which way `name` goes for deeper stacks, from the pairs whose interval excludes 0:
+    a direction only when most pairs take it and at most half as many the other way."""
+    split = f"{wins} favour depth, {losses} one block, {pairs - wins - losses} neither"
+    if wins > pairs / 2 and losses * 2 <= wins:
+        return f"{name}, deeper is better ({wins} of {pairs} pairs, {losses} worse)"
+    if losses > pairs / 2 and wins * 2 <= losses:
+        return f"{name}, one block is better ({losses} of {pairs} pairs, {wins} worse)"
+    if not wins and not losses:
+        return f"{name}, it cannot tell them apart (no pair differs beyond its interval)"
+    if wins + losses <= pairs / 2:
+        return f"{name}, mostly indistinguishable ({split})"
+    return f"{name}, the pairs disagree ({split})"
 
 
 def curve_differences(final: pd.DataFrame, metrics, threshold: float = 0.5,

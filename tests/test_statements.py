@@ -37,12 +37,18 @@ def runs(deep_consistency: float, one_consistency: float) -> pd.DataFrame:
 
 def test_the_one_vs_deep_verdict_turns_with_the_data():
     deeper = compare.statement(compare.matched_pairs(runs(0.8, 0.4)))
-    assert "for consistency, deeper is better (3 of 3 pairs, none worse)" in deeper
+    assert "for consistency, deeper is better (3 of 3 pairs, 0 worse)" in deeper
     assert "for eval loss, it cannot tell them apart" in deeper  # equal losses
     flipped = compare.statement(compare.matched_pairs(runs(0.4, 0.8)))
-    assert "for consistency, one block is better (3 of 3 pairs, none worse)" in flipped
+    assert "for consistency, one block is better (3 of 3 pairs, 0 worse)" in flipped
     same = compare.statement(compare.matched_pairs(runs(0.6, 0.6)))
     assert "for consistency, it cannot tell them apart" in same
+    # one pair of fifteen is no verdict; eleven against three is one, with the split said
+    assert compare.verdict("grammar", 1, 0, 15) == (
+        "grammar, mostly indistinguishable (1 favour depth, 0 one block, 14 neither)")
+    assert compare.verdict("coherence", 3, 11, 15) == (
+        "coherence, one block is better (11 of 15 pairs, 3 worse)")
+    assert compare.verdict("loss", 6, 5, 15).startswith("loss, the pairs disagree")
     for text in (deeper, flipped, same):
         assert "paper" not in text
 
