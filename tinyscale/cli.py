@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("sweep_dir")
     an.add_argument("--out", help="where to write (default: the sweep dir)")
     an.add_argument("--threshold", type=OPEN_UNIT, default=0.5, help="emergence threshold")
-    an.add_argument("--bootstrap", type=POSITIVE, default=300, help="bootstrap resamples")
+    an.add_argument("--bootstrap", type=NON_NEGATIVE, default=300,
+                    help="bootstrap resamples (0: no intervals; 1-99 are refused as too few)")
     an.add_argument("--include-external", action="store_true",
                     help="fit eval --hf models with the sweep's runs (default: they are "
                          "reference points, listed apart)")
