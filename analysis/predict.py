@@ -21,6 +21,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from analysis import emergence
 from analysis import fit as fit_lib
@@ -129,7 +130,7 @@ def chinchilla(params_n, tokens_d, loss, bootstrap: int) -> list[Check]:
 
 
 def _sigmoid(k, x0, x):
-    return 1 / (1 + np.exp(-k * (x - x0)))
+    return expit(k * (x - x0))
 
 
 def logistic(name: str, params, values, bootstrap: int, resample=None,
