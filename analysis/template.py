@@ -1,4 +1,6 @@
-"""The HTML of report.html: tables and the page, filled from `report.Results`."""
+"""The HTML of report.html: tables and the page, filled from `report.Results`.
+
+Over 300 lines: one short function and paragraph per panel of the page, in page order."""
 
 from __future__ import annotations
 
