@@ -6,7 +6,6 @@ import sys
 import time
 from unittest import mock
 
-import jax
 import pytest
 
 from tests import fake_gcloud
@@ -17,15 +16,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA's flags and freed memory as the command has them, before any test computes (the
 # processes tests start inherit XLA_FLAGS; the command sets the same itself)
 process.for_compute()
-# Tests that compute in this process compile hundreds of programs and run most of them a
-# few times: XLA's backend optimisations cost them more compile time than they save
-# (docs/results.md, "The test suite's time"). XLA reads XLA_FLAGS once, at its first
-# compile, so this process compiles one program with level 0 and puts the command's flags
-# back for every process a test starts: runs trained by tests are compiled as users' are.
-_COMMAND_FLAGS = os.environ["XLA_FLAGS"]
-os.environ["XLA_FLAGS"] = f"{_COMMAND_FLAGS} --xla_backend_optimization_level=0"
-jax.jit(lambda x: x + 1)(0).block_until_ready()
-os.environ["XLA_FLAGS"] = _COMMAND_FLAGS
 
 
 def pytest_configure(config):
