@@ -1,0 +1,275 @@
+"""µP (model.parametrization=mup, tinyscale/model/mup.py) and `sweep tune-lr`
+(tinyscale/launch/tune.py).
+
+* The coordinate check (Yang et al., 2022): a few Adam steps at widths 32-256, then the
+  mean |x| of what the steps changed in the residual stream after each block and in the
+  logits. µP keeps it flat across widths, the standard parametrization lets it grow with
+  width. `pytest tests/test_mup.py -k coordinate -s` prints the table (docs/results.md).
+* Learning-rate transfer: `sweep tune-lr` on widths 64 and 256 of the smoke corpus
+  (tests/data/mup_sweep.py) picks best rates a factor of at most 2 apart under µP.
+* `sweep tune-lr` end to end on the smoke sweep, and the choice of the best rate.
+* Standard runs are unchanged: tests/test_train.py's and tests/test_pack.py's exactness
+  tests (bit-identical resume, packed = solo) run the standard parametrization, and
+  `test_standard_init_and_logits_are_what_they_were` checks the values directly.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, SMOKE, env, run_cli  # noqa: F401
+from tinyscale import config as config_lib
+from tinyscale import parallel
+from tinyscale.launch import plan, tune
+from tinyscale.model import mup
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import checkpoint, optim, packed, steps
+
+WIDTHS, HEAD, LAYERS = (32, 64, 128, 256), 16, 2
+VOCAB, SEQ, BATCH, ADAM_STEPS, LR = 512, 32, 8, 5, 1e-2
+# µP holds the change flat to within finite-width noise; standard grows about
+# linearly with width (x8 from 32 to 256): the two bounds leave a wide gap.
+FLAT, GROWS = 1.6, 3.0
+MUP_SWEEP = os.path.join(ROOT, "tests", "data", "mup_sweep.py")
+
+
+def _config(width: int, parametrization: str):
+    c = config_lib.get_config()
+    c.model.update(d_model=width, n_layers=LAYERS, n_heads=width // HEAD, max_seq_len=SEQ,
+                   parametrization=parametrization, mup_base_width=64)
+    c.train.update(lr=LR, schedule="constant", warmup_steps=0, seq_len=SEQ, batch_size=BATCH)
+    return c
+
+
+def _activations(params, arrays, tokens_BT) -> dict:
+    """The residual stream after each block, and the logits (float64 on the host)."""
+    model = params.model(arrays)
+    positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    x_BTD, out = model.embed(tokens_BT), {}
+    for i, block in enumerate(model.blocks):
+        x_BTD = block(x_BTD, positions_BT)
+        out[f"block {i}"] = np.asarray(x_BTD, np.float64)
+    out["logits"] = np.asarray(model(tokens_BT), np.float64)
+    return out
+
+
+def coordinates(width: int, parametrization: str) -> dict:
+    """{"block 0", ..., "logits": mean |x_t - x_0| after ADAM_STEPS steps} of the model of
+    `width`, trained by the train step and optimizer every run uses, on random tokens."""
+    c = _config(width, parametrization)
+    spec = ModelSpec.from_config(c.model, VOCAB)
+    params = steps.Params(spec, parallel.make_mesh(c), 0)
+    arrays = jax.tree.map(jnp.copy, params.initial)
+    tx = optim.optimizer(c.train, ADAM_STEPS, mup.lr_scales(spec, arrays))
+    step, opt_state = steps.make_train_step(params, tx, 1), tx.init(arrays)
+    rng = np.random.default_rng(0)  # the same tokens at every width
+    probe_BT = jnp.asarray(rng.integers(0, VOCAB, (BATCH, SEQ)), jnp.int32)
+    before = _activations(params, arrays, probe_BT)
+    for _ in range(ADAM_STEPS):
+        batch = jnp.asarray(rng.integers(0, VOCAB, (BATCH, SEQ + 1)), jnp.int32)
+        arrays, opt_state, _ = step(arrays, opt_state, batch)
+    after = _activations(params, arrays, probe_BT)
+    return {k: float(np.abs(after[k] - before[k]).mean()) for k in after}
+
+
+@pytest.fixture(scope="module")
+def coordinate_table():
+    table = {p: {w: coordinates(w, p) for w in WIDTHS} for p in ("mup", "standard")}
+    for p, rows in table.items():  # the table of docs/results.md
+        print(f"\n{p}: mean |x_t - x_0| after {ADAM_STEPS} Adam steps (lr {LR})")
+        for w, row in rows.items():
+            print(f"  d{w:<4}" + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
+    return table
+
+
+def test_coordinate_check_flat_under_mup_growing_under_standard(coordinate_table):
+    for layer in coordinate_table["mup"][WIDTHS[0]]:
+        mup_scale = [coordinate_table["mup"][w][layer] for w in WIDTHS]
+        standard = [coordinate_table["standard"][w][layer] for w in WIDTHS]
+        assert max(mup_scale) / min(mup_scale) < FLAT, (layer, mup_scale)
+        assert standard[-1] / standard[0] > GROWS, (layer, standard)
+        assert np.all(np.diff(standard) > 0), (layer, standard)
+
+
+def test_mup_scales_by_role():
+    c = _config(256, "mup")
+    spec = ModelSpec.from_config(c.model, VOCAB)
+    arrays = steps.Params(spec, parallel.make_mesh(c), 0, materialize=False).initial
+    scales = mup.lr_scales(spec, arrays)
+    assert mup.width_mult(spec) == 4.0 and mup.attention_scale(spec) == 1 / HEAD
+    assert scales["embed/embedding"] == 1.0 and scales["norm/scale"] == 1.0
+    assert scales["blocks/0/attn/query/kernel"] == 0.25
+    assert scales["blocks/1/mlp/down/kernel"] == 0.25
+    assert scales["blocks/0/norm_attn/scale"] == 1.0
+    # every matrix inside a block is hidden; nothing else is
+    assert {k for k, v in scales.items() if v != 1.0} == {
+        k for k, v in arrays.items() if k.startswith("blocks/") and len(v.shape) == 2}
+    assert mup.lr_scales(ModelSpec.from_config(_config(256, "standard").model, VOCAB),
+                         arrays) is None
+
+
+def test_standard_init_and_logits_are_what_they_were():
+    """Standard: the 0.02 init (0.02 / sqrt(2L) on the residual outputs), logits with no
+    multiplier; µP at the base width: the same init and logits but for attention."""
+    c = _config(64, "standard")
+    spec = ModelSpec.from_config(c.model, VOCAB)
+    mesh = parallel.make_mesh(c)
+    standard = steps.Params(spec, mesh, 0)
+    assert mup.output_multiplier(spec) is None
+    assert mup.attention_scale(spec) == 1 / math.sqrt(HEAD)
+    assert np.std(standard.initial["blocks/0/attn/query/kernel"]) == pytest.approx(0.02, 0.05)
+    assert np.std(standard.initial["blocks/0/mlp/down/kernel"]) == pytest.approx(
+        0.02 / math.sqrt(2 * LAYERS), 0.05)
+    based = steps.Params(ModelSpec.from_config(_config(64, "mup").model, VOCAB), mesh, 0)
+    for key, value in standard.initial.items():  # m = 1: bit for bit the same init
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(based.initial[key]))
+    wide = steps.Params(ModelSpec.from_config(_config(256, "mup").model, VOCAB), mesh, 0)
+    assert np.std(wide.initial["blocks/0/attn/query/kernel"]) == pytest.approx(0.01, 0.05)
+    w_standard, _ = standard.model(standard.initial).output_projection()
+    w_wide, _ = wide.model(wide.initial).output_projection()
+    np.testing.assert_array_equal(w_standard, standard.initial["embed/embedding"])
+    np.testing.assert_allclose(w_wide, wide.initial["embed/embedding"] / 4, rtol=1e-6)
+
+
+def test_mup_packs_like_solo_and_resumes_from_a_checkpoint_exactly(tmp_path):
+    """K = 2 learning rates packed step as each alone (the per-parameter rates inside the
+    packed optimizer too); a µP state saved and restored goes on bit for bit."""
+    c = _config(32, "mup")
+    c.train.update(lr=3e-3, schedule="cosine", warmup_steps=2)
+    spec, mesh = ModelSpec.from_config(c.model, VOCAB), parallel.make_mesh(c)
+    params, total, lrs = steps.Params(spec, mesh, 0), 4, (3e-3, 2e-2)
+    rng = np.random.default_rng(0)
+    batches = jnp.asarray(rng.integers(0, VOCAB, (total, BATCH, SEQ + 1)), jnp.int32)
+    solo = {}
+    for lr in lrs:
+        c.train.lr = lr
+        tx = optim.optimizer(c.train, total, mup.lr_scales(spec, params.initial))
+        step = steps.make_train_step(params, tx, 1)
+        arrays = jax.tree.map(jnp.copy, params.initial)
+        state, losses = tx.init(arrays), []
+        for i in range(total):
+            if i == 2 and lr == lrs[0]:  # save, restore into fresh buffers, go on
+                ckpt = checkpoint.Checkpoints(tmp_path / "ckpt", 2, async_save=False)
+                ckpt.save(i, {"params": arrays, "opt_state": state})
+                like = {"params": params.initial, "opt_state": tx.init(params.initial)}
+                restored = ckpt.restore(like, i)
+                ckpt.close()
+                arrays, state = restored["params"], restored["opt_state"]
+            arrays, state, out = step(arrays, state, batches[i])
+            losses.append(float(out["loss"]))
+        solo[lr] = losses, arrays
+    c.train.lr = lrs[0]
+    uninterrupted = optim.optimizer(c.train, total, mup.lr_scales(spec, params.initial))
+    step = steps.make_train_step(params, uninterrupted, 1)
+    arrays = jax.tree.map(jnp.copy, params.initial)
+    state = uninterrupted.init(arrays)
+    for i in range(total):
+        arrays, state, _ = step(arrays, state, batches[i])
+    for key in arrays:  # the resumed run is the uninterrupted one, bit for bit
+        np.testing.assert_array_equal(arrays[key], solo[lrs[0]][1][key])
+    train_step, init_opt = packed.make_steps(params, c.train, total)
+    scalars = {k: jnp.asarray([lr if k == "lr" else c.train[k] for lr in lrs], jnp.float32)
+               for k in packed.SCALARS}
+    arrays_K = packed.stack([params.initial, params.initial], mesh)
+    state_K = init_opt(arrays_K, scalars)
+    for i in range(total):
+        arrays_K, state_K, out = train_step(arrays_K, state_K, jnp.stack([batches[i]] * 2),
+                                            scalars)
+        for k, lr in enumerate(lrs):
+            assert float(out["loss"][k]) == pytest.approx(solo[lr][0][i], abs=1e-5)
+
+
+# ---- choosing the best rate (pure numpy) ---------------------------------------------
+
+def test_choose_finds_the_vertex_with_an_interval_and_flags_the_edge():
+    rng = np.random.default_rng(1)
+    lrs = list(np.geomspace(1e-3, 6.4e-2, 7))  # a factor 2 apart
+    true = 9e-3
+    curve = 1.5 + 0.05 * (np.log(lrs) - np.log(true)) ** 2
+    losses_KS = curve[:, None] + rng.normal(0, 0.05, (1, 400)) + rng.normal(0, 0.01, (7, 400))
+    result = tune.choose(lrs, losses_KS, 500)
+    low, high = result["interval"]
+    assert low <= result["lr"] <= high and low <= true <= high
+    assert result["lr"] == pytest.approx(true, rel=0.25) and result["edge"] is None
+    assert high / low < 4  # sub-grid resolution from 400 paired sequences
+    losses_KS[-2:] = np.inf  # the two highest rates diverged
+    assert tune.choose(lrs, losses_KS, 200)["eval_loss"][-1] is None
+    rising = tune.choose(lrs, np.linspace(1, 2, 7)[:, None] + np.zeros((7, 10)), 200)
+    assert rising["edge"] == "low" and rising["lr"] == lrs[0]
+
+
+# ---- sweep tune-lr ------------------------------------------------------------------
+
+def test_tune_lr_refuses_bad_input(refused, tmp_path, smoke_cache):
+    out = refused("sweep", "tune-lr", SMOKE, "--sweep-dir", tmp_path / "s",
+                  "--config.tune.lrs=2")
+    assert out.returncode == 2 and "config.tune.lrs=2" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = refused("sweep", "tune-lr", SMOKE, "--sweep-dir", tmp_path / "s",
+                  "--config.tune.lr_min=0.1", "--config.tune.lr_max=0.01")
+    assert out.returncode == 2 and "tune.lr_max" in out.stderr
+    varies = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":pack"
+    out = refused("sweep", "tune-lr", varies, "--sweep-dir", tmp_path / "s")
+    assert out.returncode == 2 and "drop train.lr from sweep()" in out.stderr
+    assert not (tmp_path / "s").exists()  # nothing written
+
+
+@pytest.fixture(scope="module")
+def tuned(env, tmp_path_factory):  # noqa: F811
+    path = tmp_path_factory.mktemp("tune") / "sweep"
+    began = time.perf_counter()
+    result = run_cli("sweep", "tune-lr", SMOKE, "--sweep-dir", str(path),
+                     f"--config.data.cache_dir={env['TINYSCALE_TEST_CACHE']}",
+                     "--config.tune.lrs=3", "--config.tune.steps=10",
+                     "--config.tune.bootstrap=200")
+    print(f"\ntune-lr of the smoke sweep: {time.perf_counter() - began:.1f} s")
+    assert result.returncode == 0, result.stderr
+    return path, result
+
+
+def test_tune_lr_packs_each_shape_and_writes_rates_sweep_run_uses(tuned, command, env):  # noqa: F811
+    path, result = tuned
+    assert result.stderr.count("packed as one program with 2 more") == 2
+    record = json.loads((path / "tuned_lr.json").read_text())
+    assert [r["shape"] for r in record["shapes"].values()] == ["d16-L1-h2", "d32-L1-h2"]
+    assert set(result.stdout.split()) >= {"d16-L1-h2:", "d32-L1-h2:"}
+    for r in record["shapes"].values():
+        low, high = r["interval"]
+        assert r["grid"][0] <= low <= r["lr"] <= high <= r["grid"][-1]
+        assert r["states"] == ["done"] * 3 and r["sequences"] == 16
+        for name, loss in zip(r["runs"], r["eval_loss"], strict=True):  # the loop's own
+            last = json.loads((path / "tune-lr" / "runs" / name / "metrics.jsonl")
+                              .read_text().splitlines()[-1])
+            assert last["step"] == 10 and loss == pytest.approx(last["eval_loss"], abs=1e-5)
+    # `sweep run` into the same dir trains each run at its shape's rate
+    cache = f"--config.data.cache_dir={env['TINYSCALE_TEST_CACHE']}"
+    out = command("sweep", "run", SMOKE, "--sweep-dir", path, cache, "--dry-run")
+    assert out.returncode == 0 and "train.lr of 2 runs from" in out.stderr
+    base, runs = plan.expand(SMOKE, {"data.cache_dir": env["TINYSCALE_TEST_CACHE"]})
+    runs = tune.apply(str(path), runs, lambda m: None)
+    assert [r.values.train.lr for r in runs] == [r["lr"] for r in record["shapes"].values()]
+    # a shape it has no rate for is refused, not trained at another rate
+    out = command("sweep", "run", SMOKE, "--sweep-dir", path, cache, "--dry-run",
+                  "--config.model.n_layers=2")
+    assert out.returncode == 2 and "has no tuned learning rate" in out.stderr
+
+
+@pytest.mark.slow
+def test_mup_learning_rate_transfers_from_d64_to_d256(env, tmp_path):  # noqa: F811
+    began = time.perf_counter()
+    result = run_cli("sweep", "tune-lr", MUP_SWEEP + ":mup", "--sweep-dir",
+                     str(tmp_path / "mup"), env=env)
+    took = time.perf_counter() - began
+    assert result.returncode == 0, result.stderr
+    shapes = json.loads((tmp_path / "mup" / "tuned_lr.json").read_text())["shapes"]
+    best = {r["shape"]: r for r in shapes.values()}
+    print(f"\nµP transfer ({took:.0f} s):\n{result.stdout}")
+    small, large = best["d64-h4"], best["d256-h16"]
+    assert small["edge"] is None and large["edge"] is None, result.stdout
+    assert 0.5 <= large["lr"] / small["lr"] <= 2.0, result.stdout
