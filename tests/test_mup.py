@@ -1,10 +1,11 @@
 """µP (model.parametrization=mup, tinyscale/model/mup.py) and `sweep tune-lr`
 (tinyscale/launch/tune.py).
 
-* The coordinate check (Yang et al., 2022): a few Adam steps at widths 32-256, then the
-  mean |x| of what the steps changed in the residual stream after each block and in the
-  logits. µP keeps it flat across widths, the standard parametrization lets it grow with
-  width. `pytest tests/test_mup.py -k coordinate -s` prints the table (docs/results.md).
+* The coordinate check (Yang et al., 2022): a few Adam steps on the smoke corpus at
+  widths 32-256, then the mean |x_t - x_0| -- what the steps changed -- in the residual
+  stream after each block and in the logits, on a held-out batch. µP keeps it flat
+  across widths, the standard parametrization lets it grow with width. `pytest
+  tests/test_mup.py -k coordinate -s` prints the table (docs/results.md).
 * Learning-rate transfer: `sweep tune-lr` on widths 64 and 256 of the smoke corpus
   (tests/data/mup_sweep.py) picks best rates a factor of at most 2 apart under µP.
 * `sweep tune-lr` end to end on the smoke sweep, and the choice of the best rate.
@@ -26,13 +27,15 @@ import pytest
 from tests.conftest import ROOT, SMOKE, env, run_cli  # noqa: F401
 from tinyscale import config as config_lib
 from tinyscale import parallel
+from tinyscale.config import file as config_file
+from tinyscale.data import pipeline
 from tinyscale.launch import plan, tune
 from tinyscale.model import mup
 from tinyscale.model.spec import ModelSpec
 from tinyscale.train import checkpoint, optim, packed, steps
 
 WIDTHS, HEAD, LAYERS = (32, 64, 128, 256), 16, 2
-VOCAB, SEQ, BATCH, ADAM_STEPS, LR = 512, 32, 8, 5, 1e-2
+VOCAB, SEQ, BATCH, ADAM_STEPS, LR = 512, 32, 8, 4, 1e-2  # VOCAB: the smoke corpus's
 # µP holds the change flat to within finite-width noise; standard grows about
 # linearly with width (x8 from 32 to 256): the two bounds leave a wide gap.
 FLAT, GROWS = 1.6, 3.0
@@ -59,28 +62,34 @@ def _activations(params, arrays, tokens_BT) -> dict:
     return out
 
 
-def coordinates(width: int, parametrization: str) -> dict:
+def coordinates(width: int, parametrization: str, data_dir: str) -> dict:
     """{"block 0", ..., "logits": mean |x_t - x_0| after ADAM_STEPS steps} of the model of
-    `width`, trained by the train step and optimizer every run uses, on random tokens."""
+    `width`, trained by the train step and optimizer every run uses, on the corpus in
+    `data_dir` (the same batches at every width), measured on a held-out batch."""
     c = _config(width, parametrization)
     spec = ModelSpec.from_config(c.model, VOCAB)
     params = steps.Params(spec, parallel.make_mesh(c), 0)
     arrays = jax.tree.map(jnp.copy, params.initial)
     tx = optim.optimizer(c.train, ADAM_STEPS, mup.lr_scales(spec, arrays))
     step, opt_state = steps.make_train_step(params, tx, 1), tx.init(arrays)
-    rng = np.random.default_rng(0)  # the same tokens at every width
-    probe_BT = jnp.asarray(rng.integers(0, VOCAB, (BATCH, SEQ)), jnp.int32)
+    train = pipeline.Batches(data_dir, "train", SEQ, BATCH, 0, 0, 1)
+    probe_BT = jnp.asarray(pipeline.Batches(data_dir, "eval", SEQ, BATCH, 0, 0, 1)
+                           .eval_batch(0)[:, :-1])
     before = _activations(params, arrays, probe_BT)
-    for _ in range(ADAM_STEPS):
-        batch = jnp.asarray(rng.integers(0, VOCAB, (BATCH, SEQ + 1)), jnp.int32)
-        arrays, opt_state, _ = step(arrays, opt_state, batch)
+    for i in range(ADAM_STEPS):
+        arrays, opt_state, _ = step(arrays, opt_state, jnp.asarray(train.batch(i)))
     after = _activations(params, arrays, probe_BT)
     return {k: float(np.abs(after[k] - before[k]).mean()) for k in after}
 
 
 @pytest.fixture(scope="module")
-def coordinate_table():
-    table = {p: {w: coordinates(w, p) for w in WIDTHS} for p in ("mup", "standard")}
+def coordinate_table(smoke_cache):
+    c = config_file.load(SMOKE)
+    c.data.cache_dir = smoke_cache
+    data_dir = pipeline.prepare(c, progress=False)
+    assert pipeline.load_meta(data_dir)["vocab_size"] == VOCAB
+    table = {p: {w: coordinates(w, p, data_dir) for w in WIDTHS}
+             for p in ("mup", "standard")}
     for p, rows in table.items():  # the table of docs/results.md
         print(f"\n{p}: mean |x_t - x_0| after {ADAM_STEPS} Adam steps (lr {LR})")
         for w, row in rows.items():
