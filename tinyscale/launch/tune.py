@@ -132,7 +132,11 @@ def choose(lrs: list[float], losses_KS: np.ndarray, resamples: int, seed: int = 
     low, high = np.percentile(picks, [2.5, 97.5])
     i = int(np.argmin(mean_K))
     edge = "low" if i == 0 else "high" if i == len(x) - 1 else None
-    return {"lr": math.exp(best), "interval": [math.exp(low), math.exp(high)], "edge": edge,
+
+    def rate(v):  # a grid point is that rate exactly (exp(log(x)) may differ from x)
+        hits = np.flatnonzero(x == v)
+        return float(lrs[hits[0]]) if hits.size else math.exp(v)
+    return {"lr": rate(best), "interval": [rate(low), rate(high)], "edge": edge,
             "eval_loss": [float(v) if math.isfinite(v) else None for v in mean_K]}
 
 
