@@ -1,14 +1,20 @@
 """µP (model.parametrization=mup, tinyscale/model/mup.py) and `sweep tune-lr`
 (tinyscale/launch/tune.py).
 
-* The coordinate check (Yang et al., 2022): a few Adam steps on the smoke corpus at
-  widths 32-256, then the mean |x_t - x_0| -- what the steps changed -- in the residual
-  stream after each block and in the logits, on a held-out batch. µP keeps it flat
-  across widths, the standard parametrization lets it grow with width. `pytest
-  tests/test_mup.py -k coordinate -s` prints the table (docs/results.md).
+* The coordinate check (Yang et al., 2022; the `mup` package's coord check): widths
+  32, 128 and 256, SEEDS inits each, ADAM_STEPS steps of the train step and optimizer every run
+  uses on the smoke corpus; after each step t, on a held-out batch, the mean |x_t| and
+  the mean |x_t - x_0| (what the steps changed) of the residual stream after each block
+  and of the logits, averaged over the inits. µP keeps both flat across widths at every
+  t; the standard parametrization lets the change grow with width. One init's values
+  at t = 3 spread by up to a factor 2.3 at one width (finite-width noise), more than the
+  bound: hence the mean over inits. `pytest tests/test_mup.py -k coordinate -s` prints
+  the table (docs/results.md).
 * Learning-rate transfer: `sweep tune-lr` on widths 64 and 256 of the smoke corpus
-  (tests/data/mup_sweep.py) picks best rates a factor of at most 2 apart under µP.
-* `sweep tune-lr` end to end on the smoke sweep, and the choice of the best rate.
+  (tests/data/mup_sweep.py, 5 rates packed per width) picks best rates a factor of at
+  most 2 apart under µP; the same run checks `sweep tune-lr` end to end and `sweep run`
+  reading its rates.
+* The choice of the best rate (pure numpy).
 * Standard runs are unchanged: tests/test_train.py's and tests/test_pack.py's exactness
   tests (bit-identical resume, packed = solo) run the standard parametrization, and
   `test_standard_init_and_logits_are_what_they_were` checks the values directly.
@@ -34,11 +40,16 @@ from tinyscale.model import mup
 from tinyscale.model.spec import ModelSpec
 from tinyscale.train import checkpoint, optim, packed, steps
 
-WIDTHS, HEAD, LAYERS = (32, 64, 128, 256), 16, 2
-VOCAB, SEQ, BATCH, ADAM_STEPS, LR = 512, 32, 8, 4, 1e-2  # VOCAB: the smoke corpus's
-# µP holds the change flat to within finite-width noise; standard grows about
-# linearly with width (x8 from 32 to 256): the two bounds leave a wide gap.
+WIDTHS, HEAD, LAYERS = (32, 128, 256), 16, 2  # 8x in width; d64 is µP's base
+VOCAB, SEQ, BATCH, ADAM_STEPS, LR, SEEDS = 512, 32, 8, 3, 1e-2, 4  # VOCAB: the smoke corpus's
+# µP holds the coordinates flat to within finite-width noise (measured: at most x1.4
+# between any two widths); the standard parametrization's change grows with width
+# (x3.8-x140 from d32 to d256, docs/results.md): the two bounds leave a wide gap.
 FLAT, GROWS = 1.6, 3.0
+# the standard parametrization's growth is checked over its first two steps: at t = 3
+# its widest model's logits stop growing (they saturate, as its loss stops falling)
+GROWS_UNTIL = 2
+LAYER_NAMES = tuple(f"block {i}" for i in range(LAYERS)) + ("logits",)
 MUP_SWEEP = os.path.join(ROOT, "tests", "data", "mup_sweep.py")
 
 
@@ -50,36 +61,42 @@ def _config(width: int, parametrization: str):
     return c
 
 
-def _activations(params, arrays, tokens_BT) -> dict:
-    """The residual stream after each block, and the logits (float64 on the host)."""
-    model = params.model(arrays)
-    positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-    x_BTD, out = model.embed(tokens_BT), {}
-    for i, block in enumerate(model.blocks):
-        x_BTD = block(x_BTD, positions_BT)
-        out[f"block {i}"] = np.asarray(x_BTD, np.float64)
-    out["logits"] = np.asarray(model(tokens_BT), np.float64)
-    return out
-
-
-def coordinates(width: int, parametrization: str, data_dir: str) -> dict:
-    """{"block 0", ..., "logits": mean |x_t - x_0| after ADAM_STEPS steps} of the model of
-    `width`, trained by the train step and optimizer every run uses, on the corpus in
-    `data_dir` (the same batches at every width), measured on a held-out batch."""
+def coordinates(width: int, parametrization: str, batches_TBT, probe_BT) -> dict:
+    """{"size", "change"}: [ADAM_STEPS, layers] arrays, the mean |x_t| and mean |x_t - x_0|
+    after step t = 1.. of each of LAYER_NAMES on the held-out `probe_BT`, averaged over
+    SEEDS inits of the model of `width` (one program: the inits vmapped, the steps
+    scanned), trained by the train step and optimizer every run uses on `batches_TBT`."""
     c = _config(width, parametrization)
     spec = ModelSpec.from_config(c.model, VOCAB)
-    params = steps.Params(spec, parallel.make_mesh(c), 0)
-    arrays = jax.tree.map(jnp.copy, params.initial)
-    tx = optim.optimizer(c.train, ADAM_STEPS, mup.lr_scales(spec, arrays))
-    step, opt_state = steps.make_train_step(params, tx, 1), tx.init(arrays)
-    train = pipeline.Batches(data_dir, "train", SEQ, BATCH, 0, 0, 1)
-    probe_BT = jnp.asarray(pipeline.Batches(data_dir, "eval", SEQ, BATCH, 0, 0, 1)
-                           .eval_batch(0)[:, :-1])
-    before = _activations(params, arrays, probe_BT)
-    for i in range(ADAM_STEPS):
-        arrays, opt_state, _ = step(arrays, opt_state, jnp.asarray(train.batch(i)))
-    after = _activations(params, arrays, probe_BT)
-    return {k: float(np.abs(after[k] - before[k]).mean()) for k in after}
+    inits = [steps.Params(spec, parallel.make_mesh(c), seed) for seed in range(SEEDS)]
+    params = inits[0]
+    tx = optim.optimizer(c.train, ADAM_STEPS, mup.lr_scales(spec, params.initial))
+    step = steps.step_fn(params, 1)
+    positions_BT = jnp.broadcast_to(jnp.arange(probe_BT.shape[1]), probe_BT.shape)
+
+    def layers(arrays):
+        model, out = params.model(arrays), []
+        x_BTD = model.embed(probe_BT)
+        for block in model.blocks:
+            x_BTD = block(x_BTD, positions_BT)
+            out.append(x_BTD)
+        return out + [model(probe_BT)]
+
+    def trajectory(arrays):
+        initial = layers(arrays)
+
+        def one(carry, batch_BT):
+            arrays, opt_state, _ = step(*carry, batch_BT, tx)
+            now = layers(arrays)
+            return (arrays, opt_state), (
+                jnp.stack([jnp.abs(x).mean() for x in now]),
+                jnp.stack([jnp.abs(x - x0).mean() for x, x0 in zip(now, initial)]))
+        return jax.lax.scan(one, (arrays, tx.init(arrays)), batches_TBT)[1]
+
+    def over_inits(initials):  # stacked inside the program: no eager op per shape
+        return jax.vmap(trajectory)(jax.tree.map(lambda *xs: jnp.stack(xs), *initials))
+    size, change = jax.jit(over_inits)([p.initial for p in inits])
+    return {"size": np.asarray(size).mean(axis=0), "change": np.asarray(change).mean(axis=0)}
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +105,37 @@ def coordinate_table(smoke_cache):
     c.data.cache_dir = smoke_cache
     data_dir = pipeline.prepare(c, progress=False)
     assert pipeline.load_meta(data_dir)["vocab_size"] == VOCAB
-    table = {p: {w: coordinates(w, p, data_dir) for w in WIDTHS}
+    train = pipeline.Batches(data_dir, "train", SEQ, BATCH, 0, 0, 1)
+    batches_TBT = jnp.asarray(np.stack([train.batch(i) for i in range(ADAM_STEPS)]))
+    probe_BT = jnp.asarray(pipeline.Batches(data_dir, "eval", SEQ, BATCH, 0, 0, 1)
+                           .eval_batch(0)[:, :-1])
+    table = {p: {w: coordinates(w, p, batches_TBT, probe_BT) for w in WIDTHS}
              for p in ("mup", "standard")}
-    for p, rows in table.items():  # the table of docs/results.md
-        print(f"\n{p}: mean |x_t - x_0| after {ADAM_STEPS} Adam steps (lr {LR})")
-        for w, row in rows.items():
-            print(f"  d{w:<4}" + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
+    for what in ("change", "size"):  # the table of docs/results.md
+        print("\nmean |x_t - x_0|" if what == "change" else "\nmean |x_t|",
+              f"after t Adam steps (lr {LR}), mean of {SEEDS} inits:")
+        print("| parametrization | layer | t | " + " | ".join(f"d{w}" for w in WIDTHS)
+              + " | widest / narrowest |")
+        for p, rows in table.items():
+            for j, layer in enumerate(LAYER_NAMES):
+                for t in range(ADAM_STEPS):
+                    values = [rows[w][what][t, j] for w in WIDTHS]
+                    print(f"| {p} | {layer} | {t + 1} | "
+                          + " | ".join(f"{v:.3g}" for v in values)
+                          + f" | {values[-1] / values[0]:.2f} |")
     return table
 
 
 def test_coordinate_check_flat_under_mup_growing_under_standard(coordinate_table):
-    for layer in coordinate_table["mup"][WIDTHS[0]]:
-        mup_scale = [coordinate_table["mup"][w][layer] for w in WIDTHS]
-        standard = [coordinate_table["standard"][w][layer] for w in WIDTHS]
-        assert max(mup_scale) / min(mup_scale) < FLAT, (layer, mup_scale)
-        assert standard[-1] / standard[0] > GROWS, (layer, standard)
-        assert np.all(np.diff(standard) > 0), (layer, standard)
+    for j, layer in enumerate(LAYER_NAMES):
+        for t in range(ADAM_STEPS):
+            for what in ("size", "change"):
+                mup_scale = [coordinate_table["mup"][w][what][t, j] for w in WIDTHS]
+                assert max(mup_scale) / min(mup_scale) < FLAT, (layer, t + 1, what, mup_scale)
+            if t < GROWS_UNTIL:
+                standard = [coordinate_table["standard"][w]["change"][t, j] for w in WIDTHS]
+                assert standard[-1] / standard[0] > GROWS, (layer, t + 1, standard)
+                assert np.all(np.diff(standard) > 0), (layer, t + 1, standard)
 
 
 def test_mup_scales_by_role():
@@ -150,6 +182,7 @@ def test_mup_packs_like_solo_and_resumes_from_a_checkpoint_exactly(tmp_path):
     """K = 2 learning rates packed step as each alone (the per-parameter rates inside the
     packed optimizer too); a µP state saved and restored goes on bit for bit."""
     c = _config(32, "mup")
+    c.model.n_layers = 1  # what is checked is the optimizer's state, not depth
     c.train.update(lr=3e-3, schedule="cosine", warmup_steps=2)
     spec, mesh = ModelSpec.from_config(c.model, VOCAB), parallel.make_mesh(c)
     params, total, lrs = steps.Params(spec, mesh, 0), 4, (3e-3, 2e-2)
@@ -163,25 +196,26 @@ def test_mup_packs_like_solo_and_resumes_from_a_checkpoint_exactly(tmp_path):
         arrays = jax.tree.map(jnp.copy, params.initial)
         state, losses = tx.init(arrays), []
         for i in range(total):
-            if i == 2 and lr == lrs[0]:  # save, restore into fresh buffers, go on
+            arrays, state, out = step(arrays, state, batches[i])
+            losses.append(float(out["loss"]))
+        solo[lr] = losses, arrays
+        if lr != lrs[0]:
+            continue
+        # again (the same compiled step), saved after step 2 and restored into fresh
+        # buffers: it goes on as the uninterrupted run, bit for bit
+        arrays = jax.tree.map(jnp.copy, params.initial)
+        state = tx.init(arrays)
+        for i in range(total):
+            if i == 2:
                 ckpt = checkpoint.Checkpoints(tmp_path / "ckpt", 2, async_save=False)
                 ckpt.save(i, {"params": arrays, "opt_state": state})
                 like = {"params": params.initial, "opt_state": tx.init(params.initial)}
                 restored = ckpt.restore(like, i)
                 ckpt.close()
                 arrays, state = restored["params"], restored["opt_state"]
-            arrays, state, out = step(arrays, state, batches[i])
-            losses.append(float(out["loss"]))
-        solo[lr] = losses, arrays
-    c.train.lr = lrs[0]
-    uninterrupted = optim.optimizer(c.train, total, mup.lr_scales(spec, params.initial))
-    step = steps.make_train_step(params, uninterrupted, 1)
-    arrays = jax.tree.map(jnp.copy, params.initial)
-    state = uninterrupted.init(arrays)
-    for i in range(total):
-        arrays, state, _ = step(arrays, state, batches[i])
-    for key in arrays:  # the resumed run is the uninterrupted one, bit for bit
-        np.testing.assert_array_equal(arrays[key], solo[lrs[0]][1][key])
+            arrays, state, _ = step(arrays, state, batches[i])
+        for key in arrays:
+            np.testing.assert_array_equal(arrays[key], solo[lr][1][key])
     train_step, init_opt = packed.make_steps(params, c.train, total)
     scalars = {k: jnp.asarray([lr if k == "lr" else c.train[k] for lr in lrs], jnp.float32)
                for k in packed.SCALARS}
@@ -230,55 +264,55 @@ def test_tune_lr_refuses_bad_input(refused, tmp_path, smoke_cache):
 
 
 @pytest.fixture(scope="module")
-def tuned(env, tmp_path_factory):  # noqa: F811
-    path = tmp_path_factory.mktemp("tune") / "sweep"
+def transfer(env, tmp_path_factory):  # noqa: F811
+    """(sweep dir, CompletedProcess) of `sweep tune-lr` on tests/data/mup_sweep.py:mup:
+    widths 64 and 256, 5 rates packed per width, the two packs side by side."""
+    path = tmp_path_factory.mktemp("transfer") / "mup"
     began = time.perf_counter()
-    result = run_cli("sweep", "tune-lr", SMOKE, "--sweep-dir", str(path),
-                     f"--config.data.cache_dir={env['TINYSCALE_TEST_CACHE']}",
-                     "--config.tune.lrs=3", "--config.tune.steps=10",
-                     "--config.tune.bootstrap=200")
-    print(f"\ntune-lr of the smoke sweep: {time.perf_counter() - began:.1f} s")
+    result = run_cli("sweep", "tune-lr", MUP_SWEEP + ":mup", "--sweep-dir", str(path),
+                     "--parallel", "2", env=env)
+    print(f"\nsweep tune-lr {MUP_SWEEP}:mup, {time.perf_counter() - began:.1f} s:\n"
+          f"{result.stdout}")
     assert result.returncode == 0, result.stderr
     return path, result
 
 
-def test_tune_lr_packs_each_shape_and_writes_rates_sweep_run_uses(tuned, command, env):  # noqa: F811
-    path, result = tuned
-    assert result.stderr.count("packed as one program with 2 more") == 2
-    record = json.loads((path / "tuned_lr.json").read_text())
-    assert [r["shape"] for r in record["shapes"].values()] == ["d16-L1-h2", "d32-L1-h2"]
-    assert set(result.stdout.split()) >= {"d16-L1-h2:", "d32-L1-h2:"}
-    for r in record["shapes"].values():
-        low, high = r["interval"]
-        assert r["grid"][0] <= low <= r["lr"] <= high <= r["grid"][-1]
-        assert r["states"] == ["done"] * 3 and r["sequences"] == 16
-        for name, loss in zip(r["runs"], r["eval_loss"], strict=True):  # the loop's own
-            last = json.loads((path / "tune-lr" / "runs" / name / "metrics.jsonl")
-                              .read_text().splitlines()[-1])
-            assert last["step"] == 10 and loss == pytest.approx(last["eval_loss"], abs=1e-5)
-    # `sweep run` into the same dir trains each run at its shape's rate
-    cache = f"--config.data.cache_dir={env['TINYSCALE_TEST_CACHE']}"
-    out = command("sweep", "run", SMOKE, "--sweep-dir", path, cache, "--dry-run")
-    assert out.returncode == 0 and "train.lr of 2 runs from" in out.stderr
-    base, runs = plan.expand(SMOKE, {"data.cache_dir": env["TINYSCALE_TEST_CACHE"]})
-    runs = tune.apply(str(path), runs, lambda m: None)
-    assert [r.values.train.lr for r in runs] == [r["lr"] for r in record["shapes"].values()]
-    # a shape it has no rate for is refused, not trained at another rate
-    out = command("sweep", "run", SMOKE, "--sweep-dir", path, cache, "--dry-run",
-                  "--config.model.n_layers=2")
-    assert out.returncode == 2 and "has no tuned learning rate" in out.stderr
-
-
 @pytest.mark.slow
-def test_mup_learning_rate_transfers_from_d64_to_d256(env, tmp_path):  # noqa: F811
-    began = time.perf_counter()
-    result = run_cli("sweep", "tune-lr", MUP_SWEEP + ":mup", "--sweep-dir",
-                     str(tmp_path / "mup"), env=env)
-    took = time.perf_counter() - began
-    assert result.returncode == 0, result.stderr
-    shapes = json.loads((tmp_path / "mup" / "tuned_lr.json").read_text())["shapes"]
+def test_mup_learning_rate_transfers_from_d64_to_d256(transfer):
+    path, result = transfer
+    shapes = json.loads((path / "tuned_lr.json").read_text())["shapes"]
     best = {r["shape"]: r for r in shapes.values()}
-    print(f"\nµP transfer ({took:.0f} s):\n{result.stdout}")
     small, large = best["d64-h4"], best["d256-h16"]
     assert small["edge"] is None and large["edge"] is None, result.stdout
     assert 0.5 <= large["lr"] / small["lr"] <= 2.0, result.stdout
+
+
+def test_tune_lr_packs_each_shape_and_writes_rates_sweep_run_uses(transfer, command, env):  # noqa: F811
+    path, result = transfer
+    assert result.stderr.count("packed as one program with 4 more") == 2
+    record = json.loads((path / "tuned_lr.json").read_text())
+    assert [r["shape"] for r in record["shapes"].values()] == ["d64-h4", "d256-h16"]
+    assert set(result.stdout.split()) >= {"d64-h4:", "d256-h16:"}
+    for r in record["shapes"].values():
+        low, high = r["interval"]
+        assert r["grid"][0] <= low <= r["lr"] <= high <= r["grid"][-1]
+        assert r["states"] == ["done"] * 5 and r["sequences"] == 8 * 8  # batches x batch
+        for name, loss in zip(r["runs"], r["eval_loss"], strict=True):  # the loop's own
+            last = json.loads((path / "tune-lr" / "runs" / name / "metrics.jsonl")
+                              .read_text().splitlines()[-1])
+            assert last["step"] == r["steps"] == 60
+            assert loss == pytest.approx(last["eval_loss"], abs=1e-5)
+    # `sweep run` into the same dir trains each run at its shape's rate
+    spec = MUP_SWEEP + ":mup"
+    out = command("sweep", "run", spec, "--sweep-dir", path, "--dry-run", env=env)
+    assert out.returncode == 0 and "train.lr of 2 runs from" in out.stderr, out.stderr
+    with pytest.MonkeyPatch.context() as patch:  # the sweep file reads the cache from env
+        patch.setenv("TINYSCALE_TEST_CACHE", env["TINYSCALE_TEST_CACHE"])
+        runs = tune.apply(str(path), plan.expand(spec)[1], lambda m: None)
+    assert [r.values.train.lr for r in runs] == [r["lr"] for r in record["shapes"].values()]
+    # a shape it has no rate for is refused, not trained at another rate (an override
+    # of what sweep() itself sets, such as quickstart's model.n_layers, changes nothing)
+    out = command("sweep", "run", spec, "--sweep-dir", path, "--dry-run",
+                  "--config.model.n_layers=2", env=env)
+    assert out.returncode == 2 and "has no tuned learning rate" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
