@@ -8,6 +8,7 @@ One file: the argparse table and the dispatch it names, read together.
     tinyscale eval RUN_DIR [--step N]
     tinyscale sweep plan FILE[:ARG] | run FILE --sweep-dir DIR [--backend B] | status DIR
     tinyscale sweep next SWEEP_DIR --budget FLOPS [--run]
+    tinyscale sweep tune-lr FILE[:ARG] --sweep-dir DIR [--config.tune.KEY=VALUE ...]
     tinyscale analyze SWEEP_DIR [--threshold 0.5]
 
 User errors print one line and exit 2; preempted training (SIGTERM) exits 75, resumable.
@@ -27,7 +28,7 @@ from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
 from tinyscale.evals import hf as evals_hf
 from tinyscale.evals import run as evals_run
 from tinyscale.interop import export
-from tinyscale.launch import additions, plan, slurm, status, table, tpu, worker
+from tinyscale.launch import additions, plan, slurm, status, table, tpu, tune, worker
 from tinyscale.launch.local import run_local
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.model import sample
@@ -62,7 +63,8 @@ OPEN_UNIT = _number(float, 0.0, 0.999999, low_open=True, what="a number in (0, 1
 
 # Commands whose config comes from --config FILE (the rest read a run's own config.json:
 # eval and sample take --config.eval.* and --config.mesh.* only).
-_TAKES_OVERRIDES = {"data prepare", "train", "sweep plan", "sweep run", "eval", "sample"}
+_TAKES_OVERRIDES = {"data prepare", "train", "sweep plan", "sweep run", "sweep tune-lr",
+                    "eval", "sample"}
 
 
 def _config(args, overrides):
@@ -154,10 +156,11 @@ def _sweep_plan(args, overrides):
 
 def _sweep_run(args, overrides):
     base, runs = plan.expand(args.file, overrides)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    runs = tune.apply(args.sweep_dir, runs, say)  # the sweep dir's tuned_lr.json, if any
     sweep = SweepDir(args.sweep_dir)
     if not args.dry_run:
         runs = sweep.create(args.file, base, runs)  # with the runs already in the sweep
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.slices != "ask" and args.backend != "tpu":
         raise TinyscaleError(f"--{args.slices}-slots applies to --backend tpu only: drop it.")
     if args.backend == "local":
@@ -183,6 +186,11 @@ def _sweep_next(args, overrides):
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     say(f"added {len(proposal.picks)} runs to {args.sweep_dir} ({spec}); training them")
     return run_local(args.sweep_dir, args.parallel or base.launch.parallel, say)
+
+
+def _sweep_tune_lr(args, overrides):
+    return tune.tune(args.file, overrides, args.sweep_dir, args.parallel,
+                     lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def _sweep_status(args, overrides):
@@ -246,6 +254,14 @@ def _add_sweep(sub):
     n.add_argument("--parallel", type=NON_NEGATIVE, default=0,
                    help="with --run: runs at once (default: config.launch.parallel)")
     n.set_defaults(func=_sweep_next)
+    tl = ss.add_parser("tune-lr", help="the best learning rate of each shape (K rates "
+                       "packed per shape), for `sweep run` into the same --sweep-dir")
+    tl.add_argument("file", help="sweep file FILE[:ARG]")
+    tl.add_argument("--sweep-dir", required=True, help="the main sweep's directory: the "
+                    "tuning runs go to DIR/tune-lr, the rates to DIR/tuned_lr.json")
+    tl.add_argument("--parallel", type=NON_NEGATIVE, default=0,
+                    help="shapes at once (default: config.launch.parallel)")
+    tl.set_defaults(func=_sweep_tune_lr)
     st = ss.add_parser("status", help="state, step, loss, attempts of every run")
     st.add_argument("sweep_dir")
     st.set_defaults(func=_sweep_status)

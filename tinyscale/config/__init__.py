@@ -25,6 +25,7 @@ FAMILIES = ("llama", "gpt_neo", "phi")
 DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; model.param_dtype takes the last two
 # model.attention: auto, or an implementation (tinyscale/model/attention.py, `attend`)
 ATTENTIONS = ("auto", "xla", "cudnn", "splash")
+PARAMETRIZATIONS = ("standard", "mup")  # model.parametrization (model/mup.py)
 # data.filter (data/quality.py), and data.noise_kinds: SynthStories' corruptions (the
 # names of data/synthstories/corrupt.py's CORRUPTIONS) and those that need no grammar
 FILTERS = ("none", "grammar", "reference_lm")
@@ -101,6 +102,11 @@ def get_config() -> ml_collections.ConfigDict:
                                          # TPU, xla elsewhere | xla (blocked, any device) |
                                          # cudnn (jax.nn.dot_product_attention's cuDNN flash
                                          # kernel, GPU) | splash (Pallas, TPU)
+    m.parametrization = "standard"       # standard | mup: µP (Yang et al., 2022: hidden
+                                         # weights' init / sqrt(m) and Adam lr / m, logits
+                                         # x 1/m, attention 1/d_head; m = d_model / base)
+    m.mup_base_width = 64                # mup: the base width, where mup's init and
+                                         # learning rates are the standard ones
 
     c.train = t = ml_collections.ConfigDict()
     t.seq_len = 256                      # tokens per training sequence
@@ -127,6 +133,14 @@ def get_config() -> ml_collections.ConfigDict:
     t.log_every = 10                     # steps between metrics lines
     t.checkpoint_every = 200             # steps between checkpoints
     t.keep_checkpoints = 3               # newest checkpoints kept
+
+    c.tune = tu = ml_collections.ConfigDict()  # `tinyscale sweep tune-lr` (launch/tune.py)
+    tu.lrs = 5                           # learning rates per shape, log-spaced, trained
+                                         # as one program (packed); at least 3
+    tu.lr_min = 1e-3                     # the grid's lowest learning rate
+    tu.lr_max = 3e-2                     # the grid's highest learning rate
+    tu.steps = 300                       # steps of each tuning run (its schedule, shortened)
+    tu.bootstrap = 1000                  # resamples of the held-out sequences (the interval)
 
     c.eval = e = ml_collections.ConfigDict()
     e.every = 200                        # steps between held-out evaluations

@@ -19,6 +19,7 @@ from tinyscale.config import (
     FAMILIES,
     FILTERS,
     GPT_NEO_TOKENIZER,
+    PARAMETRIZATIONS,
     TOKENIZERS,
     TOPK_MIN_VOCAB,
     attention_types,
@@ -192,6 +193,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _choice(c, "model.dtype", DTYPES)
     _choice(c, "model.param_dtype", DTYPES[1:])
     _choice(c, "model.attention", ATTENTIONS)  # and against the device: ModelSpec.on
+    _choice(c, "model.parametrization", PARAMETRIZATIONS)
+    _positive(c, "model.mup_base_width")
+    _check_tune(c)
     _positive(c, "train.seq_len", "train.batch_size", "train.tokens", "train.steps",
               "train.grad_accum", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.warmup_steps", "eval.every", "eval.batches",
@@ -245,6 +249,24 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("mesh", {a: c.mesh[a] for a in ("data", "fsdp", "tensor")},
               "at most one mesh axis may be -1")
     return c
+
+
+def _check_tune(c) -> None:
+    """The learning-rate grid of `sweep tune-lr`: at least 3 rates (the fit around the
+    best needs its neighbours), 0 < lr_min < lr_max, at least 100 resamples."""
+    _positive(c, "tune.lrs", "tune.steps", "tune.bootstrap")
+    tu = c.tune
+    if tu.lrs < 3:
+        _fail("tune.lrs", tu.lrs, "use at least 3 learning rates (the fit around the best "
+              "needs one on each side)")
+    if tu.bootstrap < 100:
+        _fail("tune.bootstrap", tu.bootstrap, "use at least 100 resamples")
+    low, high = tu.lr_min, tu.lr_max
+    for knob, value in (("tune.lr_min", low), ("tune.lr_max", high)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            _fail(knob, value, "use a positive learning rate")
+    if not low < high:
+        _fail("tune.lr_max", high, f"it must be above tune.lr_min={low}")
 
 
 def _check_quality(d) -> None:

@@ -7,7 +7,7 @@ DIR gets config.json for the matching transformers class -- `GPTNeoForCausalLM`
 twice: the sentencepiece model itself (tokenizer.model) and a `tokenizers` BPE/Unigram
 built from it (tokenizer.json, loaded by `AutoTokenizer`), which encodes as
 sentencepiece does. A shape no transformers class has (a llama mixing local and global
-layers, a parallel block outside phi) is refused with one line. The inverse of
+layers, a parallel block outside phi, a µP run) is refused with one line. The inverse of
 tinyscale/interop/hf.py: exporting and loading back gives the same logits (tests).
 """
 
@@ -28,6 +28,10 @@ from tinyscale.train import trained
 def _arch(c) -> str:
     m = c.model
     kinds = set(attention_types(m))
+    if m.parametrization != "standard":
+        raise TinyscaleError("a model.parametrization=mup run multiplies its logits by "
+                             "1/m and scales attention by 1/d_head, which no Hugging Face "
+                             "class does: export a run of the standard parametrization.")
     if m.family == "gpt_neo":
         if m.parallel_block:
             raise TinyscaleError("a gpt_neo run with model.parallel_block has no Hugging Face "

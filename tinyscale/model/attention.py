@@ -16,6 +16,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 from jax.sharding import PartitionSpec as P
 
+from tinyscale.model import mup
 from tinyscale.model.layers import dense
 from tinyscale.model.spec import ModelSpec
 from tinyscale.parallel import AXES
@@ -140,13 +141,13 @@ class Attention(nnx.Module):
     def __init__(self, spec: ModelSpec, layer: int, *, rngs: nnx.Rngs):
         self.spec, self.local = spec, spec.attention_types[layer] == "local"
         d, h, k, e = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_size
-        qkv_bias = spec.family == "phi"
-        self.query = dense(spec, d, h * e, ("embed", "heads"), rngs, bias=qkv_bias)
-        self.key = dense(spec, d, k * e, ("embed", "kv"), rngs, bias=qkv_bias)
-        self.value = dense(spec, d, k * e, ("embed", "kv"), rngs, bias=qkv_bias)
+        qkv_bias, std = spec.family == "phi", mup.init_std(spec, 0.02)
+        self.query = dense(spec, d, h * e, ("embed", "heads"), rngs, bias=qkv_bias, std=std)
+        self.key = dense(spec, d, k * e, ("embed", "kv"), rngs, bias=qkv_bias, std=std)
+        self.value = dense(spec, d, k * e, ("embed", "kv"), rngs, bias=qkv_bias, std=std)
         self.out = dense(spec, h * e, d, ("heads", "embed"), rngs,
                           bias=spec.family in ("gpt_neo", "phi"),
-                          std=0.02 / math.sqrt(2 * spec.n_layers))
+                          std=mup.init_std(spec, 0.02 / math.sqrt(2 * spec.n_layers)))
         # splash runs per shard: the mesh the model is built under (parallel.using)
         self.mesh = jax.sharding.get_abstract_mesh() if spec.attention == "splash" else None
 
@@ -159,8 +160,7 @@ class Attention(nnx.Module):
         if s.rotary_dims:
             q_BTHE = rope(q_BTHE, positions_BT, s.rope_theta, s.rotary_dims)
             k_BTKE = rope(k_BTKE, positions_BT, s.rope_theta, s.rotary_dims)
-        # GPT-Neo does not scale its attention logits by 1/sqrt(E).
-        scale = 1.0 if s.family == "gpt_neo" else 1.0 / math.sqrt(s.head_size)
+        scale = mup.attention_scale(s)  # 1/sqrt(E); GPT-Neo: 1; µP: 1/E
         if cache is not None:
             cached = self._rolling if self.local else self._cached
             out_BTHE, cache = cached(q_BTHE, k_BTKE, v_BTKE, positions_BT, scale, cache)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tinyscale.model import mup
 from tinyscale.model.spec import ModelSpec
 
 initializers = nnx.initializers
@@ -36,10 +37,12 @@ def make_norm(spec, rngs):
 class MLP(nnx.Module):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
         self.gated = spec.family == "llama"
-        bias, std_out = not self.gated, 0.02 / math.sqrt(2 * spec.n_layers)
-        self.up = dense(spec, spec.d_model, spec.d_ff, ("embed", "mlp"), rngs, bias=bias)
+        bias, std = not self.gated, mup.init_std(spec, 0.02)
+        std_out = mup.init_std(spec, 0.02 / math.sqrt(2 * spec.n_layers))
+        self.up = dense(spec, spec.d_model, spec.d_ff, ("embed", "mlp"), rngs, bias=bias,
+                        std=std)
         if self.gated:
-            self.gate = dense(spec, spec.d_model, spec.d_ff, ("embed", "mlp"), rngs)
+            self.gate = dense(spec, spec.d_model, spec.d_ff, ("embed", "mlp"), rngs, std=std)
         self.down = dense(spec, spec.d_ff, spec.d_model, ("mlp", "embed"), rngs, bias=bias,
                            std=std_out)
 

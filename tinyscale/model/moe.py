@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tinyscale.model import mup
 from tinyscale.model.layers import dense, initializers
 from tinyscale.model.spec import ModelSpec
 
@@ -30,16 +31,19 @@ class MoE(nnx.Module):
         self.spec = spec
         e, d, f = spec.n_experts, spec.d_model, spec.d_ff
         dtype = jnp.dtype(spec.param_dtype)
-        self.router = dense(spec, d, e, ("embed", None), rngs)
+        self.router = dense(spec, d, e, ("embed", None), rngs,
+                            std=mup.init_std(spec, 0.02, mup.OUTPUT))
 
-        def param(shape, axes, std=0.02):
+        hidden_std = mup.init_std(spec, 0.02)
+
+        def param(shape, axes, std=hidden_std):
             init = nnx.with_partitioning(initializers.normal(std), axes)
             return nnx.Param(init(rngs.params(), shape, dtype))
         # the expert axis is sharded (parallel.RULES); embed stays whole inside an expert
         self.gate = param((e, d, f), ("expert", None, "mlp"))
         self.up = param((e, d, f), ("expert", None, "mlp"))
         self.down = param((e, f, d), ("expert", "mlp", None),
-                          std=0.02 / math.sqrt(2 * spec.n_layers))
+                          std=mup.init_std(spec, 0.02 / math.sqrt(2 * spec.n_layers)))
 
     def route(self, x_ND):
         """(router logits [N, E] float32, top-k experts [N, k], their weights [N, k])."""

@@ -75,6 +75,8 @@ class ModelSpec:
     router_aux_coef: float = 0.0  # the training loss's weights of the router losses
     router_z_coef: float = 0.0
     attention: str = "auto"     # auto | xla | cudnn | splash (`on` resolves auto)
+    parametrization: str = "standard"  # standard | mup (model/mup.py)
+    mup_base_width: int = 64    # mup: the d_model whose init and learning rates are the base
 
     @property
     def head_size(self) -> int:
@@ -106,4 +108,5 @@ class ModelSpec:
                    m.rope_theta, rotary, parallel, m.norm_eps,
                    m.tie_embeddings and m.family != "phi", m.dtype, m.param_dtype,
                    m.n_experts, m.experts_per_token, m.router_aux_coef, m.router_z_coef,
-                   m.attention)
+                   m.attention, parametrization=m.parametrization,
+                   mup_base_width=m.mup_base_width)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tinyscale.model import mup
 from tinyscale.model.attention import Attention
 from tinyscale.model.layers import MLP, dense, initializers, make_norm
 from tinyscale.model.moe import MoE
@@ -111,11 +112,18 @@ class Transformer(nnx.Module):
         return x_BTD if caches is None else (x_BTD, new_caches)
 
     def output_projection(self) -> tuple[jax.Array, jax.Array | None]:
-        """(W [V, D], bias [V] or None): logits = x W^T + bias. Tied: the embedding."""
+        """(W [V, D], bias [V] or None): logits = x W^T + bias. Tied: the embedding.
+        Under µP, W carries the output multiplier 1 / m (model/mup.py): every reader of
+        the logits -- the fused cross-entropy, distillation, sampling -- applies it."""
         if self.spec.tie_embeddings:
-            return self.embed.embedding[...], None
-        bias = self.head.bias[...] if self.head.bias is not None else None
-        return self.head.kernel[...].T, bias
+            w_VD, bias_V = self.embed.embedding[...], None
+        else:
+            bias_V = self.head.bias[...] if self.head.bias is not None else None
+            w_VD = self.head.kernel[...].T
+        multiplier = mup.output_multiplier(self.spec)
+        if multiplier is not None:
+            w_VD = w_VD * jnp.asarray(multiplier, w_VD.dtype)
+        return w_VD, bias_V
 
 
 def init_caches(spec: ModelSpec, pad_B: jax.Array, length: int) -> list[dict]:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline
-from tinyscale.model import counting
+from tinyscale.model import counting, mup
 from tinyscale.model.spec import ModelSpec
 from tinyscale.storage import is_remote
 from tinyscale.train import branches, checkpoint, distill, metrics, optim, packed, steps
@@ -45,7 +45,9 @@ class RunGroup:
                           for x in configs]
         self.params = [steps.Params(self.spec, mesh, x.seed) for x in configs]
         self.schedules = [optim.schedule(x.train, self.total) for x in configs]
-        self.tx = optim.optimizer(t, self.total)  # a run's own (the checkpoint's layout)
+        # a run's own (the checkpoint's layout); µP: per-parameter learning rates
+        self.tx = optim.optimizer(t, self.total,
+                                  mup.lr_scales(self.spec, self.params[0].initial))
         self.teacher = distill.load(c, mesh, self.meta) if self.k == 1 else None
         if self.k == 1:
             self.train_step = steps.make_train_step(self.params[0], self.tx, t.grad_accum,

@@ -1,4 +1,5 @@
-"""The optimizer: AdamW with warmup and a decay schedule, clipping, masked decay."""
+"""The optimizer: AdamW with warmup and a decay schedule, clipping, masked decay, and
+µP's per-parameter learning rates (model/mup.py)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,22 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def optimizer(t, total_steps: int) -> optax.GradientTransformation:
+def scale_per_parameter(scales: dict) -> optax.GradientTransformation:
+    """Multiply each parameter's update by its own constant (`scales`, keyed like the
+    flat parameters): after AdamW, that is its learning rate (and decay) times it."""
+    def scale(updates, params=None):
+        return {k: u * jnp.asarray(scales[k], u.dtype) for k, u in updates.items()}
+    return optax.stateless(scale)
+
+
+def optimizer(t, total_steps: int, lr_scales: dict | None = None
+              ) -> optax.GradientTransformation:
+    """AdamW on train.* `t`; `lr_scales` (model/mup.py's lr_scales: µP) multiply each
+    parameter's learning rate. Without them the chain is the one runs always had, so
+    its state (and every checkpoint of it) keeps its layout."""
     chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip else []
     chain.append(optax.adamw(schedule(t, total_steps), b1=t.b1, b2=t.b2, eps=t.eps,
                              weight_decay=t.weight_decay, mask=decay_mask))
+    if lr_scales is not None:
+        chain.append(scale_per_parameter(lr_scales))
     return optax.chain(*chain)

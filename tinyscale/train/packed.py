@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from tinyscale import parallel
+from tinyscale.model import mup
 from tinyscale.train import optim, steps
 
 PACKABLE = ("seed", "train.lr", "train.b1", "train.b2", "train.eps", "train.weight_decay",
@@ -71,12 +72,14 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
     step = steps.step_fn(params, t.grad_accum)
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
+    scales = mup.lr_scales(params.spec, params.initial)  # None: standard
 
     def one(arrays, opt_state, batch_BT, values):
-        return step(arrays, opt_state, batch_BT, optim.optimizer(_scalars(t, values), total))
+        return step(arrays, opt_state, batch_BT,
+                    optim.optimizer(_scalars(t, values), total, scales))
 
     def init(arrays, values):
-        return optim.optimizer(_scalars(t, values), total).init(arrays)
+        return optim.optimizer(_scalars(t, values), total, scales).init(arrays)
     if vectorize:
         return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
 
