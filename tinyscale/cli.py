@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from tinyscale import process
+from tinyscale import process, storage
 from tinyscale.config import file as config_file
 from tinyscale.data import pipeline, quality, tokenizer
 from tinyscale.errors import EXIT_INTERRUPTED, EXIT_USAGE, TinyscaleError
@@ -157,7 +157,8 @@ def _sweep_plan(args, overrides):
 def _sweep_run(args, overrides):
     base, runs = plan.expand(args.file, overrides)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    runs = tune.apply(args.sweep_dir, runs, say)  # the sweep dir's tuned_lr.json, if any
+    if not (args.dry_run and storage.is_remote(args.sweep_dir)):  # a dry run reads no bucket
+        runs = tune.apply(args.sweep_dir, runs, say)  # the sweep dir's tuned_lr.json, if any
     sweep = SweepDir(args.sweep_dir)
     if not args.dry_run:
         runs = sweep.create(args.file, base, runs)  # with the runs already in the sweep
