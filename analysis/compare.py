@@ -16,7 +16,8 @@ def matched_pairs(final: pd.DataFrame, tolerance: float = 1.5,
                   by: str = "params_non_embedding") -> pd.DataFrame:
     """Each deeper run paired with the depth-1 run of its architecture closest in `by`
     (non-embedding parameters; `params_active` for a mixture's active ones), within a
-    factor `tolerance`, with the differences deep - one and their intervals."""
+    factor `tolerance`, of the same seed where that shape has one, with the differences
+    deep - one and their intervals."""
     if "architecture" in final and final["architecture"].nunique() > 1:
         parts = [matched_pairs(g.drop(columns="architecture"), tolerance, by).assign(
             architecture=arch) for arch, g in final.groupby("architecture")]
@@ -28,9 +29,11 @@ def matched_pairs(final: pd.DataFrame, tolerance: float = 1.5,
         if one.empty:
             break
         ratio = np.abs(np.log(one[by] / d[by]))
-        o = one.loc[ratio.idxmin()]
         if ratio.min() > np.log(tolerance):
             continue
+        closest = one[ratio == ratio.min()]  # the depth-1 shape's runs: its seeds
+        same_seed = closest[closest["seed"] == d["seed"]] if "seed" in one else closest
+        o = (same_seed if len(same_seed) else closest).iloc[0]  # seed with seed
         rows.append({"deep": d["run"], "one_block": o["run"], "depth": d["depth"],
                      "params_deep": d[by], "params_one": o[by], **differences(d, o)})
     return pd.DataFrame(rows)

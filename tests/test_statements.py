@@ -61,3 +61,15 @@ def test_the_fluency_sentence_follows_its_correlation_with_loss(sign, verdict):
     text = report._fluency_on_synthstories(final, bootstrap=200)
     assert verdict in text and f"ρ = {sign:+.2f}" in text
     assert "fluency spans 0.020–0.040" in text or "fluency spans 0.060–0.080" in text
+
+
+def test_matched_pairs_pair_seed_with_seed():
+    """Three seeds of a depth-1 and of a depth-4 shape of equal size: each deeper run is
+    compared with the depth-1 run of its own seed, not always with seed 0."""
+    rows = [{"run": f"L{depth}-s{seed}", "depth": depth, "seed": seed,
+             "params_non_embedding": 1e5, "consistency": 0.1 * seed + depth / 10,
+             "consistency_se": 0.01} for depth in (1, 4) for seed in range(3)]
+    pairs = compare.matched_pairs(pd.DataFrame(rows))
+    assert list(zip(pairs["deep"], pairs["one_block"])) == [
+        ("L4-s0", "L1-s0"), ("L4-s1", "L1-s1"), ("L4-s2", "L1-s2")]
+    assert np.allclose(pairs["consistency_diff"], 0.3)
