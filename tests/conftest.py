@@ -1,8 +1,11 @@
 """Shared fixtures: a small prepared SynthStories corpus, built once per session."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from unittest import mock
 
@@ -83,11 +86,75 @@ def synth_data(tmp_path_factory):
     return c, pipeline.prepare(c, progress=False)
 
 
+# What a process reads once, when it starts its backend or its interpreter: a command
+# given other values for them runs in a process of its own.
+_READ_AT_START = ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_NUM_CPU_DEVICES", "PYTHONPATH")
+
+
 def run_cli(*args, env=None, cwd=None, timeout=600, preexec_fn=None):
-    """Run `tinyscale ARGS` in a subprocess; the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "tinyscale.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, cwd=cwd or ROOT,
-                          timeout=timeout, preexec_fn=preexec_fn)
+    """Run `tinyscale ARGS` and return its CompletedProcess (exit code, stdout, stderr).
+
+    In this process -- the command's own main(), as `python -m tinyscale.cli` runs it,
+    its output read at the file descriptors -- unless the command needs a process of its
+    own: an environment that changes what a process reads at start (XLA_FLAGS: the
+    device count), a `preexec_fn` (its cores), or `sweep worker` (a multi-process job
+    leaves with os._exit). In this process a command skips Python's and JAX's start
+    (~1.5 s) and reuses the programs this worker compiled; `timeout` applies only to a
+    subprocess."""
+    args = [str(a) for a in args]
+    merged = {**os.environ, **(env or {})}
+    own_process = preexec_fn is not None or args[:2] == ["sweep", "worker"] or any(
+        merged.get(k) != os.environ.get(k) for k in _READ_AT_START)
+    if own_process:
+        return subprocess.run([sys.executable, "-m", "tinyscale.cli", *args],
+                              capture_output=True, text=True, env=merged, cwd=cwd or ROOT,
+                              timeout=timeout, preexec_fn=preexec_fn)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with _output_to(out, err), mock.patch.dict(os.environ, env or {}), \
+                _working_dir(cwd or ROOT):
+            try:
+                code = cli.main(args)
+            except SystemExit as leaving:  # argparse's usage errors
+                code = leaving.code if isinstance(leaving.code, int) else 1
+        texts = []
+        for f in (out, err):
+            f.seek(0)
+            texts.append(f.read().decode("utf-8", errors="replace"))
+    return subprocess.CompletedProcess(["tinyscale", *args], code, *texts)
+
+
+@contextlib.contextmanager
+def _output_to(out, err):
+    """File descriptors 1 and 2, and sys.stdout and sys.stderr, write to `out` and `err`
+    inside the block (C code's output and Python's both), restored after."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False),
+                                               encoding="utf-8", write_through=True)
+                              for fd in (1, 2))
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
+def _working_dir(path):
+    """The current directory is `path` inside the block."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture

@@ -16,9 +16,11 @@ from tinyscale import config as config_lib
 
 def setup() -> None:
     for_compute()
-    for logger in ("absl", "asyncio"):
-        logging.getLogger(logger).addFilter(_OrbaxEchoes())
-    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
+    for logger in ("absl", "asyncio"):  # once each, however often a process calls this
+        if not any(isinstance(f, _OrbaxEchoes) for f in logging.getLogger(logger).filters):
+            logging.getLogger(logger).addFilter(_OrbaxEchoes())
+    if not getattr(sys.unraisablehook, "quiets_closed_loops", False):
+        sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     compilation_cache()
 
 
@@ -103,4 +105,5 @@ def _quiet_closed_loops(hook):
                 "Event loop is closed" in str(unraisable.exc_value)
                 or "shutting down" in str(unraisable.exc_value))):
             hook(unraisable)
+    quiet.quiets_closed_loops = True
     return quiet
