@@ -70,6 +70,11 @@ def _objective_nd(theta, log_n, log_d, log_loss, weight):
     return jnp.sum(weight * _huber(pred - log_loss))
 
 
+def _objective_tied(theta, log_n, log_d, log_loss, weight):
+    a, b, e, alpha = theta
+    return _objective_nd(jnp.stack([a, b, e, alpha, alpha]), log_n, log_d, log_loss, weight)
+
+
 def _objective_n(theta, log_n, log_d, log_loss, weight):
     a, e, alpha = theta
     pred = jnp.logaddexp(a - alpha * log_n, e)
@@ -246,7 +251,7 @@ def _padded(columns, n):
 
 
 def _fit(kind, log_n, log_d, log_loss, bootstrap, seed, starts):
-    objective = _objective_nd if kind == "nd" else _objective_n
+    objective = {"nd": _objective_nd, "tied": _objective_tied, "n": _objective_n}[kind]
     n = len(log_loss)
     data, mask = _padded((log_n, log_d, log_loss), n)
     x, values, *_ = _solve(objective, jnp.asarray(starts), data,
@@ -288,6 +293,8 @@ def _natural(names, theta) -> dict:
     for log_name, name in (("a", "A"), ("b", "B"), ("e", "E")):
         if log_name in out:
             out[name] = np.exp(out.pop(log_name))
+    if "B" in out and "beta" not in out:  # the tied law: one exponent for N and D
+        out["beta"] = out["alpha"]
     return out
 
 
@@ -360,18 +367,22 @@ def _ranges(**columns) -> dict:
     return out
 
 
-def fit_chinchilla(params_n, tokens_d, loss, bootstrap: int = 1000, seed: int = 0) -> Fit:
-    """L(N, D) = E + A/N^alpha + B/D^beta on every (N, D, loss) point."""
-    n = _check({"params_n": params_n, "tokens_d": tokens_d, "loss": loss}, 5, bootstrap,
-               "L(N, D)")
+def fit_chinchilla(params_n, tokens_d, loss, bootstrap: int = 1000, seed: int = 0,
+                   tied: bool = False) -> Fit:
+    """L(N, D) = E + A/N^alpha + B/D^beta on every (N, D, loss) point; `tied=True` fits one
+    exponent for both, alpha = beta (as Muennighoff et al. 2023 and Gadre et al. 2024 do),
+    from the same grid less its beta axis; its Fit still carries beta (= alpha)."""
+    names = ["a", "b", "e", "alpha"] + ([] if tied else ["beta"])
+    n = _check({"params_n": params_n, "tokens_d": tokens_d, "loss": loss}, len(names),
+               bootstrap, "L(N, D) with alpha = beta" if tied else "L(N, D)")
     params_n, tokens_d, loss = (np.asarray(v, float).ravel()
                                 for v in (params_n, tokens_d, loss))
     with jax.enable_x64(True):
-        starts = np.array(list(itertools.product(*GRID.values())))
-        result = _fit("nd", np.log(params_n), np.log(tokens_d), np.log(loss), bootstrap,
-                      seed, starts)
-    return _package(["a", "b", "e", "alpha", "beta"], n, *result,
-                    _ranges(N=params_n, D=tokens_d), float(loss.min()), bootstrap)
+        starts = np.array(list(itertools.product(*(GRID[k] for k in names))))
+        result = _fit("tied" if tied else "nd", np.log(params_n), np.log(tokens_d),
+                      np.log(loss), bootstrap, seed, starts)
+    return _package(names, n, *result, _ranges(N=params_n, D=tokens_d), float(loss.min()),
+                    bootstrap)
 
 
 def fit_power_law(params_n, loss, bootstrap: int = 1000, seed: int = 0) -> Fit:

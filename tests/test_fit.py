@@ -52,6 +52,26 @@ def test_bad_input_to_l_of_n_and_d_and_to_analyze(capsys):
     assert err.startswith("tinyscale: error: bootstrap = 50") and "\n" not in err
 
 
+def test_the_tied_law_fits_one_exponent_for_n_and_d():
+    """L(N, D) with alpha = beta: recovered within its interval; the Fit carries beta = alpha
+    (law() and the report read it); 5 points are too few for its 4 parameters."""
+    n, d = np.meshgrid(np.geomspace(1e7, 4e8, 4), np.geomspace(20, 640, 3))
+    n, d = n.ravel(), (n * d).ravel()  # tokens per parameter 20-640, as Gadre et al. sweep
+    rng = np.random.default_rng(0)
+    loss = (1.8 + 150 / n**0.27 + 280 / d**0.27) * np.exp(rng.normal(0, 0.003, n.size))
+    result = fit.fit_chinchilla(n, d, loss, bootstrap=100, tied=True)
+    assert set(result.params) == {"E", "A", "B", "alpha", "beta"}
+    assert result.params["beta"] == result.params["alpha"]
+    assert [s["beta"] for s in result.samples] == [s["alpha"] for s in result.samples]
+    lo, hi = result.intervals["alpha"]
+    assert lo <= 0.27 <= hi and abs(result.params["alpha"] - 0.27) < 0.03, result.params
+    assert result.convergence.ok, result.convergence.describe()
+    assert result.predict(1e9, 2e10) == pytest.approx(1.8 + 150 / 1e9**0.27 + 280 / 2e10**0.27,
+                                                      rel=0.01)
+    with pytest.raises(fit.FitInputError, match="5 points for the 4 parameters of L"):
+        fit.fit_chinchilla(n[:5], d[:5], loss[:5], tied=True)
+
+
 def _compilations(call):
     """How many programs JAX traced while `call()` ran (a jit cache miss traces)."""
     seen = []
