@@ -40,12 +40,22 @@ def _gpu_count() -> int:
     return out.stdout.count("GPU ")
 
 
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS): no parent-death signal
+        return None
+
+
+# loaded here, not in the forked child: a child of a process with threads must not take
+# the dynamic loader's lock (another thread may have held it at the fork)
+_LIBC = _libc()
+
+
 def _child_setup(cores):
     def setup():
-        try:
-            ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except OSError:
-            pass
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if cores:
             os.sched_setaffinity(0, cores)
     return setup
