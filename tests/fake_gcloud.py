@@ -140,8 +140,8 @@ def _write(name: str, what: str, text: str, mode: str = "w") -> None:
 
 def processes(root: str, pgids: set[int] | None = None) -> list[int]:
     """The live processes started with FAKE_GCLOUD_ROOT=root (a test's launchers, gcloud
-    calls and hosts' processes; zombies hold no locks and count as gone), only those in
-    process groups `pgids` if given. Read from /proc: a pid or group number alone may
+    calls and hosts' processes; a zombie counts as gone once its last thread is), only
+    those in process groups `pgids` if given. Read from /proc: a pid or group number alone may
     be another's by now (pids are reused)."""
     mark = f"FAKE_GCLOUD_ROOT={root}".encode()
     found = []
@@ -155,12 +155,18 @@ def _ours(pid: int, mark: bytes, pgids: set[int] | None) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        if state in ("Z", "X"):
+            # A killed process with threads: its first thread is a zombie at once, but
+            # its files (and the flocks on them) are let go only when its last thread
+            # has exited. Its memory, environment included, may be gone already: a
+            # member of the slot's groups is still there while it has other threads.
+            return pgids is not None and int(pgrp) in pgids and \
+                len(os.listdir(f"/proc/{pid}/task")) > 1
         with open(f"/proc/{pid}/environ", "rb") as f:
             environ = f.read().split(b"\0")
     except OSError:  # gone, or not ours to read
         return False
-    return state not in ("Z", "X") and mark in environ and (pgids is None or
-                                                            int(pgrp) in pgids)
+    return mark in environ and (pgids is None or int(pgrp) in pgids)
 
 
 def kill_all(root: str, pgids: set[int] | None = None, timeout: float = 120) -> None:
