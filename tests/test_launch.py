@@ -90,7 +90,7 @@ def test_shipped_sweeps_plan(name, command):
 @pytest.mark.slow
 def test_local_sweep_survives_two_launcher_kills(env, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY + ":2",
+    cmd = [sys.executable, "-m", "tinyscale.cli", "sweep", "run", TINY + ":seeds2",
            "--sweep-dir", str(sweep_dir)]  # killed in run 1, then between runs 1 and 2
     runs_dir = sweep_dir / "runs"
 
@@ -119,7 +119,7 @@ def test_local_sweep_survives_two_launcher_kills(env, tmp_path):
         steps = [m["step"] for m in metrics]
         assert steps == sorted(set(steps)) and steps[-1] == 30, (name, steps)
         assert (sweep_dir / "runs" / name / "eval.json").exists()
-    again = run_cli("sweep", "run", TINY + ":2", "--sweep-dir", str(sweep_dir), env=env)
+    again = run_cli("sweep", "run", TINY + ":seeds2", "--sweep-dir", str(sweep_dir), env=env)
     assert again.returncode == 0 and "training" not in again.stderr  # nothing left to do
     status = run_cli("sweep", "status", str(sweep_dir))
     assert status.stdout.count(" done ") == 2 and "2 done" in status.stdout

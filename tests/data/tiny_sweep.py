@@ -1,6 +1,8 @@
 """Up to six tiny runs (four by default) for launcher tests: quickstart smoke, 30 steps.
 ':pack': four runs of one shape for launch.pack, the last diverges; ':pack3' the first
 three, held-out loss only (tests/test_pack.py).
+':seedsN': N runs of one shape (d32-L1), seeds 0..N-1: one compiled program serves
+them all, for tests of launching rather than of shapes.
 ':budgets': three wsd runs of 30 steps, each with branches at 10 and 20 steps, logging
 every step (held-out loss only): tests/test_branches.py."""
 
@@ -34,6 +36,9 @@ def sweep(arg: str = ""):
     if arg == "budgets":
         return [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2}
                 for w in (16, 24, 32)]
+    if arg.startswith("seeds"):
+        return [{"seed": s, "model.d_model": 32, "model.n_layers": 1, "model.n_heads": 2}
+                for s in range(int(arg[5:]))]
     count = int(arg or 4)
     widths = [16, 24, 32, 40, 48, 56][:count]
     return [{"model.d_model": w, "model.n_layers": 1, "model.n_heads": 2} for w in widths]
