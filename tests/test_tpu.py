@@ -43,7 +43,7 @@ def _launch(sweep_dir, tpu_env, *extra, count=6):
 
 @pytest.mark.slow
 def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, fake_tpu, tmp_path):
-    """4 runs of 50 steps (one shape: one program to compile) on 2 slots x 2 hosts. Once
+    """4 runs of 50 steps (4 shapes) on 2 slots x 2 hosts. Once
     a run of slot 0 has a checkpoint and has gone past it, slot 0 is preempted (its
     processes killed, SUSPENDED); then the same for a run of slot 1, whose workers are
     killed while its VM stays ACTIVE (only their heartbeats tell). Every run ends done
@@ -53,7 +53,7 @@ def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, fake_tpu,
     sweep_dir = tmp_path / "sweep"
     runs = sweep_dir / "runs"
     launcher = _launch(sweep_dir, tpu_env, "--config.train.steps=50",
-                       "--config.launch.tpu_slots=2", count="seeds4")
+                       "--config.launch.tpu_slots=2", count=4)
     slots = [f"tinyscale-sweep-{i}" for i in range(2)]
 
     def past_a_checkpoint(slot):

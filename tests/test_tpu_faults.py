@@ -30,7 +30,7 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _start(sweep_dir, tpu_env, log, *extra, count="seeds4", stdin=subprocess.DEVNULL, out=None,
+def _start(sweep_dir, tpu_env, log, *extra, count=4, stdin=subprocess.DEVNULL, out=None,
            sigint_ignored=False):
     """`tinyscale sweep run TINY:count --backend tpu` with its stderr written to `log`."""
     return subprocess.Popen(
