@@ -43,12 +43,11 @@ def _launch(sweep_dir, tpu_env, *extra, count=6):
 
 @pytest.mark.slow
 def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, fake_tpu, tmp_path):
-    """4 runs of 50 steps (4 shapes) on 2 slots x 2 hosts. Once
-    a run of slot 0 has a checkpoint and has gone past it, slot 0 is preempted (its
-    processes killed, SUSPENDED); then the same for a run of slot 1, whose workers are
-    killed while its VM stays ACTIVE (only their heartbeats tell). Every run ends done
-    once, evaluated; the killed runs resumed from their checkpoints; no step was trained
-    by two workers."""
+    """4 runs of 50 steps on 2 slots x 2 hosts. Once a run of slot 0 has a checkpoint
+    and has gone past it, slot 0 is preempted (its processes killed, SUSPENDED); then the
+    same for a run of slot 1, whose workers are killed while its VM stays ACTIVE (only
+    their heartbeats tell). Every run ends done once, evaluated; the killed runs resumed
+    from their checkpoints; no step was trained by two workers."""
     root, tpu_env = fake_tpu()
     sweep_dir = tmp_path / "sweep"
     runs = sweep_dir / "runs"

@@ -16,20 +16,20 @@ class Params:
     def __init__(self, spec: ModelSpec, mesh, seed: int, materialize: bool = True):
         """`materialize=False` skips the random init (`initial` then holds only shapes).
 
-        The init is one compiled program, the seed its argument, each array's sharding
-        its output sharding: one program serves every seed of a shape, where building
-        the model op by op compiled ~30 small programs per shape."""
+        The init is one compiled program, the seed's key its argument and each array's
+        sharding its output sharding: one program serves every seed of a shape, where
+        building the model op by op compiled ~30 small programs per shape."""
         self.spec = spec
 
         def build(key):
             return nnx.split(Transformer(spec, rngs=nnx.Rngs(key)))
 
+        key = jax.random.key(seed)
         with parallel.using(mesh):
-            self.graphdef, state = nnx.eval_shape(build, jax.random.key(seed))
+            self.graphdef, state = nnx.eval_shape(build, key)
             if materialize:
-                state = jax.jit(lambda s: build(s)[1],
-                                out_shardings=nnx.get_named_sharding(state, mesh))(
-                    jax.random.key(seed))
+                state = jax.jit(lambda k: build(k)[1],
+                                out_shardings=nnx.get_named_sharding(state, mesh))(key)
         flat = list(nnx.to_flat_state(state))
         self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
         self.initial = {"/".join(map(str, p)): v.get_value() for p, v in flat}
