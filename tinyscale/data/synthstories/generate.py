@@ -10,6 +10,7 @@ any text against the same grammar and consistency rules.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 from collections.abc import Iterator
@@ -33,14 +34,15 @@ class Story:
     sentences: tuple[str, ...] = ()  # the text, sentence by sentence
 
 
-def _roles(pattern: str) -> tuple[set[str], set[str]]:
+@functools.cache  # a few hundred patterns, asked about millions of times
+def _roles(pattern: str) -> tuple[frozenset[str], frozenset[str]]:
     """(roles the pattern mentions, roles it introduces)."""
     used, intro = set(), set()
     for role, attr in _SLOT.findall(pattern):
         used.add(role)
         if attr in ("new", "a"):
             intro.add(role)
-    return used, intro
+    return frozenset(used), frozenset(intro)
 
 
 class _Writer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Words (with their contractions), the possessive 's, punctuation; anything else is
@@ -16,8 +17,9 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def tokenize_pattern(pattern: str) -> list[str]:
-    return _PATTERN_TOKEN.findall(pattern)
+@functools.cache  # the grammar's patterns, rendered again and again
+def tokenize_pattern(pattern: str) -> tuple[str, ...]:
+    return tuple(_PATTERN_TOKEN.findall(pattern))
 
 
 def split_sentences(tokens: list[str]) -> list[list[str]]:
