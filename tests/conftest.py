@@ -224,6 +224,34 @@ def wait_for(condition, proc, what, timeout=300, every=0.001):
     """Poll `condition` until it holds; fail if `proc` ends first or `timeout` passes."""
     deadline = time.time() + timeout
     while not condition():
-        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
+        said = proc.stderr.read()[-2000:] if proc.stderr else "(its stderr went to a file)"
+        assert proc.poll() is None, f"the run ended before {what}: {said}"
         assert time.time() < deadline, f"no {what} within {timeout} s"
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def held(*runs):
+    """The run directories' locks held by another process (a second trainer, as a worker
+    would see it) until the block ends or `release(i)`: no worker can take those runs, so
+    a test decides when the last of a sweep's work may happen instead of racing it.
+    Yields `release`."""
+    holders = []
+    for run in runs:
+        os.makedirs(run, exist_ok=True)
+        holders.append(subprocess.Popen(
+            [sys.executable, "-c", "import sys; from tinyscale.train.rundir import RunDir; "
+             f"assert RunDir({str(run)!r}).acquire(600); print('held', flush=True); "
+             "sys.stdin.read()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True))
+    for holder in holders:
+        assert holder.stdout.readline().strip() == "held"
+
+    def release(i):
+        if holders[i].poll() is None:
+            holders[i].communicate("")
+    try:
+        yield release
+    finally:
+        for i in range(len(holders)):
+            release(i)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, held, run_cli
 from tests.test_launch import TINY, states
 from tinyscale.train.rundir import RunDir
 
@@ -103,20 +103,12 @@ def test_slurm_resubmit_skips_a_run_whose_lock_is_held(env, tmp_path, monkeypatc
     sweep_dir = tmp_path / "sweep"
     SweepDir(str(sweep_dir)).create(TINY + ":1", *plan.expand(TINY + ":1", {}))
     run = sweep_dir / "runs" / "d16-L1-h2"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tinyscale.train.rundir import RunDir; "
-         f"assert RunDir({str(run)!r}).acquire(600); print('held', flush=True); "
-         "sys.stdin.read()"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held(run):
         result = run_cli("sweep", "run", TINY + ":1", "--sweep-dir", str(sweep_dir),
                          "--backend", "slurm", env={**env, "PATH": "/nonexistent"})
         assert result.returncode == 0, result.stderr  # sbatch was never needed
         assert "1 run(s) being trained now" in result.stderr
         assert not (sweep_dir / "slurm").exists()
-    finally:
-        holder.communicate("")
 
 
 def _job(sweep_dir, which: int = -1) -> str:

@@ -57,7 +57,14 @@ def test_bfloat16_inputs_get_bfloat16_gradients():
     np.testing.assert_allclose(dw.astype(np.float32), ref[1], rtol=0.05, atol=1e-3)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+# The heads the fused loss meets: tied (llama), untied (llama with grouped KV heads),
+# untied with a bias (phi), and a mixture of experts (its router's statistics beside the
+# loss). The other variants differ only before the last hidden state, which both losses
+# take from the same code (tests/test_model.py checks those bodies).
+HEADS = [VARIANTS[i] for i in (0, 1, 4, 7)]
+
+
+@pytest.mark.parametrize("variant", HEADS)
 def test_train_loss_equals_mean_token_loss(monkeypatch, variant):
     """The model's training loss (fused; tied, untied and biased heads) against the
     per-token losses that evaluation uses, with gradients for every parameter."""

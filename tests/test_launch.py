@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, all_cores, run_cli
+from tests.conftest import ROOT, all_cores, held, run_cli
 
 TINY = os.path.join(ROOT, "tests", "data", "tiny_sweep.py")
 
@@ -125,37 +125,25 @@ def test_local_sweep_survives_two_launcher_kills(env, tmp_path):
     assert status.stdout.count(" done ") == 2 and "2 done" in status.stdout
 
 
-HOLD = """
-import sys
-from tinyscale.train.rundir import RunDir
-assert RunDir(sys.argv[1]).acquire(600)
-print("held", flush=True)
-sys.stdin.read()  # until the test closes our stdin
-"""
-
-
 def test_a_run_held_by_another_process_is_waited_for_then_trained(env, tmp_path):
     """A relaunch that finds a run's lock held (a killed launcher's worker still saving
     its checkpoint, say) waits for it instead of ending the sweep unfinished."""
     sweep_dir = tmp_path / "sweep"
     run = sweep_dir / "runs" / "d16-L1-h2"
-    run.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "held\n"
-    launcher = subprocess.Popen([sys.executable, "-m", "tinyscale.cli", "sweep", "run",
-                                 TINY + ":1", "--sweep-dir", str(sweep_dir)], cwd=ROOT,
-                                env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
-    lines = []
-    while not lines or "waiting for d16-L1-h2 (held by" not in lines[-1]:
-        line = launcher.stderr.readline()
-        assert line, "".join(lines[-20:])
-        lines.append(line)
-    assert not (run / "state.json").exists()  # nothing trained while it is held
-    holder.stdin.close()
-    holder.wait()
-    rest = launcher.stderr.read()
-    assert launcher.wait() == 0, rest[-3000:]
+    with held(run) as release:
+        launcher = subprocess.Popen([sys.executable, "-m", "tinyscale.cli", "sweep", "run",
+                                     TINY + ":1", "--sweep-dir", str(sweep_dir)], cwd=ROOT,
+                                    env={**os.environ, **env}, stderr=subprocess.PIPE,
+                                    text=True)
+        lines = []
+        while not lines or "waiting for d16-L1-h2 (held by" not in lines[-1]:
+            line = launcher.stderr.readline()
+            assert line, "".join(lines[-20:])
+            lines.append(line)
+        assert not (run / "state.json").exists()  # nothing trained while it is held
+        release(0)
+        rest = launcher.stderr.read()
+        assert launcher.wait() == 0, rest[-3000:]
     assert "d16-L1-h2: training" in rest and "1/1 done" in rest
     assert states(sweep_dir)["d16-L1-h2"]["state"] == "done"
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests import fake_gcloud
-from tests.conftest import ROOT, run_cli, wait_for
+from tests.conftest import ROOT, held, run_cli, wait_for
 from tests.test_launch import TINY, states
 from tinyscale.launch.tpu_gcloud import sweep_label
 
@@ -32,62 +32,79 @@ def _saved(run) -> int:
         return 0
 
 
-def _launch(sweep_dir, tpu_env, *extra, count=6):
+def _launch(sweep_dir, tpu_env, *extra, count=6, log=None):
+    """`tinyscale sweep run TINY:count --backend tpu`, its stderr piped or written to
+    `log`."""
     return subprocess.Popen(
         [sys.executable, "-m", "tinyscale.cli", "sweep", "run", f"{TINY}:{count}",
          "--sweep-dir", str(sweep_dir), "--backend", "tpu",
          f"--config.launch.tpu_python={sys.executable}", "--config.launch.tpu_poll_s=0.3",
          "--config.launch.stale_after_s=6", *extra],
-        cwd=ROOT, env=tpu_env, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, env=tpu_env, stderr=open(log, "w") if log else subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
 def test_two_slices_of_two_hosts_survive_a_preemption_and_a_crash(env, fake_tpu, tmp_path):
-    """4 runs of 50 steps on 2 slots x 2 hosts. Once a run of slot 0 has a checkpoint
-    and has gone past it, slot 0 is preempted (its processes killed, SUSPENDED); then the
-    same for a run of slot 1, whose workers are killed while its VM stays ACTIVE (only
-    their heartbeats tell). Every run ends done once, evaluated; the killed runs resumed
-    from their checkpoints; no step was trained by two workers."""
+    """4 runs of 50 steps, one shape, on 2 slots x 2 hosts; the test holds two runs'
+    locks (as a second trainer would) and lets them go one at a time, so each event
+    below finds work left, however fast the runs train. Once a run of slot 0 has a
+    checkpoint and has gone past it, slot 0 is preempted (its processes killed,
+    SUSPENDED; no capacity until the test gives it). Then the same for a run of slot 1,
+    whose workers are killed while its VM stays ACTIVE (only their heartbeats tell).
+    Every run ends done once, evaluated; the killed runs resumed from their checkpoints;
+    no step was trained by two workers."""
     root, tpu_env = fake_tpu()
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir, log = tmp_path / "sweep", tmp_path / "launcher.log"
     runs = sweep_dir / "runs"
-    launcher = _launch(sweep_dir, tpu_env, "--config.train.steps=50",
-                       "--config.launch.tpu_slots=2", count=4)
     slots = [f"tinyscale-sweep-{i}" for i in range(2)]
+    held_runs = ["s2-d32-L1-h2", "s3-d32-L1-h2"]  # index 3: slot 1's share
 
     def past_a_checkpoint(slot):
         def check():
             for run in runs.glob("*"):
                 m = _metrics(run)
-                if m and m[-1].get("worker", "").startswith(f"{slots[slot]}-w0:") and \
+                if run.name not in hit and m and \
+                        m[-1].get("worker", "").startswith(f"{slots[slot]}-w0:") and \
                         0 < _saved(run) < m[-1]["step"] < 40:
                     hit.append(run.name)
                     return True
             return False
         return check
 
+    def said(text):
+        return lambda: text in log.read_text()
+
     hit = []
-    wait_for(past_a_checkpoint(0), launcher, "a slot-0 run past a checkpoint", 600, 0.02)
-    # no capacity for slot 0 until the status is read: no new worker of slot 0 resumes
-    # the run meanwhile (slot 1 may, its own runs done: then slot 1 holds it)
-    fake_gcloud.set_faults(str(root), no_capacity=[slots[0]])
-    # returns once slot 0's processes are gone, their locks free
-    subprocess.run(["gcloud", "preempt", slots[0]], env=tpu_env, check=True)
-    status = run_cli("sweep", "status", str(sweep_dir), env=env).stdout.splitlines()
-    row = next(x.split() for x in status if x.startswith(hit[0]))
-    if row[1] == "running":  # resumed by slot 1 from its checkpoint (>= step 10)
-        assert row[-1].startswith(slots[1]) and int(row[2].split("/")[0]) >= 10, status
-    else:  # nobody holds it: stopped at its live step, past the checkpoint
-        assert row[1] == "stopped" and int(row[2].split("/")[0]) > 10, row
-    live = [x.split() for x in status if " running " in x]  # slot 1's, if training now
-    assert all(r[-2] == "flock" and r[-1].startswith(slots[1]) for r in live), status
-    fake_gcloud.set_faults(str(root))  # capacity again
-    wait_for(past_a_checkpoint(1), launcher, "a slot-1 run past a checkpoint", 600, 0.02)
-    subprocess.run(["gcloud", "kill-workers", slots[1]], env=tpu_env, check=True)
-    _, err = launcher.communicate(timeout=900)
-    assert launcher.returncode == 0, err[-3000:]
+    with held(*(runs / name for name in held_runs)) as release:
+        launcher = _launch(sweep_dir, tpu_env, "--config.train.steps=50",
+                           "--config.launch.tpu_slots=2", count="seeds4", log=log)
+        wait_for(past_a_checkpoint(0), launcher, "a slot-0 run past a checkpoint", 600, 0.02)
+        # no capacity for slot 0 until the slot-1 events are over: no new worker of slot
+        # 0 resumes the run meanwhile (slot 1 may, its own run done: then slot 1 holds it)
+        fake_gcloud.set_faults(str(root), no_capacity=[slots[0]])
+        # returns once slot 0's processes are gone, their locks free
+        subprocess.run(["gcloud", "preempt", slots[0]], env=tpu_env, check=True)
+        status = run_cli("sweep", "status", str(sweep_dir), env=env).stdout.splitlines()
+        row = next(x.split() for x in status if x.startswith(hit[0]))
+        if row[1] == "running":  # resumed by slot 1 from its checkpoint (>= step 10)
+            assert row[-1].startswith(slots[1]) and int(row[2].split("/")[0]) >= 10, status
+        else:  # nobody holds it: stopped at its live step, past the checkpoint
+            assert row[1] == "stopped" and int(row[2].split("/")[0]) > 10, row
+        live = [x.split() for x in status if " running " in x  # slot 1's, if training now
+                and x.split()[0] not in held_runs]
+        assert all(r[-2] == "flock" and r[-1].startswith(slots[1]) for r in live), status
+        release(1)  # slot 1, the only one working, takes it
+        wait_for(past_a_checkpoint(1), launcher, "a slot-1 run past a checkpoint", 600, 0.02)
+        subprocess.run(["gcloud", "kill-workers", slots[1]], env=tpu_env, check=True)
+        wait_for(said("slot 1: workers stopped (heartbeat expired)"), launcher,
+                 "slot 1's workers restarted", 600, 0.02)
+        fake_gcloud.set_faults(str(root))  # capacity again: slot 0 is created again
+        wait_for(lambda: len([c for c in fake_gcloud.calls(str(root))
+                              if c[3:5] == ["create", slots[0]]]) == 2, launcher,
+                 "slot 0 created again", 600, 0.02)
+    assert launcher.wait(timeout=900) == 0, log.read_text()[-3000:]
+    err = log.read_text()
     assert "is SUSPENDED (preempted); creating it again" in err
-    assert "slot 1: workers stopped (heartbeat expired)" in err
 
     final = states(sweep_dir)
     assert len(final) == 4 and {s["state"] for s in final.values()} == {"done"}, final

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests import fake_gcloud
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, held, wait_for
 from tests.test_launch import TINY, states
 from tests.test_tpu import _metrics
 from tinyscale.launch import tpu_gcloud
@@ -94,48 +94,50 @@ def test_gcloud_errors_are_read_strictly(stderr, kind):
 
 @pytest.mark.slow
 def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(fake_tpu, tmp_path):
-    """4 runs on 2 slots of 1 host, describe failing twice in every four calls throughout.
-    The launcher is killed (SIGKILL) once both slots' workers beat; a second one adopts both
-    slices (no create, no second worker). Both are then preempted, with no capacity for
-    slot 0: slot 1 is re-created and trains while slot 0 still waits; once capacity
-    comes slot 0 works too. Every run done once, no step trained twice, and only the
-    preempted slices were ever deleted."""
+    """4 runs of one shape on 2 slots of 1 host, describe failing twice in every four
+    calls throughout; the test holds two runs' locks (as a second trainer would), so
+    work is left at every step below however fast the others train. The launcher is
+    killed (SIGKILL) once both slots' workers beat; a second one adopts both slices (no
+    create, no second worker). Both are then preempted, with no capacity for slot 0:
+    slot 1 is re-created and trains a run let go while slot 0 still waits; once
+    capacity comes slot 0 works too. Every run done once, no step trained twice, and
+    only the preempted slices were ever deleted."""
     root, tpu_env = fake_tpu(hosts=1)
     fake_gcloud.set_faults(str(root), describe_fails=[2, 2])
     sweep_dir, first, second = tmp_path / "sweep", tmp_path / "first.log", tmp_path / "second.log"
     runs = sweep_dir / "runs"
     args = ("--config.launch.tpu_slots=2",)
-    launcher = _start(sweep_dir, tpu_env, first, *args)
+    with held(runs / "s2-d32-L1-h2", runs / "s3-d32-L1-h2") as release:
+        launcher = _start(sweep_dir, tpu_env, first, *args, count="seeds4")
+        t0 = time.time()
+        wait_for(lambda: len(list((sweep_dir / "workers").glob("slot*.json"))) == 2,
+                 launcher, "both slots' workers", HANG_S, 0.02)
+        launcher.kill()  # SIGKILL: no word to anyone
+        launcher.wait()
+        t_kill = time.time()
+        fake_gcloud.set_faults(str(root), describe_fails=[2, 2], no_capacity=[SLOTS[0]])
+        relaunched = len(fake_gcloud.calls(str(root)))
+        launcher = _start(sweep_dir, tpu_env, second, *args, count="seeds4")
+        wait_for(_said(second, "slot 0: adopted", "slot 1: adopted"), launcher,
+                 "the slices adopted", HANG_S, 0.02)
+        adopted = fake_gcloud.calls(str(root))[relaunched:]
+        t_adopt = time.time()
 
-    t0 = time.time()
-    wait_for(lambda: len(list((sweep_dir / "workers").glob("slot*.json"))) == 2, launcher,
-             "both slots' workers", HANG_S, 0.02)
-    launcher.kill()  # SIGKILL: no word to anyone
-    launcher.wait()
-    t_kill = time.time()
-    fake_gcloud.set_faults(str(root), describe_fails=[2, 2], no_capacity=[SLOTS[0]])
-    relaunched = len(fake_gcloud.calls(str(root)))
-    launcher = _start(sweep_dir, tpu_env, second, *args)
-    wait_for(_said(second, "slot 0: adopted", "slot 1: adopted"), launcher,
-             "the slices adopted", HANG_S, 0.02)
-    adopted = fake_gcloud.calls(str(root))[relaunched:]
-    t_adopt = time.time()
-
-    lines = sum(len(_metrics(run)) for run in runs.glob("*"))
-    for name in SLOTS:
-        subprocess.run(["gcloud", "preempt", name], env=tpu_env, check=True)
-    preempted = len(fake_gcloud.calls(str(root)))
-    wait_for(_said(second, f"slot 0: {SLOTS[0]} is WAITING_FOR_RESOURCES"), launcher,
-             "slot 0 waiting for capacity", HANG_S, 0.02)
-    # slot 1 re-created, set up and training again while slot 0 waits
-    wait_for(lambda: sum(len(_metrics(run)) for run in runs.glob("*")) > lines, launcher,
-             "a run advancing after both slots were preempted", HANG_S,
-             0.02)
-    assert (root / SLOTS[0] / "state").read_text() == "WAITING_FOR_RESOURCES"
-    t_other = time.time()
-    fake_gcloud.set_faults(str(root), describe_fails=[2, 2])  # capacity comes
-    wait_for(lambda: len(_worker_starts(fake_gcloud.calls(str(root))[preempted:], SLOTS[0])),
-             launcher, "slot 0's workers started again", HANG_S, 0.02)
+        lines = sum(len(_metrics(run)) for run in runs.glob("*"))
+        for name in SLOTS:
+            subprocess.run(["gcloud", "preempt", name], env=tpu_env, check=True)
+        preempted = len(fake_gcloud.calls(str(root)))
+        wait_for(_said(second, f"slot 0: {SLOTS[0]} is WAITING_FOR_RESOURCES"), launcher,
+                 "slot 0 waiting for capacity", HANG_S, 0.02)
+        release(0)  # slot 1 re-created, set up and training again while slot 0 waits
+        wait_for(lambda: sum(len(_metrics(run)) for run in runs.glob("*")) > lines,
+                 launcher, "a run advancing after both slots were preempted", HANG_S, 0.02)
+        assert (root / SLOTS[0] / "state").read_text() == "WAITING_FOR_RESOURCES"
+        t_other = time.time()
+        fake_gcloud.set_faults(str(root), describe_fails=[2, 2])  # capacity comes
+        wait_for(lambda: len(_worker_starts(fake_gcloud.calls(str(root))[preempted:],
+                                            SLOTS[0])),
+                 launcher, "slot 0's workers started again", HANG_S, 0.02)
     assert _ended(launcher, second, 2 * HANG_S) == 0, _text(second)[-3000:]
     err = _text(second)
 
