@@ -224,8 +224,9 @@ def wait_for(condition, proc, what, timeout=300, every=0.001):
     """Poll `condition` until it holds; fail if `proc` ends first or `timeout` passes."""
     deadline = time.time() + timeout
     while not condition():
-        said = proc.stderr.read()[-2000:] if proc.stderr else "(its stderr went to a file)"
-        assert proc.poll() is None, f"the run ended before {what}: {said}"
+        if proc.poll() is not None:
+            said = proc.stderr.read()[-2000:] if proc.stderr else "(its stderr: a file)"
+            pytest.fail(f"the run ended before {what}: {said}")
         assert time.time() < deadline, f"no {what} within {timeout} s"
         time.sleep(every)
 
