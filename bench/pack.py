@@ -42,19 +42,18 @@ def _contestants(d: int, layers: int, heads: int, k: int, vectorize):
         return rng.integers(0, VOCAB, (*lead, BATCH, SEQ + 1), dtype=np.int32)
 
     params = [steps.Params(spec, mesh, seed) for seed in range(k)]
-    tx = optim.optimizer(c.train, 10_000)
-    solo_step = steps.make_train_step(params[0], tx, 1)
+    tx, numbers = optim.optimizer(c.train, 10_000), optim.numbers(c.train, 10_000)
+    solo_step = steps.make_train_step(params[0], c.train, 10_000)
     with jax.set_mesh(mesh):
         solo = [params[0].initial, tx.init(params[0].initial)]
     solo_batch = parallel.global_batch(tokens(), mesh)
 
     def run_solo():
-        solo[0], solo[1], out = solo_step(solo[0], solo[1], solo_batch)
+        solo[0], solo[1], out = solo_step(solo[0], solo[1], solo_batch, numbers)
         return out
 
     packed_step, init_opt = packed.make_steps(params[0], c.train, 10_000, vectorize)
-    scalars = {s: jnp.full((k,), c.train[s], jnp.float32) for s in packed.SCALARS}
-    scalars["lr"] = jnp.geomspace(1e-3, 1e-2, k).astype(jnp.float32)
+    scalars = optim.stacked([{**numbers, "lr": float(lr)} for lr in np.geomspace(1e-3, 1e-2, k)])
     arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p.initial for p in params])
     with jax.set_mesh(mesh):
         state = [arrays, init_opt(arrays, scalars)]

@@ -110,15 +110,15 @@ def _tinyscale_step(family: str, d: int, layers: int, heads: int):
     mesh = parallel.make_mesh(c)
     spec = ModelSpec.from_config(c.model, VOCAB)
     params = steps.Params(spec, mesh, seed=0)
-    tx = optim.optimizer(c.train, 1000)
-    train_step = steps.make_train_step(params, tx, 1)
+    tx, numbers = optim.optimizer(c.train, 1000), optim.numbers(c.train, 1000)
+    train_step = steps.make_train_step(params, c.train, 1000)
     with jax.set_mesh(mesh):
         state = {"arrays": params.initial, "opt": tx.init(params.initial)}
     last = {}
 
     def step(batch: np.ndarray):
         state["arrays"], state["opt"], last["out"] = train_step(
-            state["arrays"], state["opt"], parallel.global_batch(batch, mesh))
+            state["arrays"], state["opt"], parallel.global_batch(batch, mesh), numbers)
 
     def sync():
         jax.block_until_ready(last["out"])

@@ -42,8 +42,8 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, seq_len
     mesh = parallel.make_mesh(c)
     spec = ModelSpec.from_config(c.model, vocab)
     params = steps.Params(spec, mesh, seed=0)
-    tx = optim.optimizer(c.train, 1000)
-    step = steps.make_train_step(params, tx, 1)
+    tx, numbers = optim.optimizer(c.train, 1000), optim.numbers(c.train, 1000)
+    step = steps.make_train_step(params, c.train, 1000)
     arrays = params.initial
     with jax.set_mesh(mesh):
         opt_state = tx.init(arrays)
@@ -51,13 +51,13 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, seq_len
     batch = parallel.global_batch(
         rng.integers(0, vocab, (batch_size, seq_len + 1), dtype=np.int32), mesh)
     start = time.perf_counter()
-    arrays, opt_state, out = step(arrays, opt_state, batch)
+    arrays, opt_state, out = step(arrays, opt_state, batch, numbers)
     jax.block_until_ready(out)
     compile_s = time.perf_counter() - start
     flops = counting.flops_per_token(spec, seq_len)
     tokens = batch_size * seq_len
     start = time.perf_counter()
-    arrays, opt_state, out = step(arrays, opt_state, batch)
+    arrays, opt_state, out = step(arrays, opt_state, batch, numbers)
     jax.block_until_ready(out)
     per_block = max(1, round(2.0 / (time.perf_counter() - start)))
     seconds, done, mfus, peaks = 0.0, 0, [], []
@@ -66,7 +66,7 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, seq_len
         peaks.append(peak or metrics.measure_matmul_peak(sizes=(2048,), repeats=3))
         start = time.perf_counter()
         for _ in range(k):
-            arrays, opt_state, out = step(arrays, opt_state, batch)
+            arrays, opt_state, out = step(arrays, opt_state, batch, numbers)
         jax.block_until_ready(out)
         elapsed = time.perf_counter() - start
         mfus.append(k * tokens / elapsed * flops / peaks[-1])

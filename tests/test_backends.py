@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import ROOT, held, run_cli
+from tests.conftest import held, run_cli
 from tests.test_launch import TINY, states
 from tinyscale.train.rundir import RunDir
 

@@ -188,15 +188,15 @@ def test_mup_packs_like_solo_and_resumes_from_a_checkpoint_exactly(tmp_path):
     params, total, lrs = steps.Params(spec, mesh, 0), 4, (3e-3, 2e-2)
     rng = np.random.default_rng(0)
     batches = jnp.asarray(rng.integers(0, VOCAB, (total, BATCH, SEQ + 1)), jnp.int32)
-    solo = {}
+    solo, step = {}, steps.make_train_step(params, c.train, total)  # one program for both
     for lr in lrs:
         c.train.lr = lr
         tx = optim.optimizer(c.train, total, mup.lr_scales(spec, params.initial))
-        step = steps.make_train_step(params, tx, 1)
+        numbers = optim.numbers(c.train, total)
         arrays = jax.tree.map(jnp.copy, params.initial)
         state, losses = tx.init(arrays), []
         for i in range(total):
-            arrays, state, out = step(arrays, state, batches[i])
+            arrays, state, out = step(arrays, state, batches[i], numbers)
             losses.append(float(out["loss"]))
         solo[lr] = losses, arrays
         if lr != lrs[0]:
@@ -213,12 +213,11 @@ def test_mup_packs_like_solo_and_resumes_from_a_checkpoint_exactly(tmp_path):
                 restored = ckpt.restore(like, i)
                 ckpt.close()
                 arrays, state = restored["params"], restored["opt_state"]
-            arrays, state, _ = step(arrays, state, batches[i])
+            arrays, state, _ = step(arrays, state, batches[i], numbers)
         for key in arrays:
             np.testing.assert_array_equal(arrays[key], solo[lr][1][key])
     train_step, init_opt = packed.make_steps(params, c.train, total)
-    scalars = {k: jnp.asarray([lr if k == "lr" else c.train[k] for lr in lrs], jnp.float32)
-               for k in packed.SCALARS}
+    scalars = optim.stacked([{**optim.numbers(c.train, total), "lr": lr} for lr in lrs])
     arrays_K = packed.stack([params.initial, params.initial], mesh)
     state_K = init_opt(arrays_K, scalars)
     for i in range(total):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 
 from tinyscale import config as config_lib
 from tinyscale.data import pipeline
@@ -49,12 +48,13 @@ class RunGroup:
         self.tx = optim.optimizer(t, self.total,
                                   mup.lr_scales(self.spec, self.params[0].initial))
         self.teacher = distill.load(c, mesh, self.meta) if self.k == 1 else None
+        # the step's arguments, not its constants: one program serves other rates, budgets
+        self.numbers = [optim.numbers(x.train, self.total) for x in configs]
         if self.k == 1:
-            self.train_step = steps.make_train_step(self.params[0], self.tx, t.grad_accum,
+            self.train_step = steps.make_train_step(self.params[0], t, self.total,
                                                     self.teacher)
         else:
-            self.scalars = {k: jnp.asarray([x.train[k] for x in configs], jnp.float32)
-                            for k in packed.SCALARS}
+            self.numbers = optim.stacked(self.numbers)
             self.packed_step, self.init_opt = packed.make_steps(self.params[0], t, self.total)
         self.eval_step = steps.make_eval_step(self.params[0])
         # what the step computes: a teacher's forward pass too
@@ -82,8 +82,8 @@ class RunGroup:
 
     def _step(self, arrays, opt_state, batch):
         if self.k == 1:
-            return self.train_step(arrays, opt_state, batch)
-        return self.packed_step(arrays, opt_state, batch, self.scalars)
+            return self.train_step(arrays, opt_state, batch, self.numbers[0])
+        return self.packed_step(arrays, opt_state, batch, self.numbers)
 
     # ---- start, save ------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class RunGroup:
             return like["params"], like["opt_state"], 0, [0.0]
         arrays = packed.stack([p.initial for p in self.params], self.mesh)
         with jax.set_mesh(self.mesh):
-            opt_state = self.init_opt(arrays, self.scalars)
+            opt_state = self.init_opt(arrays, self.numbers)
         return arrays, opt_state, 0, [0.0] * self.k
 
     def _save(self, step: int, arrays, opt_state) -> None:

@@ -9,36 +9,63 @@ import optax
 
 from tinyscale import config as config_lib
 
+FLOATS = ("lr", "b1", "b2", "eps", "weight_decay", "final_lr_ratio")  # train.* knobs
+STEPS = ("warmup", "decay_steps", "cool")  # step counts, worked out from the run's length
 
-def schedule(t, total_steps: int) -> optax.Schedule:
-    """Linear warmup to train.lr, then constant, cosine or linear decay, or wsd.
+
+def numbers(t, total_steps: int) -> dict:
+    """The optimizer's numbers for train section `t` and a run of `total_steps`: the
+    FLOATS as they are, and the schedule's STEPS worked out here, exactly, in Python. A
+    compiled step takes them as arguments (steps.make_train_step), so runs that differ
+    only in them -- learning rate, Adam's betas, weight decay, budget, warmup, a branch's
+    cool-down -- share one program."""
+    warmup = min(t.warmup_steps, max(0, total_steps - 1))
+    decay_steps = max(1, total_steps - warmup)
+    cool = total_steps - config_lib.cooldown_start(total_steps, t.warmup_steps,
+                                                   t.decay_fraction)
+    return {**{k: float(t[k]) for k in FLOATS}, "warmup": warmup,
+            "decay_steps": decay_steps, "cool": cool}
+
+
+def stacked(values: list[dict]) -> dict:
+    """Several runs' `numbers` as arrays over a leading run axis (packed.py)."""
+    return {k: jnp.asarray([v[k] for v in values], jnp.float32 if k in FLOATS else jnp.int32)
+            for k in values[0]}
+
+
+def schedule(t, total_steps: int, n: dict | None = None) -> optax.Schedule:
+    """Linear warmup to train.lr, then constant, cosine or linear decay, or wsd, from the
+    `numbers` `n` (those of `t` and `total_steps` when None; traced inside a step).
 
     wsd (warmup-stable-decay): constant at train.lr, then over the last
     `train.decay_fraction` of the run's steps a (1 - sqrt) cool-down to
     lr x final_lr_ratio, the shape Hagele et al. (2024) found best. Its stable phase does
     not depend on the run's length, so one run's stable phase serves every budget.
+    The formulas are optax's (linear_schedule, cosine_decay_schedule, join_schedules),
+    written with the step counts as numbers rather than Python constants.
     """
-    warmup = min(t.warmup_steps, max(0, total_steps - 1))
-    decay_steps = max(1, total_steps - warmup)
-    final = t.lr * t.final_lr_ratio
-    if t.schedule == "constant":
-        after = optax.constant_schedule(t.lr)
-    elif t.schedule == "cosine":
-        after = optax.cosine_decay_schedule(t.lr, decay_steps, alpha=t.final_lr_ratio)
-    elif t.schedule == "wsd":
-        cool = total_steps - config_lib.cooldown_start(total_steps, t.warmup_steps,
-                                                       t.decay_fraction)
+    n = numbers(t, total_steps) if n is None else n
+    lr, ratio = n["lr"], n["final_lr_ratio"]
+    final, warmup, decay_steps, cool = lr * ratio, n["warmup"], n["decay_steps"], n["cool"]
 
-        def cooldown(step):
-            x = jnp.clip(step / cool, 0.0, 1.0)
-            return final + (t.lr - final) * (1.0 - jnp.sqrt(x))
-        after = optax.join_schedules([optax.constant_schedule(t.lr), cooldown],
-                                     [decay_steps - cool])
-    else:
-        after = optax.linear_schedule(t.lr, final, decay_steps)
-    if warmup == 0:
-        return after
-    return optax.join_schedules([optax.linear_schedule(0.0, t.lr, warmup), after], [warmup])
+    def after(step):  # counted from the end of warmup
+        if t.schedule == "constant":
+            return jnp.full(jnp.shape(step), lr, jnp.float32)
+        if t.schedule == "cosine":
+            count = jnp.minimum(step, decay_steps)
+            cosine = 0.5 * (1 + jnp.cos(jnp.pi * count / decay_steps))
+            return lr * ((1 - ratio) * cosine + ratio)
+        if t.schedule == "wsd":
+            stable = decay_steps - cool
+            x = jnp.clip((step - stable) / cool, 0.0, 1.0)
+            return jnp.where(step < stable, lr, final + (lr - final) * (1.0 - jnp.sqrt(x)))
+        frac = 1 - jnp.clip(step, 0, decay_steps) / decay_steps  # linear
+        return (lr - final) * frac + final
+
+    def at(step):
+        warm = lr - lr * (1 - jnp.clip(step, 0, warmup) / jnp.maximum(warmup, 1))
+        return jnp.where(step < warmup, warm, after(step - warmup))
+    return at
 
 
 def decay_mask(params):
@@ -54,14 +81,16 @@ def scale_per_parameter(scales: dict) -> optax.GradientTransformation:
     return optax.stateless(scale)
 
 
-def optimizer(t, total_steps: int, lr_scales: dict | None = None
+def optimizer(t, total_steps: int, lr_scales: dict | None = None, n: dict | None = None
               ) -> optax.GradientTransformation:
-    """AdamW on train.* `t`; `lr_scales` (model/mup.py's lr_scales: µP) multiply each
-    parameter's learning rate. Without them the chain is the one runs always had, so
-    its state (and every checkpoint of it) keeps its layout."""
+    """AdamW on train.* `t` for a run of `total_steps`, or on the `numbers` `n` (traced
+    inside a step); `lr_scales` (model/mup.py's lr_scales: µP) multiply each parameter's
+    learning rate. Without them the chain is the one runs always had, so its state (and
+    every checkpoint of it) keeps its layout."""
+    n = numbers(t, total_steps) if n is None else n
     chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip else []
-    chain.append(optax.adamw(schedule(t, total_steps), b1=t.b1, b2=t.b2, eps=t.eps,
-                             weight_decay=t.weight_decay, mask=decay_mask))
+    chain.append(optax.adamw(schedule(t, total_steps, n), b1=n["b1"], b2=n["b2"],
+                             eps=n["eps"], weight_decay=n["weight_decay"], mask=decay_mask))
     if lr_scales is not None:
         chain.append(scale_per_parameter(lr_scales))
     return optax.chain(*chain)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import types
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +61,9 @@ def groups(named_configs: list[tuple[str, object]], pack) -> list[list[str]]:
 
 def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = None):
     """(train_step, init_opt) over a leading run axis: train_step(arrays_K, opt_state_K,
-    batch_KBT, scalars) with `scalars` = {name: [K]} of SCALARS, each run's optimizer
-    built from its own; init_opt(arrays_K, scalars) its optimizer states.
+    batch_KBT, numbers) with `numbers` = optim.stacked([optim.numbers(...) per run]),
+    each run's optimizer built from its own; init_opt(arrays_K, numbers) its optimizer
+    states.
 
     `vectorize`: the runs' step as one batched computation (jax.vmap: what fills an
     accelerator), or one run after another inside the program (jax.lax.map). Default:
@@ -74,23 +74,17 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
         vectorize = jax.default_backend() != "cpu"
     scales = mup.lr_scales(params.spec, params.initial)  # None: standard
 
-    def one(arrays, opt_state, batch_BT, values):
-        return step(arrays, opt_state, batch_BT,
-                    optim.optimizer(_scalars(t, values), total, scales))
+    def one(arrays, opt_state, batch_BT, numbers):
+        return step(arrays, opt_state, batch_BT, optim.optimizer(t, total, scales, numbers))
 
-    def init(arrays, values):
-        return optim.optimizer(_scalars(t, values), total, scales).init(arrays)
+    def init(arrays, numbers):
+        return optim.optimizer(t, total, scales, numbers).init(arrays)
     if vectorize:
         return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
 
     def in_turn(*args):
         return jax.lax.map(lambda xs: one(*xs), args)
     return jax.jit(in_turn, donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
-
-
-def _scalars(t, values: dict):
-    """The train section `t` with the optimizer's scalars replaced by (traced) values."""
-    return types.SimpleNamespace(**{**{k: t[k] for k in t.keys()}, **values})
 
 
 def stack(trees: list, mesh):

@@ -7,7 +7,6 @@ as is. `Params.model(arrays)` rebuilds the NNX module inside a trace.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -17,9 +16,10 @@ import optax
 from jax.experimental import multihost_utils
 
 from tinyscale import parallel
+from tinyscale.model import mup
 from tinyscale.model.moe import router_stats
 from tinyscale.model.params import Params  # also steps.Params, as the trainer reads it
-from tinyscale.train import losses
+from tinyscale.train import losses, optim
 from tinyscale.train.losses import mean_cross_entropy
 
 
@@ -60,8 +60,9 @@ def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float =
 
 def step_fn(params: Params, grad_accum: int, teacher: losses.Teacher | None = None):
     """The train step, not jitted: (arrays, opt_state, batch_BT, tx, teacher_arrays) ->
-    (arrays, opt_state, {"loss", "grad_norm", ...}). tinyscale/train/packed.py maps it over
-    runs. With a `teacher`, its parameters come in as `teacher_arrays`."""
+    (arrays, opt_state, {"loss", "grad_norm", ...}). make_train_step jits it with the
+    optimizer built from traced numbers; tinyscale/train/packed.py maps that over runs.
+    With a `teacher`, its parameters come in as `teacher_arrays`."""
     m = params.spec
     coefs = (m.router_aux_coef, m.router_z_coef) if m.n_experts else (0.0, 0.0)
 
@@ -96,15 +97,22 @@ def step_fn(params: Params, grad_accum: int, teacher: losses.Teacher | None = No
     return step
 
 
-def make_train_step(params: Params, tx: optax.GradientTransformation, grad_accum: int,
-                    teacher: losses.Teacher | None = None):
-    """The jitted step: (arrays, opt_state, batch_BT) -> (arrays, opt_state, metrics)."""
-    step = jax.jit(functools.partial(step_fn(params, grad_accum, teacher), tx=tx),
-                   donate_argnums=(0, 1))
+def make_train_step(params: Params, t, total: int, teacher: losses.Teacher | None = None):
+    """The jitted step: (arrays, opt_state, batch_BT, numbers) -> (arrays, opt_state,
+    metrics), AdamW on train.* `t` (µP's per-parameter rates included) for a run of
+    `total` steps. `numbers` (optim.numbers: learning rate, betas, budget, warmup...) are
+    arguments, not constants of the program: runs that differ only in them share it."""
+    step = step_fn(params, t.grad_accum, teacher)
+    scales = mup.lr_scales(params.spec, params.initial)  # None: standard
+
+    def train_step(arrays, opt_state, batch_BT, numbers, teacher_arrays=None):
+        return step(arrays, opt_state, batch_BT,
+                    optim.optimizer(t, total, scales, numbers), teacher_arrays)
+    jitted = jax.jit(train_step, donate_argnums=(0, 1))
     if teacher is None:
-        return step
-    return lambda arrays, opt_state, batch_BT: step(arrays, opt_state, batch_BT,
-                                                     teacher_arrays=teacher.arrays)
+        return jitted
+    return lambda arrays, opt_state, batch_BT, numbers: jitted(
+        arrays, opt_state, batch_BT, numbers, teacher_arrays=teacher.arrays)
 
 
 def make_eval_step(params: Params):
