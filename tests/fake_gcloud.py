@@ -36,6 +36,8 @@ it likes), with the error texts gcloud prints:
                                 again (a network error, an expired token, a rate limit
                                 in turn)
     {"quota_slices": N}         create fails on quota while N queued resources exist
+    {"preempted_at_start": [NAME]}  NAME is preempted by the first ssh that starts its
+                                workers (the ssh fails as on a host that went away)
     {"no_capacity": true}       a queued resource waits in WAITING_FOR_RESOURCES, and
                                 turns ACTIVE at the first describe once this is gone
                                 (a list of names: only those wait)
@@ -211,6 +213,15 @@ def _free_port() -> int:
 
 
 def _ssh(name: str, command: str) -> int:
+    once = os.path.join(ROOT, f"preempted-at-start-{name}")  # outlives the slice's folder
+    if name in _faults().get("preempted_at_start", []) and "nohup" in command \
+            and not os.path.exists(once):
+        open(once, "w").close()
+        _kill(name)
+        _write(name, "state", "SUSPENDED")
+        print(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) [/usr/bin/ssh] exited with return "
+              f"code [255].", file=sys.stderr)
+        return 255
     if _read(name, "state") != "ACTIVE":
         print(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) {name} is not ready", file=sys.stderr)
         return 255

@@ -166,6 +166,27 @@ def test_relaunch_adopts_and_a_slot_waiting_for_capacity_holds_up_no_other(fake_
           f"failures {len(failures)}, deletes {len(deleted)} (all SUSPENDED)")
 
 
+def test_a_slice_preempted_while_its_workers_start_is_created_again(fake_tpu, tmp_path):
+    """The ssh that starts a slice's workers fails because the slice was preempted in the
+    meantime (a spot VM can go at any moment): the launcher tries again once the next
+    describe says SUSPENDED -- it deletes and creates the slice -- instead of ending,
+    and the run is trained once."""
+    root, tpu_env = fake_tpu(hosts=1)
+    fake_gcloud.set_faults(str(root), preempted_at_start=[SLOTS[0]])
+    log = tmp_path / "launcher.log"
+    launcher = _start(tmp_path / "sweep", tpu_env, log, "--config.launch.tpu_slots=1",
+                      count="seeds1")
+    assert _ended(launcher, log) == 0, _text(log)[-3000:]
+    err = _text(log)
+    assert "setting up or starting its workers failed" not in err  # one restart: no budget
+    assert f"{SLOTS[0]} is SUSPENDED (preempted); creating it again" in err, err
+    creates = [c[4] for c in fake_gcloud.calls(str(root)) if c[3:4] == ["create"]]
+    assert creates == [SLOTS[0], SLOTS[0]], creates
+    final = states(tmp_path / "sweep")
+    assert [s["state"] for s in final.values()] == ["done"] and \
+        all(s["attempts"] == 1 for s in final.values()), final
+
+
 def test_quota_is_one_line_naming_the_knob(fake_tpu, tmp_path):
     """Quota for one slice, two asked for: the launcher ends with exit 2 and one line
     naming launch.tpu_slots; with --delete-slots the slice it did create is deleted."""

@@ -82,10 +82,17 @@ class Slot:
         self._create()
 
     def _start_workers(self, set_up: bool) -> None:
-        if set_up:
-            self._set_up(self)
-        self.started = time.time()  # before: a fast worker's first heartbeat is newer
-        self._start(self)
+        try:
+            if set_up:
+                self._set_up(self)
+            self.started = time.time()  # before: a fast worker's first heartbeat is newer
+            self._start(self)
+        except Retry:
+            raise
+        except TinyscaleError as error:  # a failed ssh: a slice preempted meanwhile, a host
+            # not answering. Tried again after a backoff (counted as a restart); the next
+            # describe says whether the slice must be created again first.
+            raise Retry(str(error)) from None
 
     # ---- one tick ----------------------------------------------------------------
 
