@@ -219,8 +219,8 @@ def _ssh(name: str, command: str) -> int:
         open(once, "w").close()
         _kill(name)
         _write(name, "state", "SUSPENDED")
-        print(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) [/usr/bin/ssh] exited with return "
-              f"code [255].", file=sys.stderr)
+        print("ERROR: (gcloud.compute.tpus.tpu-vm.ssh) [/usr/bin/ssh] exited with return "
+              "code [255].", file=sys.stderr)
         return 255
     if _read(name, "state") != "ACTIVE":
         print(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) {name} is not ready", file=sys.stderr)
