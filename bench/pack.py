@@ -42,7 +42,8 @@ def _contestants(d: int, layers: int, heads: int, k: int, vectorize):
         return rng.integers(0, VOCAB, (*lead, BATCH, SEQ + 1), dtype=np.int32)
 
     params = [steps.Params(spec, mesh, seed) for seed in range(k)]
-    tx, numbers = optim.optimizer(c.train, 10_000), optim.numbers(c.train, 10_000)
+    tx, n = optim.optimizer(c.train, 10_000), optim.numbers(c.train, 10_000)
+    numbers = optim.stacked([n])
     solo_step = steps.make_train_step(params[0], c.train, 10_000)
     with jax.set_mesh(mesh):
         solo = [params[0].initial, tx.init(params[0].initial)]
@@ -53,7 +54,7 @@ def _contestants(d: int, layers: int, heads: int, k: int, vectorize):
         return out
 
     packed_step, init_opt = packed.make_steps(params[0], c.train, 10_000, vectorize)
-    scalars = optim.stacked([{**numbers, "lr": float(lr)} for lr in np.geomspace(1e-3, 1e-2, k)])
+    scalars = optim.stacked([{**n, "lr": float(lr)} for lr in np.geomspace(1e-3, 1e-2, k)])
     arrays = jax.tree.map(lambda *xs: jnp.stack(xs), *[p.initial for p in params])
     with jax.set_mesh(mesh):
         state = [arrays, init_opt(arrays, scalars)]

@@ -110,7 +110,7 @@ def _tinyscale_step(family: str, d: int, layers: int, heads: int):
     mesh = parallel.make_mesh(c)
     spec = ModelSpec.from_config(c.model, VOCAB)
     params = steps.Params(spec, mesh, seed=0)
-    tx, numbers = optim.optimizer(c.train, 1000), optim.numbers(c.train, 1000)
+    tx, numbers = optim.optimizer(c.train, 1000), optim.stacked([optim.numbers(c.train, 1000)])
     train_step = steps.make_train_step(params, c.train, 1000)
     with jax.set_mesh(mesh):
         state = {"arrays": params.initial, "opt": tx.init(params.initial)}

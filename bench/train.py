@@ -42,7 +42,7 @@ def bench_shape(d_model: int, n_layers: int, n_heads: int, n_steps: int, seq_len
     mesh = parallel.make_mesh(c)
     spec = ModelSpec.from_config(c.model, vocab)
     params = steps.Params(spec, mesh, seed=0)
-    tx, numbers = optim.optimizer(c.train, 1000), optim.numbers(c.train, 1000)
+    tx, numbers = optim.optimizer(c.train, 1000), optim.stacked([optim.numbers(c.train, 1000)])
     step = steps.make_train_step(params, c.train, 1000)
     arrays = params.initial
     with jax.set_mesh(mesh):

@@ -49,12 +49,11 @@ class RunGroup:
                                   mup.lr_scales(self.spec, self.params[0].initial))
         self.teacher = distill.load(c, mesh, self.meta) if self.k == 1 else None
         # the step's arguments, not its constants: one program serves other rates, budgets
-        self.numbers = [optim.numbers(x.train, self.total) for x in configs]
+        self.numbers = optim.stacked([optim.numbers(x.train, self.total) for x in configs])
         if self.k == 1:
             self.train_step = steps.make_train_step(self.params[0], t, self.total,
                                                     self.teacher)
         else:
-            self.numbers = optim.stacked(self.numbers)
             self.packed_step, self.init_opt = packed.make_steps(self.params[0], t, self.total)
         self.eval_step = steps.make_eval_step(self.params[0])
         # what the step computes: a teacher's forward pass too
@@ -82,7 +81,7 @@ class RunGroup:
 
     def _step(self, arrays, opt_state, batch):
         if self.k == 1:
-            return self.train_step(arrays, opt_state, batch, self.numbers[0])
+            return self.train_step(arrays, opt_state, batch, self.numbers)
         return self.packed_step(arrays, opt_state, batch, self.numbers)
 
     # ---- start, save ------------------------------------------------------------------

@@ -10,12 +10,12 @@ import optax
 from tinyscale import config as config_lib
 
 FLOATS = ("lr", "b1", "b2", "eps", "weight_decay", "final_lr_ratio")  # train.* knobs
-STEPS = ("warmup", "decay_steps", "cool")  # step counts, worked out from the run's length
 
 
 def numbers(t, total_steps: int) -> dict:
     """The optimizer's numbers for train section `t` and a run of `total_steps`: the
-    FLOATS as they are, and the schedule's STEPS worked out here, exactly, in Python. A
+    FLOATS as they are, and the schedule's step counts (warmup, decay_steps, cool)
+    worked out here, exactly, in Python. A
     compiled step takes them as arguments (steps.make_train_step), so runs that differ
     only in them -- learning rate, Adam's betas, weight decay, budget, warmup, a branch's
     cool-down -- share one program."""
@@ -28,9 +28,11 @@ def numbers(t, total_steps: int) -> dict:
 
 
 def stacked(values: list[dict]) -> dict:
-    """Several runs' `numbers` as arrays over a leading run axis (packed.py)."""
-    return {k: jnp.asarray([v[k] for v in values], jnp.float32 if k in FLOATS else jnp.int32)
-            for k in values[0]}
+    """Runs' `numbers` as the arrays a step takes, made once: one run's as scalars,
+    several over a leading run axis (packed.py)."""
+    one = len(values) == 1
+    return {k: jnp.asarray(values[0][k] if one else [v[k] for v in values],
+                           jnp.float32 if k in FLOATS else jnp.int32) for k in values[0]}
 
 
 def schedule(t, total_steps: int, n: dict | None = None) -> optax.Schedule:

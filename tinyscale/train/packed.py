@@ -69,13 +69,10 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
     accelerator), or one run after another inside the program (jax.lax.map). Default:
     vectorized except on CPU, where bench/pack.py measured the batched matmuls slower
     than K separate ones (docs/results.md, "Numbers behind the code")."""
-    step = steps.step_fn(params, t.grad_accum)
+    one = steps.numbered_step(params, t, total)
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
     scales = mup.lr_scales(params.spec, params.initial)  # None: standard
-
-    def one(arrays, opt_state, batch_BT, numbers):
-        return step(arrays, opt_state, batch_BT, optim.optimizer(t, total, scales, numbers))
 
     def init(arrays, numbers):
         return optim.optimizer(t, total, scales, numbers).init(arrays)

@@ -60,8 +60,8 @@ def mean_loss(model, batch_BT: jax.Array, aux_coef: float = 0.0, z_coef: float =
 
 def step_fn(params: Params, grad_accum: int, teacher: losses.Teacher | None = None):
     """The train step, not jitted: (arrays, opt_state, batch_BT, tx, teacher_arrays) ->
-    (arrays, opt_state, {"loss", "grad_norm", ...}). make_train_step jits it with the
-    optimizer built from traced numbers; tinyscale/train/packed.py maps that over runs.
+    (arrays, opt_state, {"loss", "grad_norm", ...}); numbered_step builds `tx` inside it
+    from traced numbers.
     With a `teacher`, its parameters come in as `teacher_arrays`."""
     m = params.spec
     coefs = (m.router_aux_coef, m.router_z_coef) if m.n_experts else (0.0, 0.0)
@@ -97,18 +97,26 @@ def step_fn(params: Params, grad_accum: int, teacher: losses.Teacher | None = No
     return step
 
 
-def make_train_step(params: Params, t, total: int, teacher: losses.Teacher | None = None):
-    """The jitted step: (arrays, opt_state, batch_BT, numbers) -> (arrays, opt_state,
-    metrics), AdamW on train.* `t` (µP's per-parameter rates included) for a run of
-    `total` steps. `numbers` (optim.numbers: learning rate, betas, budget, warmup...) are
-    arguments, not constants of the program: runs that differ only in them share it."""
+def numbered_step(params: Params, t, total: int, teacher: losses.Teacher | None = None):
+    """The train step over the optimizer's numbers, not jitted: (arrays, opt_state,
+    batch_BT, numbers, teacher_arrays=None) -> (arrays, opt_state, metrics), AdamW on
+    train.* `t` (µP's per-parameter rates included) for a run of `total` steps, built
+    from `numbers` (optim.numbers: learning rate, betas, budget, warmup...). They are
+    arguments, not constants of the program: runs that differ only in them share it.
+    make_train_step jits it; tinyscale/train/packed.py maps it over runs."""
     step = step_fn(params, t.grad_accum, teacher)
     scales = mup.lr_scales(params.spec, params.initial)  # None: standard
 
     def train_step(arrays, opt_state, batch_BT, numbers, teacher_arrays=None):
         return step(arrays, opt_state, batch_BT,
                     optim.optimizer(t, total, scales, numbers), teacher_arrays)
-    jitted = jax.jit(train_step, donate_argnums=(0, 1))
+    return train_step
+
+
+def make_train_step(params: Params, t, total: int, teacher: losses.Teacher | None = None):
+    """The jitted numbered_step: (arrays, opt_state, batch_BT, numbers) -> (arrays,
+    opt_state, metrics); `numbers` best made once (optim.stacked([optim.numbers(...)]))."""
+    jitted = jax.jit(numbered_step(params, t, total, teacher), donate_argnums=(0, 1))
     if teacher is None:
         return jitted
     return lambda arrays, opt_state, batch_BT, numbers: jitted(
