@@ -4,8 +4,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit $?
 # Two workers, each taking whole test files (module fixtures such as the SLURM cluster
-# stay in one process): most tests wait on subprocesses, so the 2 cores stay busy.
-.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
+# stay in one process), in the order tests/conftest.py gives them (longest first).
+.venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"
 rc=$?
 if [ "$rc" = 5 ]; then echo "test: pytest collected no tests; that is a failure" >&2; exit 1; fi
 exit "$rc"

@@ -35,6 +35,20 @@ def pytest_configure(config):
         os.sched_setaffinity(0, cores[int(worker.removeprefix("gw"))::int(count)])
 
 
+# The files that take longest in the suite, longest first (CPU-s in the README's test
+# command at 15ea2ad, docs/results.md): xdist hands out whole files in collection order,
+# so these start first and the short files fill both workers' ends (a long file handed
+# out last keeps the other worker idle). Scheduling only: a stale list costs time, not
+# correctness.
+LONGEST_FIRST = ("test_evals.py", "test_mup.py", "test_tpu.py", "test_backends.py",
+                 "test_gcs.py", "test_english.py", "test_train.py", "test_launch.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
 def all_cores():
     """preexec_fn: the started process may use every core of the machine."""
     os.sched_setaffinity(0, range(os.cpu_count()))
