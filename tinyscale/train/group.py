@@ -43,7 +43,7 @@ class RunGroup:
         self.eval_data = [pipeline.Batches(data_dir, "eval", *where, x.seed, *proc)
                           for x in configs]
         self.params = [steps.Params(self.spec, mesh, x.seed) for x in configs]
-        self.schedules = [optim.schedule(x.train, self.total) for x in configs]
+        self.schedules = [optim.learning_rate(x.train, self.total) for x in configs]
         # a run's own (the checkpoint's layout); µP: per-parameter learning rates
         self.tx = optim.optimizer(t, self.total,
                                   mup.lr_scales(self.spec, self.params[0].initial))
