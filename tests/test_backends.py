@@ -54,6 +54,9 @@ def test_slurm_backend_against_real_daemons(env, cluster, tmp_path):
         assert state["attempts"] == 1, name  # each trained exactly once
     logs = list((sweep_dir / "slurm").glob("*.out"))
     assert len(logs) == 3
+    # the data prepared once, by the submit, before any task started: no task prepares it
+    assert "tokenizer" in result.stderr, result.stderr
+    assert not [log.name for log in logs if "tokenizer" in log.read_text()]
     again = run_cli("sweep", "run", TINY + ":3", "--sweep-dir", str(sweep_dir),
                     "--backend", "slurm", env=slurm_env)
     assert again.returncode == 0 and "nothing to submit" in again.stderr

@@ -119,9 +119,10 @@ def _report(sweep, name: str, code: int, stopping, finished: set, began: float, 
         finished.add(name)  # skipped by the worker (locked elsewhere): not started again
 
 
-def _prepare_data(sweep, runs: list[dict], configs: dict, say) -> None:
+def prepare_data(sweep, runs: list[dict], configs: dict, say) -> None:
     """Each corpus the unfinished runs train on, prepared once here before any worker
-    starts (two workers would otherwise both prepare it)."""
+    starts (every backend: two workers, array tasks or TPU hosts would otherwise each
+    prepare it, at once)."""
     seen = set()
     for run in runs:
         config, rundir = configs[run["name"]], sweep.rundir(run["name"])
@@ -146,7 +147,7 @@ def run_local(sweep_dir: str, parallel: int = 1, say=print) -> int:
         runs = sorted(runs, key=lambda r: -math.prod(compute(configs[r["name"]])))
     work = units(sweep, runs, configs)
     window = goodput.Launch(sweep.path, "local", parallel)  # the sweep's capacity
-    _prepare_data(sweep, runs, configs, say)
+    prepare_data(sweep, runs, configs, say)
     window.ready()
     # the sweep's own cache, unless the user's environment names one (or turns it off)
     cache = os.environ.get(config_lib.COMPILATION_CACHE_ENV, str(sweep.compilation_cache))
