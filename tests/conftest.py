@@ -35,13 +35,18 @@ def pytest_configure(config):
         os.sched_setaffinity(0, cores[int(worker.removeprefix("gw"))::int(count)])
 
 
-# The files that take longest in the suite, longest first (CPU-s in the README's test
-# command at 15ea2ad, docs/results.md): xdist hands out whole files in collection order,
-# so these start first and the short files fill both workers' ends (a long file handed
-# out last keeps the other worker idle). Scheduling only: a stale list costs time, not
-# correctness.
-LONGEST_FIRST = ("test_evals.py", "test_mup.py", "test_tpu.py", "test_backends.py",
-                 "test_gcs.py", "test_english.py", "test_train.py", "test_launch.py")
+# The files that take longest in the suite, longest first (their wall time in the README's
+# test command at 20a8d1b, docs/results.md): xdist hands out whole files in collection
+# order, so these start first and the short files fill both workers' ends (a long file
+# handed out last keeps the other worker idle: at 20a8d1b with 8 files listed,
+# test_tpu_faults.py came last and one worker ended 47 s after the other). Scheduling
+# only: a stale list costs time, not correctness.
+LONGEST_FIRST = (
+    "test_tpu.py", "test_backends.py", "test_mup.py", "test_gcs.py", "test_evals.py",
+    "test_train.py", "test_english.py", "test_tpu_faults.py", "test_sample.py",
+    "test_model.py", "test_pack.py", "test_export.py", "test_launch.py", "test_branches.py",
+    "test_quality.py", "test_creativity.py", "test_cross_entropy.py", "test_analysis.py",
+    "test_multiprocess.py", "test_distill.py", "test_tokenizers.py", "test_attention.py")
 
 
 def pytest_collection_modifyitems(config, items):
