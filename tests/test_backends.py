@@ -35,7 +35,8 @@ def cluster(tmp_path_factory):
 def test_slurm_backend_against_real_daemons(env, cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     slurm_env = {**env, "SLURM_CONF": cluster.conf}
-    result = run_cli("sweep", "run", TINY + ":3", "--sweep-dir", str(sweep_dir),
+    # one shape, three seeds: the test is of the backend, and one program serves the runs
+    result = run_cli("sweep", "run", TINY + ":seeds3", "--sweep-dir", str(sweep_dir),
                      "--backend", "slurm", env=slurm_env)
     assert result.returncode == 0, result.stderr
     assert "submitted SLURM job" in result.stderr
@@ -45,7 +46,7 @@ def test_slurm_backend_against_real_daemons(env, cluster, tmp_path):
     while time.time() < deadline:
         if all(s.get("state") == "done" for s in states(sweep_dir).values()) if all(
                 (sweep_dir / "runs" / n / "state.json").exists()
-                for n in ("d16-L1-h2", "d24-L1-h2", "d32-L1-h2")) else False:
+                for n in ("s0-d32-L1-h2", "s1-d32-L1-h2", "s2-d32-L1-h2")) else False:
             break
         time.sleep(2)
     else:
@@ -57,7 +58,7 @@ def test_slurm_backend_against_real_daemons(env, cluster, tmp_path):
     # the data prepared once, by the submit, before any task started: no task prepares it
     assert "tokenizer" in result.stderr, result.stderr
     assert not [log.name for log in logs if "tokenizer" in log.read_text()]
-    again = run_cli("sweep", "run", TINY + ":3", "--sweep-dir", str(sweep_dir),
+    again = run_cli("sweep", "run", TINY + ":seeds3", "--sweep-dir", str(sweep_dir),
                     "--backend", "slurm", env=slurm_env)
     assert again.returncode == 0 and "nothing to submit" in again.stderr
 
