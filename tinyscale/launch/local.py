@@ -121,8 +121,8 @@ def _report(sweep, name: str, code: int, stopping, finished: set, began: float, 
 
 def prepare_data(sweep, runs: list[dict], configs: dict, say) -> None:
     """Each corpus the unfinished runs train on, prepared once here before any worker
-    starts (every backend: two workers, array tasks or TPU hosts would otherwise each
-    prepare it, at once)."""
+    starts: two workers, or two SLURM array tasks (launch/slurm.py calls this before
+    sbatch), would otherwise each prepare it, at once."""
     seen = set()
     for run in runs:
         config, rundir = configs[run["name"]], sweep.rundir(run["name"])

@@ -5,9 +5,9 @@ Each task runs `srun python -m tinyscale.cli sweep worker SWEEP_DIR --index I [J
 (the same worker as the local backend) with the sweep's shared compilation cache. A task
 may span launch.slurm_nodes hosts x launch.slurm_tasks_per_node processes: they train its
 runs as one jax.distributed program (tinyscale/launch/worker.py). Submitting again
-submits only the runs that are not done. The sweep's data is prepared by the submitting process
-before `sbatch` (launch/local.py:prepare_data), so no two tasks prepare it. The sweep
-directory must be on a filesystem every node sees.
+submits only the runs that are not done. The sweep's data is prepared by the submitting
+process before `sbatch` (launch/local.py:prepare_data), so no two tasks prepare it. The
+sweep directory must be on a filesystem every node sees.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def submit(sweep_dir: str, base, runs, dry_run: bool, say=print) -> int:
     if dry_run:
         print(script + f"# submit with: sbatch {sweep_dir}/slurm/sweep.sbatch")
         return 0
-    unfinished = [r for r in sweep.runs() if r["index"] in set(todo)]
+    submitted = set(todo)
+    unfinished = [r for r in sweep.runs() if r["index"] in submitted]
     prepare_data(sweep, unfinished, {r["name"]: run_config(r) for r in unfinished}, say)
     os.makedirs(os.path.join(sweep_dir, "slurm"), exist_ok=True)
     path = os.path.join(sweep_dir, "slurm", "sweep.sbatch")

@@ -81,7 +81,7 @@ def learning_rate(t, total_steps: int):
     the formula (~13 programs for every process to compile or load)."""
     n = stacked([numbers(t, total_steps)])
     program = _learning_rate_program(t.schedule)
-    return lambda step: program(jnp.int32(step), n)
+    return lambda step: program(step, n)
 
 
 @functools.cache
