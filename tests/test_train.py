@@ -114,9 +114,12 @@ def saving(workdir) -> bool:
 @pytest.mark.slow
 def test_kill_9_in_training_and_during_a_save_then_resume_is_bit_identical(
         reference, cache, tmp_path):
-    """SIGKILL once the loop has logged a step, then once a checkpoint save has begun
-    (its temporary folder exists); the next attempt resumes and ends bit-identical."""
+    """First the run directory a kill leaves while a run starts: checkpoints/ made (the
+    checkpoint manager comes first), no config.json yet; it trains. SIGKILL once the
+    loop has logged a step, then once a checkpoint save has begun (its temporary folder
+    exists); the next attempt resumes and ends bit-identical."""
     workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
     proc = start(workdir, cache)
     wait_for(lambda: logged_step(workdir) >= 5, proc, "step 5")
     proc.kill()

@@ -106,7 +106,8 @@ class RunDir:
 
     def check_workdir(self) -> None:
         """Refuse a workdir that is a file, lies inside another run, or holds a foreign
-        checkpoints/ folder: orbax's clean-up there would delete what is not its own."""
+        checkpoints/ folder (one with contents but no config.json beside it): orbax's
+        clean-up there would delete what is not its own."""
         p = self.path
         if p.exists() and not p.is_dir():
             raise TinyscaleError(f"--workdir {p} is a file, not a directory: give a new or "
@@ -117,7 +118,10 @@ class RunDir:
             if (parent / "config.json").exists() and (parent / "checkpoints").exists():
                 raise TinyscaleError(f"--workdir {p} lies inside the run directory {parent}: "
                                      "give a path outside every run directory.")
-        if self.checkpoints.exists() and not self.config.exists():
+        # an empty checkpoints/ with no config.json is a run killed while it started (the
+        # checkpoint manager is made before config.json is written): it starts afresh
+        if not self.config.exists() and self.checkpoints.exists() \
+                and any(self.checkpoints.iterdir()):
             raise TinyscaleError(f"--workdir {p} holds a checkpoints/ folder but no "
                                  "config.json, so it is not a tinyscale run: use another "
                                  "--workdir.")
