@@ -9,8 +9,9 @@ from tinyscale import parallel
 from tinyscale.config import check as config_check
 from tinyscale.model import counting
 from tinyscale.model.attention import causal_attention, fused_attention
+from tinyscale.model.moe import dense_experts, router_stats
+from tinyscale.model.params import Params
 from tinyscale.model.spec import ModelSpec
-from tinyscale.model.transformer import Transformer
 
 
 def config(family="llama", vocab=256, **model):
@@ -25,9 +26,10 @@ def config(family="llama", vocab=256, **model):
 
 
 def build(family="llama", vocab=256, **model):
+    """(config, the model at seed 0), initialised as a run's: one compiled program."""
     c = config(family, vocab, **model)
-    with parallel.using(parallel.make_mesh(c)):
-        return c, Transformer(ModelSpec.from_config(c.model, vocab), rngs=nnx.Rngs(0))
+    params = Params(ModelSpec.from_config(c.model, vocab), parallel.make_mesh(c), 0)
+    return c, params.model(params.initial)
 
 
 VARIANTS = [
@@ -69,10 +71,11 @@ def test_blocked_attention_equals_full_attention(window, kv_heads):
     and spanning blocks) give jax.nn.dot_product_attention's values and gradients, called
     as the cudnn path calls it (its XLA implementation: the window and GQA conventions
     of the GPU path, tested on any device; the kernels themselves: test_attention.py)."""
-    keys = jax.random.split(jax.random.key(0), 4)
-    q = jax.random.normal(keys[0], (2, 27, 4, 8))
-    k, v = (jax.random.normal(x, (2, 27, kv_heads, 8)) for x in keys[1:3])
-    w = jax.random.normal(keys[3], q.shape)
+    rng = np.random.default_rng(0)  # numpy's: no random-number program to compile
+    q = jnp.asarray(rng.standard_normal((2, 27, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((2, 27, kv_heads, 8)), jnp.float32)
+            for _ in range(2))
+    w = jnp.asarray(rng.standard_normal(q.shape), jnp.float32)
 
     def reference(q, k, v):
         return jnp.sum(w * fused_attention(q, k, v, 0.3, window, implementation="xla"))
@@ -98,11 +101,11 @@ def test_counts_equal_actual_parameter_sizes(variant):
 def test_dropless_experts_equal_a_dense_loop_over_experts():
     """The sorted, grouped (ragged_dot) MoE layer against every expert applied to every
     token and weighted by the router: values and gradients; the load sows shares."""
-    from tinyscale.model.moe import dense_experts, router_stats
     _, model = build(n_experts=4, experts_per_token=2, n_layers=2)
     moe = model.blocks[0].mlp
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 24, 64)), jnp.float32)
-    np.testing.assert_allclose(moe(x, record=False), dense_experts(moe, x), atol=1e-6)
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x, record=False))(moe, x),
+                               nnx.jit(dense_experts)(moe, x), atol=1e-6)
     graphdef, state = nnx.split(moe)
 
     def grads(fn):
@@ -110,7 +113,7 @@ def test_dropless_experts_equal_a_dense_loop_over_experts():
     g1, g2 = grads(lambda m, x: m(x, record=False)), grads(dense_experts)
     for (path, a), (_, b) in zip(nnx.to_flat_state(g1), nnx.to_flat_state(g2), strict=True):
         np.testing.assert_allclose(a.get_value(), b.get_value(), atol=1e-5, err_msg=str(path))
-    model(jnp.zeros((2, 16), jnp.int32))
+    nnx.jit(lambda m, tokens: m(tokens))(model, jnp.zeros((2, 16), jnp.int32))  # sows
     stats = router_stats(model)
     assert stats["load"].shape == (2, 4)
     np.testing.assert_allclose(stats["load"].sum(-1), 1.0, rtol=1e-6)

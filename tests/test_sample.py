@@ -10,9 +10,9 @@ from tests.test_model import build
 from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.config import check as config_check
+from tinyscale.model.params import Params
 from tinyscale.model.sample import Sampling, generate
 from tinyscale.model.spec import ModelSpec
-from tinyscale.model.transformer import Transformer
 
 
 def recompute_greedy(model, prompt, n, eos=2, length=32):
@@ -91,12 +91,12 @@ def _tiny_vocabulary_model(vocab: int):
     c = config_lib.get_config()
     c.model.update(d_model=32, n_layers=2, n_heads=2, d_ff=64)
     config_check.validate(c)
-    with parallel.using(parallel.make_mesh(c)):
-        model = Transformer(ModelSpec.from_config(c.model, vocab), rngs=nnx.Rngs(3))
+    params = Params(ModelSpec.from_config(c.model, vocab), parallel.make_mesh(c), 3)
+    model = params.model(params.initial)
     leaves, tree = jax.tree.flatten(nnx.split(model)[1])
-    keys = jax.random.split(jax.random.key(7), len(leaves))
+    rng = np.random.default_rng(7)  # numpy's: no random-number program per shape
     nnx.update(model, jax.tree.unflatten(tree, [
-        x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]))
+        x + jnp.asarray(0.3 * rng.standard_normal(x.shape), x.dtype) for x in leaves]))
     return model
 
 

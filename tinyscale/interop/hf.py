@@ -15,13 +15,12 @@ import os
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.errors import TinyscaleError
+from tinyscale.model.params import Params
 from tinyscale.model.spec import ModelSpec
-from tinyscale.model.transformer import Transformer
 
 
 def gpt_neo_config(hf: dict) -> ml_collections.ConfigDict:
@@ -211,9 +210,8 @@ def _load(path: str, to_config, load_weights, mesh=None):
     with open(os.path.join(path, "config.json")) as f:
         c = to_config(json.load(f))
     mesh = mesh or parallel.make_mesh(c)
-    with parallel.using(mesh):
-        model = Transformer(ModelSpec.from_config(c.model, c.data.vocab_size),
-                            rngs=nnx.Rngs(0))
+    params = Params(ModelSpec.from_config(c.model, c.data.vocab_size), mesh, 0)
+    model = params.model(params.initial)  # every array is then replaced by the file's
     load_weights(model, read_state_dict(path))
     return c, model
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 from flax import nnx
 
@@ -20,16 +22,10 @@ class Params:
         sharding its output sharding: one program serves every seed of a shape, where
         building the model op by op compiled ~30 small programs per shape."""
         self.spec = spec
-
-        def build(key):
-            return nnx.split(Transformer(spec, rngs=nnx.Rngs(key)))
-
-        key = jax.random.key(seed)
-        with parallel.using(mesh):
-            self.graphdef, state = nnx.eval_shape(build, key)
-            if materialize:
-                state = jax.jit(lambda k: build(k)[1],
-                                out_shardings=nnx.get_named_sharding(state, mesh))(key)
+        self.graphdef, state, init = _init_program(spec, mesh)
+        if materialize:
+            with parallel.using(mesh):
+                state = init(jax.random.key(seed))
         flat = list(nnx.to_flat_state(state))
         self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
         self.initial = {"/".join(map(str, p)): v.get_value() for p, v in flat}
@@ -38,3 +34,22 @@ class Params:
         state = nnx.from_flat_state([(path, kind(arrays[key]))
                                      for key, (path, kind) in self.paths.items()])
         return nnx.merge(self.graphdef, state)
+
+
+@functools.lru_cache(maxsize=32)
+def _init_program(spec: ModelSpec, mesh):
+    """(graphdef, abstract state, jitted init taking the seed's key) of a shape on a mesh,
+    made once per process: each Params of the shape reuses the traced program instead of
+    tracing the model again (~0.25 s each, then a compilation-cache lookup)."""
+    def build(key):
+        return nnx.split(Transformer(spec, rngs=nnx.Rngs(key)))
+
+    with parallel.using(mesh):  # the logical axes' rules: the shardings are read here
+        graphdef, state = nnx.eval_shape(build, jax.random.key(0))
+        shardings = nnx.get_named_sharding(state, mesh)
+    # on CPU, LLVM unoptimised: the program runs once, and its per-array random number
+    # generators take half the compile time at the default level (docs/results.md)
+    options = {"xla_backend_optimization_level": 0} \
+        if mesh.devices.flat[0].platform == "cpu" else None
+    return graphdef, state, jax.jit(lambda k: build(k)[1], out_shardings=shardings,
+                                    compiler_options=options)
