@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 import ml_collections
 import numpy as np
@@ -51,13 +52,39 @@ def _sources(c: ml_collections.ConfigDict):
         make = instruct.stories if d.instruct else synthstories.stories
 
         def split(name, count):
-            return lambda: (s.text for s in make(count, d.synth_seed, name, d.synth_richness))
+            return _MadeOnce(lambda: (s.text for s in make(count, d.synth_seed, name,
+                                                              d.synth_richness)))
         return split("train", d.train_stories), split("eval", d.eval_stories), (
             d.train_stories, d.eval_stories)
     builder = tinystories.from_config(d)
     counts = tuple(builder.info.splits[s].num_examples for s in ("train", "validation"))
     return (lambda: tinystories.texts(builder, "train"),
             lambda: tinystories.texts(builder, "validation"), counts)
+
+
+class _MadeOnce:
+    """Generated texts, re-iterable: made on the first full pass and spilled to an unnamed
+    temporary file as they are made, read back from it on later passes (the tokenizer's
+    sample, the quality filter and the split each read the train texts; generating
+    SynthStories is the slowest part of preparing them). A pass stopped early leaves
+    nothing kept: the next one generates again."""
+
+    def __init__(self, make):
+        self.make, self.file = make, None
+
+    def __call__(self):
+        return self._read() if self.file else self._write()
+
+    def _write(self):
+        spill = tempfile.TemporaryFile("w+", encoding="utf-8")
+        for text in self.make():
+            spill.write(json.dumps(text) + "\n")
+            yield text
+        self.file = spill
+
+    def _read(self):
+        self.file.seek(0)
+        return (json.loads(line) for line in self.file)
 
 
 def _progress(total, desc, enabled):
