@@ -26,9 +26,26 @@ INSTALL = "pip install mauve-text faiss-cpu scikit-learn"
 SEEDS = (0, 1, 2, 3, 4)
 
 
+# what mauve-text imports only to featurise text with GPT-2, which tinyscale never asks
+# of it (it is given features): ~4 of its ~5.6 s of import
+_FEATURISER_ONLY = ("torch", "transformers")
+
+
 def _compute_mauve():
+    """mauve.compute_mauve, imported with torch and transformers hidden unless this process
+    has them already (mauve-text then leaves its text path out). What it needs is
+    imported first, unhidden: scipy looks torch up in sys.modules as it imports."""
     try:
-        import mauve  # optional (the eval extra): mauve-text, with faiss and scikit-learn
+        import faiss  # noqa: F401  optional (the eval extra), as are the two below
+        import sklearn.decomposition  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+        hidden = [m for m in _FEATURISER_ONLY if m not in sys.modules]
+        sys.modules.update(dict.fromkeys(hidden))  # None there: `import torch` raises
+        try:
+            import mauve  # optional: mauve-text
+        finally:
+            for m in hidden:
+                del sys.modules[m]
     except ImportError:
         raise MissingOptional(f"mauve-text is not installed (MAUVE is skipped): {INSTALL}") \
             from None
