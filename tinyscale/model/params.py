@@ -39,17 +39,20 @@ class Params:
 @functools.lru_cache(maxsize=32)
 def _init_program(spec: ModelSpec, mesh):
     """(graphdef, abstract state, jitted init taking the seed's key) of a shape on a mesh,
-    made once per process: each Params of the shape reuses the traced program instead of
-    tracing the model again (~0.25 s each, then a compilation-cache lookup)."""
-    def build(key):
-        return nnx.split(Transformer(spec, rngs=nnx.Rngs(key)))
+    made once per process: each Params of the shape reuses the traced program. The model
+    is traced once, by the shapes' evaluation (the call reuses that trace); each array's
+    sharding is constrained to its declared one inside the program."""
+    made = {}
 
-    with parallel.using(mesh):  # the logical axes' rules: the shardings are read here
-        graphdef, state = nnx.eval_shape(build, jax.random.key(0))
-        shardings = nnx.get_named_sharding(state, mesh)
+    def init(key):
+        made["graphdef"], state = nnx.split(Transformer(spec, rngs=nnx.Rngs(key)))
+        return jax.lax.with_sharding_constraint(state, nnx.get_named_sharding(state, mesh))
+
     # on CPU, LLVM unoptimised: the program runs once, and its per-array random number
     # generators take half the compile time at the default level (docs/results.md)
     options = {"xla_backend_optimization_level": 0} \
         if mesh.devices.flat[0].platform == "cpu" else None
-    return graphdef, state, jax.jit(lambda k: build(k)[1], out_shardings=shardings,
-                                    compiler_options=options)
+    jitted = jax.jit(init, compiler_options=options)
+    with parallel.using(mesh):  # the logical axes' rules: the shardings are read there
+        state = jax.eval_shape(jitted, jax.random.key(0))
+    return made["graphdef"], state, jitted
