@@ -239,8 +239,11 @@ def fake_tpu(env, tmp_path):
         fake_gcloud.kill_all(str(root))
 
 
-def wait_for(condition, proc, what, timeout=300, every=0.001):
-    """Poll `condition` until it holds; fail if `proc` ends first or `timeout` passes."""
+def wait_for(condition, proc, what, timeout=300, every=0.01):
+    """Poll `condition` until it holds; fail if `proc` ends first or `timeout` passes.
+    Every 10 ms by default: the process waited for shares this worker's core, and most
+    conditions read and parse a file (at 1 ms the polls took ~35 s of the suite's
+    samples); a test after a short-lived state (a save under way) asks for less."""
     deadline = time.time() + timeout
     while not condition():
         if proc.poll() is not None:

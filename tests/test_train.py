@@ -127,7 +127,7 @@ def test_kill_9_in_training_and_during_a_save_then_resume_is_bit_identical(
     killed_mid_save = False
     for _ in range(3):  # a save can finish between seeing it and the kill: try the next
         proc = start(workdir, cache)
-        wait_for(lambda: saving(workdir), proc, "a checkpoint save")
+        wait_for(lambda: saving(workdir), proc, "a checkpoint save", every=0.001)
         proc.kill()
         proc.wait()
         if saving(workdir):
