@@ -95,7 +95,9 @@ def coordinates(width: int, parametrization: str, batches_TBT, probe_BT) -> dict
 
     def over_inits(initials):  # stacked inside the program: no eager op per shape
         return jax.vmap(trajectory)(jax.tree.map(lambda *xs: jnp.stack(xs), *initials))
-    size, change = jax.jit(over_inits)([p.initial for p in inits])
+    # one run of a small program: compiled unoptimised (LLVM -O0), as the inits are
+    once = jax.jit(over_inits, compiler_options={"xla_backend_optimization_level": 0})
+    size, change = once([p.initial for p in inits])
     return {"size": np.asarray(size).mean(axis=0), "change": np.asarray(change).mean(axis=0)}
 
 
