@@ -4,15 +4,28 @@ import json
 import os
 import random
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT, run_cli
 from tests.controls import CONTROLS, auc, english_sentences, shuffle
 from tinyscale import config as config_lib
+from tinyscale.data.synthstories import stories
 from tinyscale.evals import MissingOptional
-from tinyscale.evals.coherence import chance_pairs, english_scores, repetition, synth_scores
+from tinyscale.evals import run as evals
+from tinyscale.evals.coherence import (
+    chance_pairs,
+    completion_scores,
+    english_scores,
+    repetition,
+    synth_scores,
+)
 from tinyscale.evals.prompts import load_paper_prompts, synth_prompts
+from tinyscale.evals.scoring import distinct_sentences
+from tinyscale.model import reference_lm
+from tinyscale.train.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +34,6 @@ def prompt_set():
 
 
 def test_prompts_are_cut_mid_sentence_from_held_out_stories(prompt_set):
-    from tinyscale.data.synthstories import stories
     train = {s.text for s in stories(500)}
     for p in prompt_set[:20]:
         assert p.text + p.reference in (p.story.text, p.story.text.replace("  ", " "))
@@ -69,7 +81,6 @@ def test_consistency_above_chance_separates_using_the_context_from_ignoring_it()
     completions mention little); above its chance baseline (the same completions read
     after other prompts) it is ~0 for ignoring the context whatever is mentioned, and
     tells the two kinds apart per prompt (AUC) and per run."""
-    from tinyscale.evals import run as evals
     prompt_set = synth_prompts(200, seed=11)
     n = len(prompt_set)
     kinds = {"true": [p.reference for p in prompt_set],
@@ -111,7 +122,6 @@ def test_link_grammar_separates_real_from_shuffled(english):
 def test_link_grammar_through_ctypes_equals_debians_python_bindings(english):
     """The ctypes binding (any Python) answers as the SWIG bindings built for the
     system Python do, sentence by sentence."""
-    import sys
     try:
         from tinyscale.evals.linkgrammar import LinkGrammar
         ours = LinkGrammar()
@@ -150,7 +160,6 @@ def test_reference_lm_separates_real_from_shuffled(english):
 def test_the_reference_lm_read_from_its_cache_equals_the_gguf(tmp_path):
     """The first load parses the GGUF and keeps its metadata and tokenizer beside the
     dequantised weights; the next reads only those, and scores the same."""
-    from tinyscale.model import reference_lm
     try:
         path = reference_lm.gguf_path()
     except MissingOptional as missing:
@@ -206,10 +215,6 @@ def test_coherence_increases_across_training(tmp_path):
     (whose copying is seed-dependent: 0.24 +- 0.38 above chance over three seeds in
     docs/results.md's one_vs_deep table).
     """
-    import os
-
-    from tests.conftest import ROOT, run_cli
-    from tinyscale.evals import run as evals
     workdir = tmp_path / "run"
     result = run_cli("train", "--config", os.path.join(ROOT, "sweeps", "quickstart.py"),
                      "--workdir", str(workdir), "--config.model.d_model=128",
@@ -224,7 +229,6 @@ def test_coherence_increases_across_training(tmp_path):
     for step in (122, 489):  # 0.25M and 1M tokens
         r = evals.evaluate(str(workdir), step)
         scores.append(r)
-        from tinyscale.train.rundir import RunDir
         samples = RunDir(workdir).samples_file(None if step == 489 else step)  # 489: final
         sample = json.loads(samples.read_text().splitlines()[0])
         print(f"\nstep {step}: grammar {r['grammar']:.3f} consistency above chance "
@@ -240,7 +244,6 @@ def test_coherence_increases_across_training(tmp_path):
 
 
 def test_fluency_reads_each_sentence_once():
-    from tinyscale.evals.scoring import distinct_sentences
     loop = ' sky was big. He was happy. He was happy. She said, "Hi!" He was happy. The'
     assert distinct_sentences(loop) == ' sky was big. He was happy. She said, "Hi!" The'
     story = ' is that?" "I am sorry," said Mom. Mom helped Tom.'
@@ -253,7 +256,6 @@ STORY_REST = (" the park. Tom threw the ball high. It landed in a tree. Tom was 
 
 
 def test_stopping_after_one_sentence_scores_well_below_the_whole_story():
-    from tinyscale.evals.coherence import completion_scores
     whole = completion_scores(STORY_REST, ended=True, finished=True, reference=STORY_REST)
     one = completion_scores(" the park.", ended=True, finished=True, reference=STORY_REST)
     half = completion_scores(STORY_REST[:STORY_REST.index(" It landed") + 1].rstrip() + "",
@@ -265,7 +267,6 @@ def test_stopping_after_one_sentence_scores_well_below_the_whole_story():
 
 
 def test_a_story_cut_by_the_token_budget_is_scored_by_what_it_wrote():
-    from tinyscale.evals.coherence import completion_scores
     cut = completion_scores(STORY_REST[:60], ended=False, finished=False,
                             reference=STORY_REST)
     assert cut["completion"] == 1.0 and cut["truncated"] == 1.0 and cut["ended"] == 0.0
