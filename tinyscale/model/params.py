@@ -18,9 +18,9 @@ class Params:
     def __init__(self, spec: ModelSpec, mesh, seed: int, materialize: bool = True):
         """`materialize=False` skips the random init (`initial` then holds only shapes).
 
-        The init is one compiled program, the seed's key its argument and each array's
-        sharding its output sharding: one program serves every seed of a shape, where
-        building the model op by op compiled ~30 small programs per shape."""
+        The init is one compiled program (_init_program), the seed's key its argument and
+        each array's declared sharding constrained inside it: one program serves every
+        seed of a shape, where building the model op by op compiled ~30 small programs."""
         self.spec = spec
         self.graphdef, state, init = _init_program(spec, mesh)
         if materialize:
