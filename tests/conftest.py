@@ -1,6 +1,7 @@
 """Shared fixtures: a small prepared SynthStories corpus, built once per session."""
 
 import contextlib
+import gc
 import io
 import os
 import subprocess
@@ -52,6 +53,15 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
+
+def pytest_collection_finish(session):
+    """Every test module imported: what is garbage now is collected, and the rest (the
+    modules, pytest's items) frozen out of the collector's walks, as the command does at
+    its start (process.freeze_imports; the commands tests run in this process then leave
+    it as it is)."""
+    gc.collect()
+    process.freeze_imports()
 
 
 def all_cores():

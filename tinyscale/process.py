@@ -1,10 +1,12 @@
 """Process-wide set-up for the `tinyscale` command: XLA's CPU flags, the compilation cache,
-freed memory kept for reuse, and no echoes of failures that tinyscale reports itself."""
+freed memory kept for reuse, the imported modules kept out of the cyclic collector's
+walks, and no echoes of failures that tinyscale reports itself."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import sys
@@ -16,6 +18,7 @@ from tinyscale import config as config_lib
 
 def setup() -> None:
     for_compute()
+    freeze_imports()
     for logger in ("absl", "asyncio"):  # once each, however often a process calls this
         if not any(isinstance(f, _OrbaxEchoes) for f in logging.getLogger(logger).filters):
             logging.getLogger(logger).addFilter(_OrbaxEchoes())
@@ -29,6 +32,21 @@ def for_compute() -> None:
     that compute in-process call this first)."""
     xla_flags()
     reuse_freed_memory()
+
+
+def freeze_imports() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach, once per
+    process (later calls do nothing).
+
+    A command's process has imported ~1,700 modules by now (jax, flax, orbax: ~180,000
+    objects the collector tracks), all kept until it exits. Left in the collector's oldest
+    generation, every full collection that tracing and compiling trigger walks all of
+    them again, and so does the one at exit: ~0.3 s of a short training process's 2.5 s
+    (docs/results.md, "Imports frozen"). Objects made from here on are collected as
+    usual; a cycle already unreachable now (a few dozen objects of the imports) is kept.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
 
 
 # XLA flags set for every process unless XLA_FLAGS names them already (the user's value
