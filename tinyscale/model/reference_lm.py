@@ -149,11 +149,24 @@ class ReferenceLM:
         assert out.keys() == self.params.initial.keys(), set(out) ^ set(self.params.initial)
         return {k: jnp.asarray(v.reshape(self.params.initial[k].shape)) for k, v in out.items()}
 
-    @functools.partial(jax.jit, static_argnums=0)
-    def _token_logp(self, arrays, tokens_BT):
-        logits = self.params.model(arrays)(tokens_BT[:, :-1])
-        logp = jax.nn.log_softmax(logits)
-        return jnp.take_along_axis(logp, tokens_BT[:, 1:, None], axis=-1)[..., 0]
+    @functools.partial(jax.jit, static_argnums=(0, 4))
+    def _span_logp(self, arrays, tokens_BT, start_B, span: int):
+        """log p(tokens_BT[b, i + 1] | tokens_BT[b, :i + 1]) for i = start_B[b] + [0, span)
+        (clipped to the row: the caller masks positions past a text's end): [B, span].
+        Only these positions are projected to the vocabulary, and no [B, T, V]
+        log-softmax is written: a context's positions cost the model, not the logits."""
+        model = self.params.model(arrays)
+        x_BTD = model.features(tokens_BT[:, :-1])
+        at_BS = jnp.minimum(start_B[:, None] + jnp.arange(span), tokens_BT.shape[1] - 2)
+        x_BSD = jnp.take_along_axis(x_BTD, at_BS[..., None], axis=1)
+        w_VD, bias_V = model.output_projection()
+        logits_BSV = jnp.einsum("bsd,vd->bsv", x_BSD, w_VD.astype(x_BSD.dtype),
+                                preferred_element_type=jnp.float32)
+        if bias_V is not None:
+            logits_BSV = logits_BSV + bias_V.astype(jnp.float32)
+        targets_BS = jnp.take_along_axis(tokens_BT, at_BS + 1, axis=1)
+        target_BS = jnp.take_along_axis(logits_BSV, targets_BS[..., None], axis=-1)[..., 0]
+        return target_BS - jax.nn.logsumexp(logits_BSV, axis=-1)
 
     def mean_logp(self, texts: list[str], contexts: list[str] | None = None) -> np.ndarray:
         """Mean log-probability per token of each text, after its context (if any)."""
@@ -166,11 +179,16 @@ class ReferenceLM:
             spans.append((len(ctx), len(ctx) + len(ids)))
         out = np.full(len(rows), np.nan)
         for index, batch, _ in _batches(rows, ROWS):
-            logp = np.asarray(self._token_logp(self.arrays, jnp.asarray(batch)))
+            start = np.zeros(len(batch), np.int32)
+            start[:len(index)] = [spans[i][0] for i in index]
+            longest = max(b - a for a, b in (spans[i] for i in index))
+            span = min(_padded(max(longest, 1)), batch.shape[1] - 1)
+            logp = np.asarray(self._span_logp(self.arrays, jnp.asarray(batch),
+                                              jnp.asarray(start), span))
             for j, i in enumerate(index):
                 a, b = spans[i]
                 if b > a:
-                    out[i] = logp[j, a:b].mean()
+                    out[i] = logp[j, :b - a].mean()
         return out
 
     @functools.partial(jax.jit, static_argnums=0)
@@ -200,6 +218,11 @@ ROWS = 8
 LENGTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
+def _padded(length: int) -> int:
+    """The first of LENGTHS that holds `length` (past them, the next multiple of 512)."""
+    return next((n for n in LENGTHS if n >= length), -(-length // 512) * 512)
+
+
 def _batches(rows: list[list[int]], size: int):
     """(indices into `rows`, [size, L] right-padded tokens, [size] last positions) for
     the rows in order of length, `size` at a time. Right padding changes nothing before
@@ -207,8 +230,7 @@ def _batches(rows: list[list[int]], size: int):
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for start in range(0, len(order), size):
         index = order[start:start + size]
-        longest = max(len(rows[i]) for i in index)
-        length = next((n for n in LENGTHS if n >= longest), -(-longest // 512) * 512)
+        length = _padded(max(len(rows[i]) for i in index))
         batch, last = np.zeros((size, length), np.int32), np.zeros(size, np.int32)
         for j, i in enumerate(index):
             batch[j, :len(rows[i])], last[j] = rows[i], len(rows[i]) - 1
