@@ -64,6 +64,12 @@ def pytest_collection_finish(session):
     process.freeze_imports()
 
 
+# compiler_options for a test's own programs that run a few times on small inputs:
+# compiled unoptimised (LLVM -O0, as tinyscale compiles its one-off inits): about half
+# the compile, and the same values (docs/results.md, "Imports frozen").
+RUN_FEW_TIMES = {"xla_backend_optimization_level": 0}
+
+
 def all_cores():
     """preexec_fn: the started process may use every core of the machine."""
     os.sched_setaffinity(0, range(os.cpu_count()))

@@ -13,7 +13,7 @@ from tinyscale.errors import TinyscaleError
 from tinyscale.model.attention import causal_attention, fused_attention, splash_attention
 from tinyscale.model.spec import ModelSpec, attention_implementation, compute_dtype
 
-from .conftest import SMOKE
+from .conftest import RUN_FEW_TIMES, SMOKE
 
 PLATFORM = jax.default_backend()
 
@@ -21,7 +21,8 @@ PLATFORM = jax.default_backend()
 def values_and_grads(attention, q, k, v, weights):
     """(sum(weights * attention(q, k, v)), its gradients w.r.t. q, k, v), jitted."""
     loss = lambda q, k, v: jnp.sum(weights * attention(q, k, v).astype(jnp.float32))  # noqa: E731
-    return jax.tree.leaves(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v))
+    return jax.tree.leaves(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)),
+                                   compiler_options=RUN_FEW_TIMES)(q, k, v))
 
 
 def inputs(t, kv_heads, dtype=jnp.float32, heads=4, head_size=16):

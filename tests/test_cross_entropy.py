@@ -11,6 +11,7 @@ from tinyscale.train import losses as cross_entropy
 from tinyscale.train import steps
 from tinyscale.train.losses import mean_cross_entropy
 
+from .conftest import RUN_FEW_TIMES
 from .test_model import VARIANTS, config
 
 
@@ -36,13 +37,14 @@ def test_fused_loss_and_gradients_equal_the_unfused(monkeypatch, chunk_rows, wit
 
     def grads(f):
         loss = jax.value_and_grad(lambda x, w, b: f(x, w, b, targets), argnums)
-        return jax.jit(loss)(x, w, bias)
+        return jax.jit(loss, compiler_options=RUN_FEW_TIMES)(x, w, bias)
     (l1, g1), (l2, g2) = grads(unfused), grads(mean_cross_entropy)
     np.testing.assert_allclose(l2, l1, rtol=1e-6)
     for a, b in zip(g2, g1):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # not differentiated: the forward alone (no gradients computed), same value
-    np.testing.assert_allclose(jax.jit(mean_cross_entropy)(x, w, bias, targets), l1, rtol=1e-6)
+    forward = jax.jit(mean_cross_entropy, compiler_options=RUN_FEW_TIMES)
+    np.testing.assert_allclose(forward(x, w, bias, targets), l1, rtol=1e-6)
 
 
 def test_bfloat16_inputs_get_bfloat16_gradients():
@@ -51,10 +53,11 @@ def test_bfloat16_inputs_get_bfloat16_gradients():
     w = jnp.asarray(rng.standard_normal((50, 16)), jnp.bfloat16)
     targets = jnp.zeros((2, 8), jnp.int32)
     dx, dw = jax.jit(jax.grad(lambda x, w: mean_cross_entropy(x, w, None, targets),
-                              (0, 1)))(x, w)
+                              (0, 1)), compiler_options=RUN_FEW_TIMES)(x, w)
     assert dx.dtype == dw.dtype == jnp.bfloat16
     ref = jax.jit(jax.grad(lambda x, w: unfused(x.astype(jnp.float32), w.astype(jnp.float32),
-                                                None, targets), (0, 1)))(x, w)
+                                                None, targets), (0, 1)),
+                  compiler_options=RUN_FEW_TIMES)(x, w)
     np.testing.assert_allclose(dw.astype(np.float32), ref[1], rtol=0.05, atol=1e-3)
 
 
@@ -77,9 +80,11 @@ def test_train_loss_equals_mean_token_loss(monkeypatch, variant):
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 33)), jnp.int32)
     with jax.set_mesh(mesh):  # each loss and its gradients as one program, as in training
         l1, g1 = jax.jit(jax.value_and_grad(
-            lambda a: steps.token_losses(params.model(a), batch).mean()))(params.initial)
+            lambda a: steps.token_losses(params.model(a), batch).mean()),
+            compiler_options=RUN_FEW_TIMES)(params.initial)
         l2, g2 = jax.jit(jax.value_and_grad(
-            lambda a: steps.mean_loss(params.model(a), batch)[0]))(params.initial)
+            lambda a: steps.mean_loss(params.model(a), batch)[0]),
+            compiler_options=RUN_FEW_TIMES)(params.initial)
     np.testing.assert_allclose(l2, l1, rtol=1e-6)
     for key in g1:
         np.testing.assert_allclose(g2[key], g1[key], rtol=1e-4, atol=1e-7, err_msg=key)

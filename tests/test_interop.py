@@ -3,15 +3,25 @@ parameter counts."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
+from tests.conftest import RUN_FEW_TIMES
 from tinyscale.interop.hf import gpt_neo_config, load_gpt_neo, load_llama, load_phi
 from tinyscale.model import counting
 from tinyscale.model.spec import ModelSpec
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+
+def logits(model, tokens) -> np.ndarray:
+    """The model's logits as one program (not op by op), compiled for one call."""
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda st, t: nnx.merge(graphdef, st)(t), compiler_options=RUN_FEW_TIMES)
+    return np.asarray(forward(state, tokens))
 
 
 def hf_config(hidden, layers, heads, vocab=50257, positions=2048, window=256):
@@ -36,7 +46,7 @@ def test_logits_match_hugging_face_gpt_neo(tmp_path):
     with torch.no_grad():
         expected = hf(torch.tensor(tokens)).logits.numpy()
     _, model = load_gpt_neo(str(tmp_path))
-    got = np.asarray(model(tokens))
+    got = logits(model, tokens)
     print(f"\nmax |logit difference| vs Hugging Face: {np.abs(got - expected).max():.2e}")
     assert np.abs(got - expected).max() <= 1e-4
 
@@ -66,7 +76,7 @@ def test_logits_match_hugging_face_phi(tmp_path, rotary):
         expected = hf(torch.tensor(tokens)).logits.numpy()
     c, model = load_phi(str(tmp_path))
     assert c.model.rotary_fraction == rotary
-    got = np.asarray(model(tokens))
+    got = logits(model, tokens)
     print(f"\nmax |logit difference| vs Hugging Face Phi: {np.abs(got - expected).max():.2e}")
     assert np.abs(got - expected).max() <= 1e-4
     counts = counting.parameter_counts(ModelSpec.from_config(c.model, 300))
@@ -100,7 +110,7 @@ def test_logits_match_hugging_face_llama_mistral_mixtral(tmp_path, kind):
         expected = hf(torch.tensor(tokens)).logits.numpy()
     c, model = load_llama(str(tmp_path))
     assert c.model.attention_pattern == ("global" if kind == "llama" else "local")
-    got = np.asarray(model(tokens))
+    got = logits(model, tokens)
     print(f"\nmax |logit difference| vs Hugging Face {kind}: {np.abs(got - expected).max():.2e}")
     assert np.abs(got - expected).max() <= 1e-4
     counts = counting.parameter_counts(ModelSpec.from_config(c.model, 300))

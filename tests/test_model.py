@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.conftest import RUN_FEW_TIMES
 from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.config import check as config_check
@@ -46,12 +47,14 @@ VARIANTS = [
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_position_sees_the_future(variant):
-    _, model = build(**variant)
-    forward = nnx.jit(lambda model, tokens: model(tokens))  # one program, as in training
+    graphdef, state = nnx.split(build(**variant)[1])
+    # one program, as in training; it runs 4 times, so compiled unoptimised (LLVM -O0)
+    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens),
+                      compiler_options=RUN_FEW_TIMES)
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 24)))
-    logits = forward(model, tokens)
+    logits = forward(state, tokens)
     for t in (0, 7, 23):
-        changed = forward(model, tokens.at[:, t].set((tokens[:, t] + 1) % 256))
+        changed = forward(state, tokens.at[:, t].set((tokens[:, t] + 1) % 256))
         assert float(jnp.abs(changed[:, :t] - logits[:, :t]).max(initial=0.0)) == 0.0
         assert float(jnp.abs(changed[:, t:] - logits[:, t:]).max()) > 0.0
 
@@ -83,8 +86,8 @@ def test_blocked_attention_equals_full_attention(window, kv_heads):
     def blocked(q, k, v):
         return jnp.sum(w * causal_attention(q, k, v, 0.3, window, block=8))
 
-    want, got = (jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(q, k, v)
-                 for f in (reference, blocked))
+    want, got = (jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)),
+                         compiler_options=RUN_FEW_TIMES)(q, k, v) for f in (reference, blocked))
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_allclose(b, a, atol=2e-5, rtol=2e-5)
 
@@ -109,7 +112,8 @@ def test_dropless_experts_equal_a_dense_loop_over_experts():
     graphdef, state = nnx.split(moe)
 
     def grads(fn):
-        return jax.jit(jax.grad(lambda st: fn(nnx.merge(graphdef, st), x).sum()))(state)
+        return jax.jit(jax.grad(lambda st: fn(nnx.merge(graphdef, st), x).sum()),
+                       compiler_options=RUN_FEW_TIMES)(state)
     g1, g2 = grads(lambda m, x: m(x, record=False)), grads(dense_experts)
     for (path, a), (_, b) in zip(nnx.to_flat_state(g1), nnx.to_flat_state(g2), strict=True):
         np.testing.assert_allclose(a.get_value(), b.get_value(), atol=1e-5, err_msg=str(path))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.conftest import RUN_FEW_TIMES
 from tests.test_model import build
 from tinyscale import config as config_lib
 from tinyscale import parallel
@@ -13,12 +14,19 @@ from tinyscale.config import check as config_check
 from tinyscale.model.params import Params
 from tinyscale.model.sample import Sampling, generate
 from tinyscale.model.spec import ModelSpec
+from tinyscale.model.transformer import init_caches
 
 
-def recompute_greedy(model, prompt, n, eos=2, length=32):
-    """Greedy decoding the slow way: the whole prefix again at every step."""
+def full_forward(model):
+    """(jitted logits of right-padded tokens, the model's state): no cache, every position
+    again (right padding is harmless: the model is causal)."""
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda st, x: nnx.merge(graphdef, st)(x))  # right-padded: causal
+    return jax.jit(lambda st, x: nnx.merge(graphdef, st)(x),
+                   compiler_options=RUN_FEW_TIMES), state
+
+
+def recompute_greedy(forward, state, prompt, n, eos=2, length=32):
+    """Greedy decoding the slow way: the whole prefix again at every step."""
     tokens = list(prompt)
     for _ in range(n):
         padded = jnp.asarray([tokens + [0] * (length - len(tokens))])
@@ -43,8 +51,9 @@ def test_cached_greedy_equals_recomputing_the_prefix(variant):
     prompts = [rng.integers(3, 256, n).tolist() for n in (5, 11, 3)]
     got = generate(lambda a: nnx.merge(graphdef, a), state, prompts,
                    Sampling(max_new_tokens=12))
+    forward = full_forward(model)
     for prompt, out in zip(prompts, got):
-        assert out == recompute_greedy(model, prompt, 12)
+        assert out == recompute_greedy(*forward, prompt, 12)
 
 
 def test_sampling_modes_and_beams():
@@ -70,8 +79,6 @@ def test_sampling_modes_and_beams():
 def test_a_local_layers_cache_is_a_ring_of_the_window():
     """Sliding-window layers keep window_size slots however long the generation; greedy
     and beam search through the ring equal the uncached model."""
-
-    from tinyscale.model.transformer import init_caches
     c, model = build(family="llama", attention_pattern="local,global", window_size=4,
                      n_layers=2)
     caches = init_caches(model.spec, jnp.zeros((3,), jnp.int32), 200)
@@ -80,7 +87,8 @@ def test_a_local_layers_cache_is_a_ring_of_the_window():
     fn = lambda a: nnx.merge(graphdef, a)  # noqa: E731
     prompts = [[5, 6, 7], [9]]
     greedy = generate(fn, state, prompts, Sampling(max_new_tokens=20))
-    assert greedy == [recompute_greedy(model, p, 20) for p in prompts]
+    forward = full_forward(model)
+    assert greedy == [recompute_greedy(*forward, p, 20) for p in prompts]
     assert generate(fn, state, prompts, Sampling(max_new_tokens=20, beams=1)) == greedy
 
 
@@ -105,7 +113,8 @@ def _exhaustive_best(model, prompt, vocab, n, eos):
     tokens (after an EOS only EOS), each scored by full forward passes without a cache:
     sum of log p over its tokens up to and including its EOS, over that many tokens."""
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda st, x: jax.nn.log_softmax(nnx.merge(graphdef, st)(x)))
+    forward = jax.jit(lambda st, x: jax.nn.log_softmax(nnx.merge(graphdef, st)(x)),
+                      compiler_options=RUN_FEW_TIMES)
     seqs = np.array(list(itertools.product(range(vocab), repeat=n)))
     ended = np.cumsum(seqs == eos, axis=1) > 0
     valid = ~np.any(ended[:, :-1] & (seqs[:, 1:] != eos), axis=1)  # only EOS after EOS
