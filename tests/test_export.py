@@ -3,11 +3,13 @@ directory) with tinyscale's logits, and its tokenizer encodes as the run's own."
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import RUN_FEW_TIMES, run_cli
 from tests.test_train import SMOKE, cache  # noqa: F401
+from tinyscale.train import trained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -35,11 +37,11 @@ def test_an_export_loads_in_transformers_with_the_same_logits(cache, tmp_path, a
     assert json.loads((out / "config.json").read_text())["architectures"] == [arch]
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     assert type(hf).__name__ == arch
-
-    from tinyscale.train import trained
     t = trained.load(str(run), say=lambda m: None)
     tokens = np.random.default_rng(0).integers(0, t.meta["vocab_size"], (2, 40))
-    ours = np.asarray(t.params.model(t.arrays)(tokens))
+    forward = jax.jit(lambda arrays, x: t.params.model(arrays)(x),  # one program, run once
+                      compiler_options=RUN_FEW_TIMES)
+    ours = np.asarray(forward(t.arrays, tokens))
     with torch.no_grad():
         theirs = hf(torch.tensor(tokens)).logits.numpy()
     print(f"\n{arch}: max |logit difference| {np.abs(ours - theirs).max():.2e}")
