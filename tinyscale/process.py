@@ -42,7 +42,7 @@ def freeze_imports() -> None:
     objects the collector tracks), all kept until it exits. Left in the collector's oldest
     generation, every full collection that tracing and compiling trigger walks all of
     them again, and so does the one at exit: ~0.3 s of a short training process's 2.5 s
-    (docs/results.md, "Imports frozen"). Objects made from here on are collected as
+    (docs/results.md, "Imports frozen; ..."). Objects made from here on are collected as
     usual; a cycle already unreachable now (a few dozen objects of the imports) is kept.
     """
     if gc.get_freeze_count() == 0:
