@@ -10,7 +10,9 @@ import tempfile
 import time
 from unittest import mock
 
+import jax
 import pytest
+from flax import nnx
 
 from tests import fake_gcloud
 from tinyscale import cli, process
@@ -69,6 +71,14 @@ def pytest_collection_finish(session):
 # the compile; every comparison, the exact ones too, passes as it did (docs/results.md,
 # "Imports frozen; tests' one-off programs at -O0").
 RUN_FEW_TIMES = {"xla_backend_optimization_level": 0}
+
+
+def one_program(model):
+    """(forward(state, tokens) -> the model's logits as one program compiled with
+    RUN_FEW_TIMES, not op by op; the model's state)."""
+    graphdef, state = nnx.split(model)
+    return jax.jit(lambda st, tokens: nnx.merge(graphdef, st)(tokens),
+                   compiler_options=RUN_FEW_TIMES), state
 
 
 def all_cores():

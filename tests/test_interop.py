@@ -3,12 +3,10 @@ parameter counts."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from tests.conftest import RUN_FEW_TIMES
+from tests.conftest import one_program
 from tinyscale.interop.hf import gpt_neo_config, load_gpt_neo, load_llama, load_phi
 from tinyscale.model import counting
 from tinyscale.model.spec import ModelSpec
@@ -18,9 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 
 def logits(model, tokens) -> np.ndarray:
-    """The model's logits as one program (not op by op), compiled for one call."""
-    graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda st, t: nnx.merge(graphdef, st)(t), compiler_options=RUN_FEW_TIMES)
+    forward, state = one_program(model)
     return np.asarray(forward(state, tokens))
 
 

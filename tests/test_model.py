@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.conftest import RUN_FEW_TIMES
+from tests.conftest import RUN_FEW_TIMES, one_program
 from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.config import check as config_check
@@ -47,10 +47,7 @@ VARIANTS = [
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_position_sees_the_future(variant):
-    graphdef, state = nnx.split(build(**variant)[1])
-    # one program, as in training; it runs 4 times, so compiled unoptimised (LLVM -O0)
-    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens),
-                      compiler_options=RUN_FEW_TIMES)
+    forward, state = one_program(build(**variant)[1])  # one program, as in training
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 24)))
     logits = forward(state, tokens)
     for t in (0, 7, 23):
@@ -60,10 +57,8 @@ def test_no_position_sees_the_future(variant):
 
 
 def test_local_attention_forgets_beyond_its_window():
-    graphdef, state = nnx.split(build("gpt_neo", attention_pattern="local", window_size=4,
-                                      n_layers=1)[1])
-    forward = jax.jit(lambda state, tokens: nnx.merge(graphdef, state)(tokens),
-                      compiler_options=RUN_FEW_TIMES)  # one program, not op by op
+    forward, state = one_program(build("gpt_neo", attention_pattern="local", window_size=4,
+                                       n_layers=1)[1])
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, 256, (1, 16)))
     changed = forward(state, tokens.at[:, 2].set((tokens[:, 2] + 1) % 256))
     diff = jnp.abs(changed - forward(state, tokens)).max(axis=-1)[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.conftest import RUN_FEW_TIMES
+from tests.conftest import RUN_FEW_TIMES, one_program
 from tests.test_model import build
 from tinyscale import config as config_lib
 from tinyscale import parallel
@@ -17,16 +17,10 @@ from tinyscale.model.spec import ModelSpec
 from tinyscale.model.transformer import init_caches
 
 
-def full_forward(model):
-    """(jitted logits of right-padded tokens, the model's state): no cache, every position
-    again (right padding is harmless: the model is causal)."""
-    graphdef, state = nnx.split(model)
-    return jax.jit(lambda st, x: nnx.merge(graphdef, st)(x),
-                   compiler_options=RUN_FEW_TIMES), state
-
-
 def recompute_greedy(forward, state, prompt, n, eos=2, length=32):
-    """Greedy decoding the slow way: the whole prefix again at every step."""
+    """Greedy decoding the slow way: the whole prefix again at every step, through
+    `forward` (conftest.one_program: no cache; right padding is harmless, the model is
+    causal)."""
     tokens = list(prompt)
     for _ in range(n):
         padded = jnp.asarray([tokens + [0] * (length - len(tokens))])
@@ -51,7 +45,7 @@ def test_cached_greedy_equals_recomputing_the_prefix(variant):
     prompts = [rng.integers(3, 256, n).tolist() for n in (5, 11, 3)]
     got = generate(lambda a: nnx.merge(graphdef, a), state, prompts,
                    Sampling(max_new_tokens=12))
-    forward = full_forward(model)
+    forward = one_program(model)
     for prompt, out in zip(prompts, got):
         assert out == recompute_greedy(*forward, prompt, 12)
 
@@ -87,7 +81,7 @@ def test_a_local_layers_cache_is_a_ring_of_the_window():
     fn = lambda a: nnx.merge(graphdef, a)  # noqa: E731
     prompts = [[5, 6, 7], [9]]
     greedy = generate(fn, state, prompts, Sampling(max_new_tokens=20))
-    forward = full_forward(model)
+    forward = one_program(model)
     assert greedy == [recompute_greedy(*forward, p, 20) for p in prompts]
     assert generate(fn, state, prompts, Sampling(max_new_tokens=20, beams=1)) == greedy
 
