@@ -36,6 +36,22 @@ class Params:
         return nnx.merge(self.graphdef, state)
 
 
+class _Draws:
+    """The keys `nnx.Rngs(key)` hands the layers it builds -- its `params` stream's n-th
+    draw is `fold_in(key, n)` -- with the count a Python int. nnx.Rngs keeps its count in
+    a Variable, and each traced update reads the tracer's `sharding`, which JAX answers
+    with an error whose message walks the whole program so far: tracing an init costs the
+    square of its number of arrays (a 30-layer model: ~1 s of its ~1.5 s to trace,
+    docs/results.md). The same keys, so the same initial values."""
+
+    def __init__(self, key):
+        self.key, self.drawn = key, 0
+
+    def params(self):
+        self.drawn += 1
+        return jax.random.fold_in(self.key, self.drawn - 1)
+
+
 @functools.lru_cache(maxsize=32)
 def _init_program(spec: ModelSpec, mesh):
     """(graphdef, abstract state, jitted init taking the seed's key) of a shape on a mesh,
@@ -45,7 +61,7 @@ def _init_program(spec: ModelSpec, mesh):
     made = {}
 
     def init(key):
-        made["graphdef"], state = nnx.split(Transformer(spec, rngs=nnx.Rngs(key)))
+        made["graphdef"], state = nnx.split(Transformer(spec, rngs=_Draws(key)))
         return jax.lax.with_sharding_constraint(state, nnx.get_named_sharding(state, mesh))
 
     # on CPU, LLVM unoptimised: the program runs once, and its per-array random number
