@@ -17,6 +17,7 @@ User errors print one line and exit 2; preempted training (SIGTERM) exits 75, re
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 import numpy as np
@@ -33,6 +34,8 @@ from tinyscale.launch.local import run_local
 from tinyscale.launch.sweepdir import SweepDir
 from tinyscale.model import sample
 from tinyscale.train import generate, trained, trainer
+
+gc.enable()  # off while the imports above ran, in the command's own process (tinyscale/__init__.py)
 
 
 class _Parser(argparse.ArgumentParser):
