@@ -301,14 +301,15 @@ def test_sweep_status_shows_the_live_step_the_holder_and_its_lease_age(gcs, cach
 @pytest.mark.parametrize("where", ["local", "gs"])
 def test_chaos_workers_killed_and_restarted_train_every_run_once(where, gcs, cache, tmp_path):
     """Four slot workers with distinct host identities on one sweep dir (local: the flock;
-    gs://: leases of 3 s, shorter than a run). Each time a worker has logged a step of a
+    gs://: leases of 3 s, shorter than a run) and four runs of one shape (seeds: one
+    compiled program serves them). Each time a worker has logged a step of a
     run, it is SIGKILLed and started again; at the end every run is done and evaluated,
     and every step of every run was logged once, by one worker."""
     from etils import epath
 
     sweep = str(tmp_path / "sweep") if where == "local" else f"{gcs.bucket('chaos')}/sweep"
     env = {**os.environ, **gcs.env, "TINYSCALE_TEST_CACHE": cache}
-    tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":4"
+    tiny = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":seeds4"
     os.environ["TINYSCALE_TEST_CACHE"] = cache
     try:
         SweepDir(sweep).create(tiny, *plan.expand(tiny, {"launch.stale_after_s": "3"}))
