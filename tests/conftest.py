@@ -108,14 +108,14 @@ def compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def reference_lm_cache(tmp_path_factory):
-    """`seed(CACHE_DIR)`: CACHE_DIR's reference_lm/ becomes a link to one folder that
-    every process of this session shares, so the reference LM's GGUF is parsed and
-    dequantised once per session, not once per test that uses a cache of its own
-    (tests/test_evals.py checks the dequantising itself, in a folder of its own)."""
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "reference-lm"
-    shared.mkdir(exist_ok=True)
+def reference_lm_cache():
+    """`seed(CACHE_DIR)`: CACHE_DIR's reference_lm/ becomes a link to the folder where
+    `ReferenceLM()` keeps the GGUF's dequantised weights, metadata and tokenizer by
+    default (under config.CACHE_ROOT, as the tests that load it without a cache dir do):
+    parsed and dequantised once per machine, not once per test that uses a cache of its
+    own (tests/test_evals.py checks the dequantising itself, in a folder of its own)."""
+    shared = os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "reference_lm")
+    os.makedirs(shared, exist_ok=True)
 
     def seed(cache_dir):
         os.makedirs(cache_dir, exist_ok=True)

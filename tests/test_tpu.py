@@ -211,7 +211,8 @@ def test_the_set_up_script_builds_an_environment_that_trains_and_evaluates(env, 
     work = tmp_path / "run"
     trained = subprocess.run(
         [python, "-m", "tinyscale.cli", "train", "--config", smoke, "--workdir", str(work),
-         f"--config.data.cache_dir={env['TINYSCALE_TEST_CACHE']}"],
+         f"--config.data.cache_dir={env['TINYSCALE_TEST_CACHE']}",
+         "--config.output.peak_flops=1e11"],
         cwd=home, env=boot_env, capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr[-3000:]
     result = json.loads((work / "eval.json").read_text())
