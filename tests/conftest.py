@@ -66,11 +66,12 @@ def pytest_collection_finish(session):
     process.freeze_imports()
 
 
-# compiler_options for a test's own programs that run a few times on small inputs:
-# compiled unoptimised (LLVM -O0, as tinyscale compiles its one-off inits), a fraction of
-# the compile; every comparison, the exact ones too, passes as it did (docs/results.md,
-# "Imports frozen; tests' one-off programs at -O0").
-RUN_FEW_TIMES = {"xla_backend_optimization_level": 0}
+# compiler_options for a test's own programs that run a few times on small inputs, as
+# tinyscale compiles its one-off inits on CPU: LLVM unoptimised and XLA's older kernel
+# emitters, a fraction of the compile; every comparison, the exact ones too, passes as it
+# did (docs/results.md, "Imports frozen; tests' one-off programs at -O0", and "Programs
+# once per process; one-off programs on the older emitters").
+RUN_FEW_TIMES = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def one_program(model):

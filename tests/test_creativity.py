@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT, small_config
 from tinyscale.data import pipeline, synthstories
 from tinyscale.evals import MissingOptional
-from tinyscale.evals.creativity import NgramIndex, distinct_n, ngrams, summary, words
+from tinyscale.evals.creativity import Distinct, NgramIndex, distinct_n, ngrams, summary, words
 from tinyscale.evals.mauve import cut, mauve_score, mauve_with_spread
 
 NONSENSE = "zorblax quindle frumious vorpal snicklefritz"  # in no SynthStories story
@@ -28,6 +28,20 @@ def test_distinct_n_exact():
     assert distinct_n(texts, 3) == 1.0    # no trigram crosses from one text to the next
     assert distinct_n(["a b a b a b"], 2) == 2 / 5
     assert math.isnan(distinct_n(["one"], 2))
+
+
+def test_distinct_of_a_resample_is_distinct_n_of_its_texts():
+    """The bootstrap's distinct-n (each text's n-grams found once) equals distinct_n of
+    the resampled texts, repeats and texts without n-grams included."""
+    texts = ["The cat sat.", "the CAT, ran!", "a b a b a b", "one", "", "Tom ran. The cat sat."]
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3):
+        distinct = Distinct(texts, n)
+        for indices in [np.array([3, 4]), np.array([0, 0, 1])] + [
+                rng.integers(0, len(texts), rng.integers(1, 9)) for _ in range(40)]:
+            want = distinct_n([texts[i] for i in indices], n)
+            got = distinct.of(indices)
+            assert got == want or (math.isnan(got) and math.isnan(want)), (n, indices)
 
 
 @pytest.fixture(scope="module")

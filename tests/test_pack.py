@@ -113,3 +113,42 @@ def test_a_packed_group_killed_with_sigkill_resumes_bit_identical(env, tmp_path)
         (_, pa), (_, pb) = final_params(a), final_params(b)
         assert all(np.array_equal(pa[k], pb[k]) for k in pa), name
         assert json.loads((a / "state.json").read_text())["attempts"] == 2
+
+
+def test_runs_of_one_shape_share_their_programs_in_a_process():
+    """Steps are built once per shape and program (steps.memo): another seed or learning
+    rate (an argument of the program) gets the same jitted function; a knob the program
+    reads (clipping, accumulation, the schedule's kind), another shape, get their own;
+    the memo keeps no run's arrays."""
+    import copy
+    import gc
+    import weakref
+
+    from tinyscale import config as config_lib
+    from tinyscale import parallel
+    from tinyscale.model.spec import ModelSpec
+    from tinyscale.train import packed, steps
+    c = config_lib.get_config()
+    c.model.update(d_model=16, n_layers=1, n_heads=2)
+    mesh = parallel.make_mesh(c)
+    spec = ModelSpec.from_config(c.model, 64)
+    a, b = steps.Params(spec, mesh, 0, materialize=False), steps.Params(spec, mesh, 1)
+    assert a.model == b.model and a.structure is b.structure
+    train = steps.make_train_step(b, c.train, 30)
+    assert steps.make_train_step(a, c.train, 30) is train
+    assert steps.make_eval_step(a) is steps.make_eval_step(b)
+    assert packed.make_steps(a, c.train, 30) is packed.make_steps(b, c.train, 30)
+    faster = copy.deepcopy(c.train)
+    faster.update(lr=0.1, b2=0.9, weight_decay=0.0)
+    assert steps.make_train_step(a, faster, 30) is train
+    for knob, value in (("grad_clip", 0.5), ("grad_accum", 2), ("schedule", "constant")):
+        other = copy.deepcopy(c.train)
+        other[knob] = value
+        assert steps.make_train_step(a, other, 30) is not train, knob
+    c.model.d_model = 32
+    wide = steps.Params(ModelSpec.from_config(c.model, 64), mesh, 0, materialize=False)
+    assert steps.make_train_step(wide, c.train, 30) is not train
+    arrays = weakref.ref(b.initial["embed/embedding"])
+    del b
+    gc.collect()
+    assert arrays() is None  # the programs hold the shape, not the values

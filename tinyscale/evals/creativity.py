@@ -51,6 +51,25 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(seen) / total if total else math.nan
 
 
+class Distinct:
+    """distinct-n of any resample of `texts` -- `of(indices)`, repeats allowed -- equal to
+    distinct_n([texts[i] for i in indices], n), each text's n-grams found once (a
+    bootstrap re-reads none of them)."""
+
+    def __init__(self, texts: list[str], n: int):
+        ids: dict = {}
+        self.grams = [np.array([ids.setdefault(g, len(ids)) for g in ngrams(words(t), n)],
+                               np.int64) for t in texts]
+        self.counts = np.array([len(g) for g in self.grams], np.int64)
+
+    def of(self, indices: np.ndarray) -> float:
+        total = int(self.counts[indices].sum())
+        if not total:
+            return math.nan
+        seen = np.unique(np.concatenate([self.grams[i] for i in np.unique(indices)]))
+        return len(seen) / total
+
+
 class _WordHashes:
     """A stable 64-bit hash per word (Python's own hash() changes between processes)."""
 

@@ -134,14 +134,13 @@ def add_context_use(rows, chance_rows, scores: ReferenceScores) -> None:
         coherence.with_context(row, value if np.isfinite(value) else 0.0)
 
 
-def bootstrap_se(statistic, texts: list[str], resamples: int = 200, seed: int = 0) -> float:
-    """Standard error of a statistic of the whole list of completions (distinct-n),
-    from resampling completions."""
-    if len(texts) < 2:
+def bootstrap_se(statistic, n: int, resamples: int = 200, seed: int = 0) -> float:
+    """Standard error of a statistic of the whole list of `n` completions (distinct-n),
+    from resampling them: statistic(indices of a resample)."""
+    if n < 2:
         return 0.0
     rng = np.random.default_rng(seed)
-    values = [statistic([texts[i] for i in rng.integers(0, len(texts), len(texts))])
-              for _ in range(resamples)]
+    values = [statistic(rng.integers(0, n, n)) for _ in range(resamples)]
     return float(np.std(values, ddof=1))
 
 
@@ -155,8 +154,7 @@ def add_creativity(t, prompt_set, completions, lm, say=print) -> dict:
         if e.novelty and data_dir and "train" in t.meta["splits"] else None
     out = creativity.summary(texts, index)
     for n in (1, 2, 3):
-        out[f"distinct_{n}_se"] = bootstrap_se(
-            lambda sample, n=n: creativity.distinct_n(sample, n), texts)
+        out[f"distinct_{n}_se"] = bootstrap_se(creativity.Distinct(texts, n).of, len(texts))
     if e.mauve and lm is not None:
         try:
             out.update(mauve.mauve_of_texts(texts, [p.reference for p in prompt_set],

@@ -20,15 +20,34 @@ class Params:
 
         The init is one compiled program (_init_program), the seed's key its argument and
         each array's declared sharding constrained inside it: one program serves every
-        seed of a shape, where building the model op by op compiled ~30 small programs."""
+        seed of a shape, where building the model op by op compiled ~30 small programs.
+        `structure` (and `model`, its method) is one object per shape and mesh in a
+        process, whatever the seed: programs built over it are traced once per process."""
         self.spec = spec
-        self.graphdef, state, init = _init_program(spec, mesh)
+        self.structure, init = _init_program(spec, mesh)
+        self.graphdef, self.paths = self.structure.graphdef, self.structure.paths
+        self.model = self.structure.model
         if materialize:
             with parallel.using(mesh):
                 state = init(jax.random.key(seed))
+            self.initial = {"/".join(map(str, p)): v.get_value()
+                            for p, v in nnx.to_flat_state(state)}
+        else:
+            self.initial = dict(self.structure.shapes)
+
+
+class Structure:
+    """A shape's NNX graph definition and flat array paths on a mesh, without values:
+    `model(arrays)` rebuilds the module from a flat dict. One per (spec, mesh) in a
+    process (_init_program), so a program keyed on it -- a train or eval step
+    (steps.py), a sampler given `model` -- is traced and compiled once for every run of
+    the shape the process trains or evaluates."""
+
+    def __init__(self, spec: ModelSpec, mesh, graphdef, state):
+        self.spec, self.mesh, self.graphdef = spec, mesh, graphdef
         flat = list(nnx.to_flat_state(state))
         self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
-        self.initial = {"/".join(map(str, p)): v.get_value() for p, v in flat}
+        self.shapes = {"/".join(map(str, p)): v.get_value() for p, v in flat}
 
     def model(self, arrays: dict) -> Transformer:
         state = nnx.from_flat_state([(path, kind(arrays[key]))
@@ -54,21 +73,24 @@ class _Draws:
 
 @functools.lru_cache(maxsize=32)
 def _init_program(spec: ModelSpec, mesh):
-    """(graphdef, abstract state, jitted init taking the seed's key) of a shape on a mesh,
-    made once per process: each Params of the shape reuses the traced program. The model
-    is traced once, by the shapes' evaluation (the call reuses that trace); each array's
-    sharding is constrained to its declared one inside the program."""
+    """(Structure, jitted init taking the seed's key) of a shape on a mesh, made once per
+    process: each Params of the shape reuses the traced program. The model is traced
+    once, by the shapes' evaluation (the call reuses that trace); each array's sharding
+    is constrained to its declared one inside the program."""
     made = {}
 
     def init(key):
         made["graphdef"], state = nnx.split(Transformer(spec, rngs=_Draws(key)))
         return jax.lax.with_sharding_constraint(state, nnx.get_named_sharding(state, mesh))
 
-    # on CPU, LLVM unoptimised: the program runs once, and its per-array random number
-    # generators take half the compile time at the default level (docs/results.md)
-    options = {"xla_backend_optimization_level": 0} \
+    # on CPU, compiled for a fast compile: the program runs once. LLVM unoptimised (its
+    # per-array random number generators took half the compile time at the default
+    # level) and XLA's older kernel emitters (which set up less per kernel); the values
+    # are the same bits (docs/results.md, "Programs once per process; one-off programs on
+    # the older emitters")
+    options = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False} \
         if mesh.devices.flat[0].platform == "cpu" else None
     jitted = jax.jit(init, compiler_options=options)
     with parallel.using(mesh):  # the logical axes' rules: the shardings are read there
         state = jax.eval_shape(jitted, jax.random.key(0))
-    return made["graphdef"], state, jitted
+    return Structure(spec, mesh, made["graphdef"], state), jitted

@@ -12,6 +12,7 @@ directory, checkpoints in the solo layout, evaluation and state.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -69,9 +70,15 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
     accelerator), or one run after another inside the program (jax.lax.map). Default:
     vectorized except on CPU, where bench/pack.py measured the batched matmuls slower
     than K separate ones (docs/results.md, "Numbers behind the code")."""
-    one = steps.numbered_step(params, t, total)
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
+    t = copy.deepcopy(t)  # the programs read it when first traced, maybe later
+    return steps.memo(("packed", params.structure, steps.program_key(t, total), vectorize),
+                      lambda: _programs(params, t, total, vectorize))
+
+
+def _programs(params: steps.Params, t, total: int, vectorize: bool):
+    one = steps.numbered_step(params, t, total)
     scales = mup.lr_scales(params.spec, params.initial)  # None: standard
 
     def init(arrays, numbers):

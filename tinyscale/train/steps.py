@@ -7,6 +7,8 @@ as is. `Params.model(arrays)` rebuilds the NNX module inside a trace.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 
 import jax
@@ -63,14 +65,14 @@ def step_fn(params: Params, grad_accum: int, teacher: losses.Teacher | None = No
     (arrays, opt_state, {"loss", "grad_norm", ...}); numbered_step builds `tx` inside it
     from traced numbers.
     With a `teacher`, its parameters come in as `teacher_arrays`."""
-    m = params.spec
+    m, model = params.spec, params.model  # not `params`: its arrays stay the caller's
     coefs = (m.router_aux_coef, m.router_z_coef) if m.n_experts else (0.0, 0.0)
 
     def loss_fn(arrays, batch_BT, teacher_arrays):
         if teacher is None:
-            return mean_loss(params.model(arrays), batch_BT, *coefs)
+            return mean_loss(model(arrays), batch_BT, *coefs)
         logits_BTV = teacher.params.model(teacher_arrays)(batch_BT[:, :-1])  # inference
-        return mean_loss(params.model(arrays), batch_BT, *coefs, logits_BTV,
+        return mean_loss(model(arrays), batch_BT, *coefs, logits_BTV,
                          teacher.weight, teacher.temperature)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -113,21 +115,53 @@ def numbered_step(params: Params, t, total: int, teacher: losses.Teacher | None 
     return train_step
 
 
+# The jitted steps this process has built, by what their programs depend on (memo): a
+# process that trains or evaluates several runs of one shape -- a sweep worker's runs,
+# seeds, `eval` after `train` in one process -- traces and compiles each program once,
+# not once per run (from the compilation cache, a program is still traced and lowered).
+_PROGRAMS: dict = {}
+_KEEP = 32
+
+
+def memo(key, build):
+    """build(), made once per `key` in this process (the newest _KEEP kept)."""
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) >= _KEEP:
+            del _PROGRAMS[next(iter(_PROGRAMS))]
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
+def program_key(t, total: int) -> str:
+    """What a step's program over train section `t` may depend on: all of `t` but the
+    numbers the step takes as arguments (optim.FLOATS), and the run's length."""
+    d = {k: v for k, v in t.to_dict().items() if k not in optim.FLOATS}
+    return json.dumps([d, total], sort_keys=True, default=str)
+
+
 def make_train_step(params: Params, t, total: int, teacher: losses.Teacher | None = None):
     """The jitted numbered_step: (arrays, opt_state, batch_BT, numbers) -> (arrays,
-    opt_state, metrics); `numbers` best made once (optim.stacked([optim.numbers(...)]))."""
-    jitted = jax.jit(numbered_step(params, t, total, teacher), donate_argnums=(0, 1))
+    opt_state, metrics); `numbers` best made once (optim.stacked([optim.numbers(...)])).
+    Without a teacher, one per shape and program_key in a process (memo)."""
     if teacher is None:
-        return jitted
+        t = copy.deepcopy(t)  # the program reads it when first traced, maybe later
+        return memo(("train", params.structure, program_key(t, total)), lambda: jax.jit(
+            numbered_step(params, t, total), donate_argnums=(0, 1)))
+    jitted = jax.jit(numbered_step(params, t, total, teacher), donate_argnums=(0, 1))
     return lambda arrays, opt_state, batch_BT, numbers: jitted(
         arrays, opt_state, batch_BT, numbers, teacher_arrays=teacher.arrays)
 
 
 def make_eval_step(params: Params):
-    @jax.jit
-    def step(arrays, batch_BT):
-        return token_losses(params.model(arrays), batch_BT).mean(axis=1)  # per sequence
-    return step
+    """(arrays, batch_BT) -> each sequence's mean token loss; one per shape in a process."""
+    model = params.model
+
+    def build():
+        @jax.jit
+        def step(arrays, batch_BT):
+            return token_losses(model(arrays), batch_BT).mean(axis=1)  # per sequence
+        return step
+    return memo(("eval", params.structure), build)
 
 
 def held_out(eval_step, arrays, batches, n_batches: int, mesh,
