@@ -7,6 +7,7 @@ vocabulary and merges with `tokenizers`, so nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import importlib.util
@@ -127,27 +128,52 @@ class ReferenceLM:
                        dtype="float32")  # a metric: the same numbers on every device
         self.spec = ModelSpec.from_config(c.model, meta["llama.vocab_size"])
         c.train.batch_size = 1
-        self.params = Params(self.spec, parallel.make_mesh(c), seed=0, materialize=False)
+        # one block's module, its arrays stacked over the layers and run by a scan: a
+        # program compiles one layer, not 30 (docs/results.md, "The reference LM's layers
+        # as a scan")
+        assert set(self.spec.attention_types) == {"global"}, self.spec.attention_types
+        one = dataclasses.replace(self.spec, n_layers=1, attention_types=("global",))
+        self.params = Params(one, parallel.make_mesh(c), seed=0, materialize=False)
         self.arrays = self._arrays(weights)
         self.start_id = 0  # <|endoftext|>: a document boundary before the context
 
-    def _arrays(self, w: dict) -> dict:
-        s, out = self.spec, {"embed/embedding": w["token_embd.weight"],
-                             "norm/scale": w["output_norm.weight"]}
-        for i in range(s.n_layers):
-            b, p = f"blk.{i}.", f"blocks/{i}/"
-            out.update({
-                p + "norm_attn/scale": w[b + "attn_norm.weight"],
-                p + "norm_mlp/scale": w[b + "ffn_norm.weight"],
-                p + "attn/query/kernel": _unpermute(w[b + "attn_q.weight"], s.n_heads).T,
-                p + "attn/key/kernel": _unpermute(w[b + "attn_k.weight"], s.n_kv_heads).T,
-                p + "attn/value/kernel": w[b + "attn_v.weight"].T,
-                p + "attn/out/kernel": w[b + "attn_output.weight"].T,
-                p + "mlp/gate/kernel": w[b + "ffn_gate.weight"].T,
-                p + "mlp/up/kernel": w[b + "ffn_up.weight"].T,
-                p + "mlp/down/kernel": w[b + "ffn_down.weight"].T})
-        assert out.keys() == self.params.initial.keys(), set(out) ^ set(self.params.initial)
-        return {k: jnp.asarray(v.reshape(self.params.initial[k].shape)) for k, v in out.items()}
+    def _arrays(self, w: dict) -> tuple[dict, dict]:
+        """(the embedding and final norm, each block array stacked over the layers), in
+        the one-block module's flat keys."""
+        s = self.spec
+        rest = {"embed/embedding": w["token_embd.weight"], "norm/scale": w["output_norm.weight"]}
+        layers = [{
+            "norm_attn/scale": w[b + "attn_norm.weight"],
+            "norm_mlp/scale": w[b + "ffn_norm.weight"],
+            "attn/query/kernel": _unpermute(w[b + "attn_q.weight"], s.n_heads).T,
+            "attn/key/kernel": _unpermute(w[b + "attn_k.weight"], s.n_kv_heads).T,
+            "attn/value/kernel": w[b + "attn_v.weight"].T,
+            "attn/out/kernel": w[b + "attn_output.weight"].T,
+            "mlp/gate/kernel": w[b + "ffn_gate.weight"].T,
+            "mlp/up/kernel": w[b + "ffn_up.weight"].T,
+            "mlp/down/kernel": w[b + "ffn_down.weight"].T} for b in
+            (f"blk.{i}." for i in range(s.n_layers))]
+        shapes = self.params.initial
+        keys = set(rest) | {f"blocks/0/{k}" for k in layers[0]}
+        assert keys == shapes.keys(), keys ^ set(shapes)
+        return ({k: jnp.asarray(v.reshape(shapes[k].shape)) for k, v in rest.items()},
+                {k: jnp.asarray(np.stack([x[k] for x in layers]).reshape(
+                    (s.n_layers, *shapes[f"blocks/0/{k}"].shape))) for k in layers[0]})
+
+    def _features(self, arrays, tokens_BT):
+        """(the model, final normed hidden states [B, T, D]): Transformer.features of the
+        llama family, its blocks one block scanned over the stacked layers."""
+        rest, layers = arrays
+
+        def model(layer):
+            return self.params.model({**rest, **{f"blocks/0/{k}": v for k, v in layer.items()}})
+        first = model(jax.tree.map(lambda x: x[0], layers))
+        positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+
+        def block(x_BTD, layer):
+            return model(layer).blocks[0](x_BTD, positions_BT), None
+        x_BTD, _ = jax.lax.scan(block, first.embed(tokens_BT), layers)
+        return first, first.norm(x_BTD).astype(x_BTD.dtype)
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _span_logp(self, arrays, tokens_BT, start_B, span: int):
@@ -155,8 +181,7 @@ class ReferenceLM:
         (clipped to the row: the caller masks positions past a text's end): [B, span].
         Only these positions are projected to the vocabulary, and no [B, T, V]
         log-softmax is written: a context's positions cost the model, not the logits."""
-        model = self.params.model(arrays)
-        x_BTD = model.features(tokens_BT[:, :-1])
+        model, x_BTD = self._features(arrays, tokens_BT[:, :-1])
         at_BS = jnp.minimum(start_B[:, None] + jnp.arange(span), tokens_BT.shape[1] - 2)
         x_BSD = jnp.take_along_axis(x_BTD, at_BS[..., None], axis=1)
         w_VD, bias_V = model.output_projection()
@@ -193,7 +218,7 @@ class ReferenceLM:
 
     @functools.partial(jax.jit, static_argnums=0)
     def _last_hidden(self, arrays, tokens_BT, last_B):
-        x_BTD = self.params.model(arrays).features(tokens_BT)
+        _, x_BTD = self._features(arrays, tokens_BT)
         return jnp.take_along_axis(x_BTD, last_B[:, None, None], axis=1)[:, 0]
 
     def features(self, texts: list[str], contexts: list[str] | None = None) -> np.ndarray:
