@@ -7,18 +7,26 @@ group killed with SIGKILL resumes to the same losses and parameters as the same 
 uninterrupted, bit for bit (a group of another size rounds differently: the comparison
 is between groups of the same runs)."""
 
+import copy
+import gc
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT, env, run_cli, wait_for  # noqa: F401
 from tests.test_train import final_params
+from tinyscale import config as config_lib
+from tinyscale import parallel
+from tinyscale.model.spec import ModelSpec
+from tinyscale.train import steps
+from tinyscale.train.packed import make_steps
 
 TINY = os.path.join(ROOT, "tests", "data", "tiny_sweep.py") + ":pack"
 PACK = ("--config.launch.pack=auto",)
@@ -120,14 +128,6 @@ def test_runs_of_one_shape_share_their_programs_in_a_process():
     rate (an argument of the program) gets the same jitted function; a knob the program
     reads (clipping, accumulation, the schedule's kind), another shape, get their own;
     the memo keeps no run's arrays."""
-    import copy
-    import gc
-    import weakref
-
-    from tinyscale import config as config_lib
-    from tinyscale import parallel
-    from tinyscale.model.spec import ModelSpec
-    from tinyscale.train import packed, steps
     c = config_lib.get_config()
     c.model.update(d_model=16, n_layers=1, n_heads=2)
     mesh = parallel.make_mesh(c)
@@ -137,7 +137,7 @@ def test_runs_of_one_shape_share_their_programs_in_a_process():
     train = steps.make_train_step(b, c.train, 30)
     assert steps.make_train_step(a, c.train, 30) is train
     assert steps.make_eval_step(a) is steps.make_eval_step(b)
-    assert packed.make_steps(a, c.train, 30) is packed.make_steps(b, c.train, 30)
+    assert make_steps(a, c.train, 30) is make_steps(b, c.train, 30)
     faster = copy.deepcopy(c.train)
     faster.update(lr=0.1, b2=0.9, weight_decay=0.0)
     assert steps.make_train_step(a, faster, 30) is train

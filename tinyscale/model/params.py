@@ -25,7 +25,6 @@ class Params:
         process, whatever the seed: programs built over it are traced once per process."""
         self.spec = spec
         self.structure, init = _init_program(spec, mesh)
-        self.graphdef, self.paths = self.structure.graphdef, self.structure.paths
         self.model = self.structure.model
         if materialize:
             with parallel.using(mesh):
@@ -43,8 +42,8 @@ class Structure:
     (steps.py), a sampler given `model` -- is traced and compiled once for every run of
     the shape the process trains or evaluates."""
 
-    def __init__(self, spec: ModelSpec, mesh, graphdef, state):
-        self.spec, self.mesh, self.graphdef = spec, mesh, graphdef
+    def __init__(self, graphdef, state):
+        self.graphdef = graphdef
         flat = list(nnx.to_flat_state(state))
         self.paths = {"/".join(map(str, p)): (p, type(v)) for p, v in flat}
         self.shapes = {"/".join(map(str, p)): v.get_value() for p, v in flat}
@@ -93,4 +92,4 @@ def _init_program(spec: ModelSpec, mesh):
     jitted = jax.jit(init, compiler_options=options)
     with parallel.using(mesh):  # the logical axes' rules: the shardings are read there
         state = jax.eval_shape(jitted, jax.random.key(0))
-    return Structure(spec, mesh, made["graphdef"], state), jitted
+    return Structure(made["graphdef"], state), jitted

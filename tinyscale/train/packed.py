@@ -72,9 +72,9 @@ def make_steps(params: steps.Params, t, total: int, vectorize: bool | None = Non
     than K separate ones (docs/results.md, "Numbers behind the code")."""
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
-    t = copy.deepcopy(t)  # the programs read it when first traced, maybe later
+    # a copy of `t`: the programs read it when first traced
     return steps.memo(("packed", params.structure, steps.program_key(t, total), vectorize),
-                      lambda: _programs(params, t, total, vectorize))
+                      lambda: _programs(params, copy.deepcopy(t), total, vectorize))
 
 
 def _programs(params: steps.Params, t, total: int, vectorize: bool):

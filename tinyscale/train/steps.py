@@ -143,10 +143,9 @@ def make_train_step(params: Params, t, total: int, teacher: losses.Teacher | Non
     """The jitted numbered_step: (arrays, opt_state, batch_BT, numbers) -> (arrays,
     opt_state, metrics); `numbers` best made once (optim.stacked([optim.numbers(...)])).
     Without a teacher, one per shape and program_key in a process (memo)."""
-    if teacher is None:
-        t = copy.deepcopy(t)  # the program reads it when first traced, maybe later
+    if teacher is None:  # a copy of `t`: the program reads it when first traced
         return memo(("train", params.structure, program_key(t, total)), lambda: jax.jit(
-            numbered_step(params, t, total), donate_argnums=(0, 1)))
+            numbered_step(params, copy.deepcopy(t), total), donate_argnums=(0, 1)))
     jitted = jax.jit(numbered_step(params, t, total, teacher), donate_argnums=(0, 1))
     return lambda arrays, opt_state, batch_BT, numbers: jitted(
         arrays, opt_state, batch_BT, numbers, teacher_arrays=teacher.arrays)
