@@ -4,6 +4,7 @@ import contextlib
 import gc
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,13 +25,47 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 process.for_compute()
 
 
+# The JAX compilation cache the test sessions of this machine keep (TESTS_CACHE_ENV names
+# another folder; set empty, each session starts a fresh one of its own, as on a fresh
+# machine), emptied at a session's start once it holds more than TESTS_CACHE_BYTES.
+TESTS_CACHE_ENV = "TINYSCALE_TESTS_COMPILATION_CACHE"
+TESTS_CACHE = os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax-tests")
+TESTS_CACHE_BYTES = 1 << 30
+
+
+def _kept_cache() -> str:
+    """The folder the sessions keep their compiled programs in ("" for none)."""
+    return os.environ.get(TESTS_CACHE_ENV, TESTS_CACHE)
+
+
+def _bound(folder: str, limit: int) -> None:
+    """Empty `folder` if its files hold more than `limit` bytes: the programs of code
+    long changed go, and the next session compiles what it needs again. An empty entry
+    (a process killed between JAX creating the file and writing it) goes too: JAX would
+    warn on reading it, compile, and never write it again."""
+    sizes = {}
+    for d, _, names in os.walk(folder):
+        for name in names:  # another session may be writing or emptying it
+            with contextlib.suppress(FileNotFoundError):
+                sizes[os.path.join(d, name)] = os.path.getsize(os.path.join(d, name))
+    if sum(sizes.values()) > limit:
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in (p for p, size in sizes.items() if size == 0):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
 def pytest_configure(config):
-    """Under xdist, each worker (and every process it starts) runs on its own share of
-    the cores, before JAX sizes its thread pool: two workers' XLA thread pools on the
-    same cores would spin against each other. Tests that need every core (launching K
-    runs on disjoint cores; the SLURM daemons) start their processes with `all_cores`."""
+    """The kept compilation cache bounded, once per session (by the controller, before
+    xdist starts its workers). Under xdist, each worker (and every process it starts)
+    runs on its own share of the cores, before JAX sizes its thread pool: two workers'
+    XLA thread pools on the same cores would spin against each other. Tests that need
+    every core (launching K runs on disjoint cores; the SLURM daemons) start their
+    processes with `all_cores`."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
+    if not worker and _kept_cache():
+        _bound(_kept_cache(), TESTS_CACHE_BYTES)
     if not hasattr(os, "sched_setaffinity"):  # macOS: no CPU affinity
         return
     cores = sorted(os.sched_getaffinity(0))
@@ -99,13 +134,19 @@ def small_config(tmp_dir: str):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One JAX compilation cache for every process of this test session (both xdist
+    """One JAX compilation cache for every process of the test sessions (both xdist
     workers, every sweep's workers too: the launchers use the folder the environment
-    names): a shape compiled once is loaded after, as a user's sweeps would share one.
-    Fresh for each session, so nothing compiled by earlier code is reused."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    os.environ[config_lib.COMPILATION_CACHE_ENV] = str(shared / "jax-cache")
+    names), kept between sessions: a program compiled once is loaded after, as a user's
+    later sweeps load theirs. An entry is keyed by the program's HLO, jaxlib's version,
+    the XLA flags, the compile options and the devices (jax._src.cache_key), so only the
+    very programs an earlier session compiled are reused; code that changes a program
+    compiles it anew. With TESTS_CACHE_ENV set empty, fresh for each session."""
+    kept = _kept_cache()
+    if not kept:
+        base = tmp_path_factory.getbasetemp()
+        kept = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+                   / "jax-cache")
+    os.environ[config_lib.COMPILATION_CACHE_ENV] = kept
 
 
 @pytest.fixture(scope="session")
