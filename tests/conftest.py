@@ -4,7 +4,6 @@ import contextlib
 import gc
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,15 +41,15 @@ def _bound(folder: str, limit: int) -> None:
     """Empty `folder` if its files hold more than `limit` bytes: the programs of code
     long changed go, and the next session compiles what it needs again. An empty entry
     (a process killed between JAX creating the file and writing it) goes too: JAX would
-    warn on reading it, compile, and never write it again."""
+    warn on reading it, compile, and never write it again. The folder itself stays, for
+    the processes of another session that may be writing into it."""
     sizes = {}
     for d, _, names in os.walk(folder):
         for name in names:  # another session may be writing or emptying it
             with contextlib.suppress(FileNotFoundError):
                 sizes[os.path.join(d, name)] = os.path.getsize(os.path.join(d, name))
-    if sum(sizes.values()) > limit:
-        shutil.rmtree(folder, ignore_errors=True)
-    for path in (p for p, size in sizes.items() if size == 0):
+    full = sum(sizes.values()) > limit
+    for path in (p for p, size in sizes.items() if full or size == 0):
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
