@@ -2,8 +2,10 @@
 
 import contextlib
 import gc
+import hashlib
 import io
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -24,17 +26,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 process.for_compute()
 
 
-# The JAX compilation cache the test sessions of this machine keep (TESTS_CACHE_ENV names
-# another folder; set empty, each session starts a fresh one of its own, as on a fresh
-# machine), emptied at a session's start once it holds more than TESTS_CACHE_BYTES.
+# The JAX compilation cache the test sessions of this machine keep, one folder per CPU
+# under TESTS_CACHE (TESTS_CACHE_ENV names another folder; set empty, each session starts
+# a fresh one of its own, as on a fresh machine), emptied at a session's start once it
+# holds more than TESTS_CACHE_BYTES.
 TESTS_CACHE_ENV = "TINYSCALE_TESTS_COMPILATION_CACHE"
 TESTS_CACHE = os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax-tests")
 TESTS_CACHE_BYTES = 1 << 30
 
 
+def _cpu() -> str:
+    """A name for this machine's CPU, its model and feature flags: XLA:CPU compiles for
+    the CPU it runs on, and its loader refuses (with an error logged) a program compiled
+    for features this CPU lacks, as on a VM moved to another host."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            described = "".join([line for line in f
+                                 if line.startswith(("model name", "flags"))][:2])
+    except OSError:  # not Linux
+        described = platform.machine() + platform.processor()
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
 def _kept_cache() -> str:
     """The folder the sessions keep their compiled programs in ("" for none)."""
-    return os.environ.get(TESTS_CACHE_ENV, TESTS_CACHE)
+    named = os.environ.get(TESTS_CACHE_ENV)
+    return os.path.join(TESTS_CACHE, _cpu()) if named is None else named
 
 
 def _bound(folder: str, limit: int) -> None:
@@ -63,8 +80,9 @@ def pytest_configure(config):
     processes with `all_cores`."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
-    if not worker and _kept_cache():
-        _bound(_kept_cache(), TESTS_CACHE_BYTES)
+    kept = os.environ.get(TESTS_CACHE_ENV, TESTS_CACHE)  # every CPU's folder
+    if not worker and kept:
+        _bound(kept, TESTS_CACHE_BYTES)
     if not hasattr(os, "sched_setaffinity"):  # macOS: no CPU affinity
         return
     cores = sorted(os.sched_getaffinity(0))
