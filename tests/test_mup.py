@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, SMOKE, env, run_cli  # noqa: F401
+from tests.conftest import ROOT, RUN_FEW_TIMES, SMOKE, env, run_cli  # noqa: F401
 from tinyscale import config as config_lib
 from tinyscale import parallel
 from tinyscale.config import file as config_file
@@ -93,8 +93,8 @@ def coordinates(width: int, parametrization: str, batches_TBT, probe_BT) -> dict
                 jnp.stack([jnp.abs(x - x0).mean() for x, x0 in zip(now, initial)]))
         return jax.lax.scan(one, (arrays, tx.init(arrays)), batches_TBT)[1]
 
-    # a few runs of a small program: compiled unoptimised (LLVM -O0), as the inits are
-    each = jax.jit(trajectory, compiler_options={"xla_backend_optimization_level": 0})
+    # a few runs of a small program: compiled as the inits are (conftest.RUN_FEW_TIMES)
+    each = jax.jit(trajectory, compiler_options=RUN_FEW_TIMES)
     size, change = zip(*(each(p.initial) for p in inits))
     return {"size": np.mean(size, axis=0), "change": np.mean(change, axis=0)}
 
