@@ -1,11 +1,10 @@
-"""Shared fixtures: a small prepared SynthStories corpus, built once per session."""
+"""Shared fixtures of the whole suite: prepared corpora built once per session, the kept
+compilation cache, the command run in-process, fake TPU slots, and events to wait on."""
 
 import contextlib
 import gc
-import hashlib
 import io
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import jax
 import pytest
 from flax import nnx
 
-from tests import fake_gcloud
+from tests import fake_gcloud, kept_cache
 from tinyscale import cli, process
 from tinyscale import config as config_lib
 
@@ -24,51 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA's flags and freed memory as the command has them, before any test computes (the
 # processes tests start inherit XLA_FLAGS; the command sets the same itself)
 process.for_compute()
-
-
-# The JAX compilation cache the test sessions of this machine keep, one folder per CPU
-# under TESTS_CACHE (TESTS_CACHE_ENV names another folder; set empty, each session starts
-# a fresh one of its own, as on a fresh machine), emptied at a session's start once it
-# holds more than TESTS_CACHE_BYTES.
-TESTS_CACHE_ENV = "TINYSCALE_TESTS_COMPILATION_CACHE"
-TESTS_CACHE = os.path.join(os.path.expanduser(config_lib.CACHE_ROOT), "jax-tests")
-TESTS_CACHE_BYTES = 1 << 30
-
-
-def _cpu() -> str:
-    """A name for this machine's CPU, its model and feature flags: XLA:CPU compiles for
-    the CPU it runs on, and its loader refuses (with an error logged) a program compiled
-    for features this CPU lacks, as on a VM moved to another host."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            described = "".join([line for line in f
-                                 if line.startswith(("model name", "flags"))][:2])
-    except OSError:  # not Linux
-        described = platform.machine() + platform.processor()
-    return hashlib.sha256(described.encode()).hexdigest()[:16]
-
-
-def _kept_cache() -> str:
-    """The folder the sessions keep their compiled programs in ("" for none)."""
-    named = os.environ.get(TESTS_CACHE_ENV)
-    return os.path.join(TESTS_CACHE, _cpu()) if named is None else named
-
-
-def _bound(folder: str, limit: int) -> None:
-    """Empty `folder` if its files hold more than `limit` bytes: the programs of code
-    long changed go, and the next session compiles what it needs again. An empty entry
-    (a process killed between JAX creating the file and writing it) goes too: JAX would
-    warn on reading it, compile, and never write it again. The folder itself stays, for
-    the processes of another session that may be writing into it."""
-    sizes = {}
-    for d, _, names in os.walk(folder):
-        for name in names:  # another session may be writing or emptying it
-            with contextlib.suppress(FileNotFoundError):
-                sizes[os.path.join(d, name)] = os.path.getsize(os.path.join(d, name))
-    full = sum(sizes.values()) > limit
-    for path in (p for p, size in sizes.items() if full or size == 0):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
 
 
 def pytest_configure(config):
@@ -80,9 +34,8 @@ def pytest_configure(config):
     processes with `all_cores`."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
-    kept = os.environ.get(TESTS_CACHE_ENV, TESTS_CACHE)  # every CPU's folder
-    if not worker and kept:
-        _bound(kept, TESTS_CACHE_BYTES)
+    if not worker:
+        kept_cache.bound()
     if not hasattr(os, "sched_setaffinity"):  # macOS: no CPU affinity
         return
     cores = sorted(os.sched_getaffinity(0))
@@ -157,8 +110,9 @@ def compilation_cache(tmp_path_factory):
     later sweeps load theirs. An entry is keyed by the program's HLO, jaxlib's version,
     the XLA flags, the compile options and the devices (jax._src.cache_key), so only the
     very programs an earlier session compiled are reused; code that changes a program
-    compiles it anew. With TESTS_CACHE_ENV set empty, fresh for each session."""
-    kept = _kept_cache()
+    compiles it anew (tests/kept_cache.py). With its variable set empty, fresh for each
+    session."""
+    kept = kept_cache.folder()
     if not kept:
         base = tmp_path_factory.getbasetemp()
         kept = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
