@@ -106,12 +106,9 @@ def small_config(tmp_dir: str):
 def compilation_cache(tmp_path_factory):
     """One JAX compilation cache for every process of the test sessions (both xdist
     workers, every sweep's workers too: the launchers use the folder the environment
-    names), kept between sessions: a program compiled once is loaded after, as a user's
-    later sweeps load theirs. An entry is keyed by the program's HLO, jaxlib's version,
-    the XLA flags, the compile options and the devices (jax._src.cache_key), so only the
-    very programs an earlier session compiled are reused; code that changes a program
-    compiles it anew (tests/kept_cache.py). With its variable set empty, fresh for each
-    session."""
+    names), kept between sessions (tests/kept_cache.py): a program compiled once is
+    loaded after, as a user's later sweeps load theirs. With kept_cache's variable set
+    empty, fresh for each session."""
     kept = kept_cache.folder()
     if not kept:
         base = tmp_path_factory.getbasetemp()

@@ -28,7 +28,8 @@ def cpu() -> str:
             described = "".join([line for line in f
                                  if line.startswith(("model name", "flags"))][:2])
     except OSError:  # not Linux
-        described = platform.machine() + platform.processor()
+        described = ""
+    described = described or platform.machine() + platform.processor()  # ARM: "Features"
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 
