@@ -48,7 +48,7 @@ def get_config(arg: str = ""):
         c.data.update(train_stories=1500, eval_stories=100, vocab_size=512)
         c.model.update(d_model=32, n_layers=1, n_heads=2, max_seq_len=64)
         c.train.update(seq_len=64, batch_size=8, steps=30, warmup_steps=5, lr=3e-3,
-                       log_every=5, checkpoint_every=10)
+                       log_every=5, checkpoint_every=10, quick_compile=True)
         c.eval.update(every=10, batches=2, prompts=8, max_new_tokens=48, fluency=False)
         c.launch.parallel = 1
     return c

@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from tests import fake_gcloud, kept_cache
-from tinyscale import cli, process
+from tinyscale import cli, parallel, process
 from tinyscale import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +76,7 @@ def pytest_collection_finish(session):
 # emitters, a fraction of the compile; every comparison, the exact ones too, passes as it
 # did (docs/results.md, "Imports frozen; tests' one-off programs at -O0", and "Programs
 # once per process; one-off programs on the older emitters").
-RUN_FEW_TIMES = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+RUN_FEW_TIMES = parallel.QUICK_COMPILE
 
 
 def one_program(model):

@@ -126,8 +126,8 @@ def test_a_packed_group_killed_with_sigkill_resumes_bit_identical(env, tmp_path)
 def test_runs_of_one_shape_share_their_programs_in_a_process():
     """Steps are built once per shape and program (steps.memo): another seed or learning
     rate (an argument of the program) gets the same jitted function; a knob the program
-    reads (clipping, accumulation, the schedule's kind), another shape, get their own;
-    the memo keeps no run's arrays."""
+    reads (clipping, accumulation, the schedule's kind, quick compiles), another shape,
+    get their own; the memo keeps no run's arrays."""
     c = config_lib.get_config()
     c.model.update(d_model=16, n_layers=1, n_heads=2)
     mesh = parallel.make_mesh(c)
@@ -136,12 +136,14 @@ def test_runs_of_one_shape_share_their_programs_in_a_process():
     assert a.model == b.model and a.structure is b.structure
     train = steps.make_train_step(b, c.train, 30)
     assert steps.make_train_step(a, c.train, 30) is train
-    assert steps.make_eval_step(a) is steps.make_eval_step(b)
+    assert steps.make_eval_step(a, False) is steps.make_eval_step(b, False)
+    assert steps.make_eval_step(a, True) is not steps.make_eval_step(a, False)
     assert make_steps(a, c.train, 30) is make_steps(b, c.train, 30)
     faster = copy.deepcopy(c.train)
     faster.update(lr=0.1, b2=0.9, weight_decay=0.0)
     assert steps.make_train_step(a, faster, 30) is train
-    for knob, value in (("grad_clip", 0.5), ("grad_accum", 2), ("schedule", "constant")):
+    for knob, value in (("grad_clip", 0.5), ("grad_accum", 2), ("schedule", "constant"),
+                        ("quick_compile", True)):
         other = copy.deepcopy(c.train)
         other[knob] = value
         assert steps.make_train_step(a, other, 30) is not train, knob

@@ -82,6 +82,22 @@ def test_run_directory_contract(reference):
     assert len(events.Scalars("train_loss")) == len(steps)
 
 
+def test_the_quick_compile_trains_the_same_run_to_float32_rounding(reference, cache, tmp_path):
+    """The smoke config compiles its run's programs quickly (train.quick_compile): the
+    same run at XLA's default compile agrees at every step to float32 rounding."""
+    default = tmp_path / "run"
+    result = run_cli(*train_args(default, cache, "--config.train.steps=40",
+                                 "--config.train.quick_compile=False",
+                                 "--config.eval.at_end=False"))
+    assert result.returncode == 0, result.stderr
+    a, b = losses(reference), losses(default)
+    assert [s for s, _ in a] == [s for s, _ in b] and len(a) == 8
+    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) <= 1e-5
+    (_, pa), (_, pb) = final_params(reference), final_params(default)
+    for key in pa:
+        np.testing.assert_allclose(pa[key], pb[key], atol=1e-5, err_msg=key)
+
+
 def test_second_invocation_reports_done(reference, cache):
     result = run_cli(*train_args(reference, cache, "--config.train.steps=40"))
     assert result.returncode == 0 and "already done" in result.stderr

@@ -123,7 +123,7 @@ def _sample(args, overrides):
     sp = run.sp
     prompt = [tokenizer.EOS_ID] + sp.encode(args.prompt)  # EOS marks a story's start
     s = sample.Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                        args.beams, tokenizer.EOS_ID)
+                        args.beams, tokenizer.EOS_ID, config.train.quick_compile)
     outs = sample.generate(run.params.model, run.arrays, [prompt] * args.n, s, args.seed)
     for i, out in enumerate(outs):
         print(f"--- completion {i} (step {run.step})\n{sp.decode(prompt[1:] + out)}")

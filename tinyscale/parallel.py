@@ -31,6 +31,17 @@ RULES = (
     ("mlp", "tensor"),
     ("expert", "fsdp"),
 )
+# XLA:CPU compiler options for programs that run a few times: LLVM unoptimised and XLA's
+# older kernel emitters, a fraction of the compile for slower code (docs/results.md,
+# "Quick compiles for short runs"): tinyscale's one-off inits always, a run's steps and
+# sampler with train.quick_compile.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def compile_options(quick: bool, platform: str | None = None) -> dict | None:
+    """jax.jit's compiler_options: QUICK_COMPILE if `quick` and the programs are for CPU
+    (`platform`, default JAX's default backend); otherwise XLA's defaults (None)."""
+    return QUICK_COMPILE if quick and (platform or jax.default_backend()) == "cpu" else None
 
 
 def initialize_distributed(distributed, tpu: bool = False) -> None:

@@ -133,6 +133,9 @@ def get_config() -> ml_collections.ConfigDict:
     t.log_every = 10                     # steps between metrics lines
     t.checkpoint_every = 200             # steps between checkpoints
     t.keep_checkpoints = 3               # newest checkpoints kept
+    t.quick_compile = False              # on CPU: the run's steps and sampler compiled for a
+                                         # fast compile (parallel.QUICK_COMPILE) and slower
+                                         # steps, for short runs (docs/training.md)
 
     c.tune = tu = ml_collections.ConfigDict()  # `tinyscale sweep tune-lr` (launch/tune.py)
     tu.lrs = 5                           # learning rates per shape, log-spaced, trained

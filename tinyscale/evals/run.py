@@ -85,8 +85,9 @@ def _prompt_set(t: trained.Trained, run: RunDir, say=print):
 def held_out_loss(t: trained.Trained, mesh) -> dict:
     c = t.config
     data = pipeline.Batches(t.data_dir, "eval", c.train.seq_len, c.train.batch_size, c.seed)
-    loss, bpb, se = steps.held_out(steps.make_eval_step(t.params), t.arrays, data,
-                                   c.eval.batches, mesh, t.meta["bytes_per_token"])
+    eval_step = steps.make_eval_step(t.params, c.train.quick_compile)
+    loss, bpb, se = steps.held_out(eval_step, t.arrays, data, c.eval.batches, mesh,
+                                   t.meta["bytes_per_token"])
     return {"loss": loss, "loss_se": se, "bits_per_byte": bpb}
 
 
@@ -100,7 +101,7 @@ def complete(t: trained.Trained, prompt_set) -> list[tuple[str, bool]]:
     new = min(e.max_new_tokens, limit // 2)
     keep = limit - new
     ids = [([eos] + sp.encode(p.text))[-keep:] for p in prompt_set]
-    s = sample.Sampling(new, e.temperature, 0, 1.0, e.beams, eos)
+    s = sample.Sampling(new, e.temperature, 0, 1.0, e.beams, eos, t.config.train.quick_compile)
     outs = sample.generate(t.params.model, t.arrays, ids, s, seed=t.config.seed,
                            prompt_length=keep)
     results = []

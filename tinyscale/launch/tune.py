@@ -146,7 +146,7 @@ def held_out_per_sequence(workdir: str, eval_step=None) -> tuple[np.ndarray, obj
     c = trained.saved_config(workdir)
     mesh = parallel.make_mesh(c)
     run = trained.load(workdir, mesh=mesh, config=c, say=lambda m: None)
-    eval_step = eval_step or steps.make_eval_step(run.params)
+    eval_step = eval_step or steps.make_eval_step(run.params, c.train.quick_compile)
     batches = pipeline.Batches(run.data_dir, "eval", c.train.seq_len, c.train.batch_size,
                                c.seed, 0, 1)
     return np.concatenate([np.asarray(eval_step(run.arrays, parallel.global_batch(

@@ -87,9 +87,8 @@ def _init_program(spec: ModelSpec, mesh):
     # level) and XLA's older kernel emitters (which set up less per kernel); the values
     # are the same bits (docs/results.md, "Programs once per process; one-off programs on
     # the older emitters")
-    options = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False} \
-        if mesh.devices.flat[0].platform == "cpu" else None
-    jitted = jax.jit(init, compiler_options=options)
+    jitted = jax.jit(init, compiler_options=parallel.compile_options(
+        True, mesh.devices.flat[0].platform))
     with parallel.using(mesh):  # the logical axes' rules: the shardings are read there
         state = jax.eval_shape(jitted, jax.random.key(0))
     return Structure(made["graphdef"], state), jitted

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinyscale import parallel
 from tinyscale.model.transformer import init_caches
 
 
@@ -25,6 +26,8 @@ class Sampling:
     top_p: float = 1.0           # keep the smallest set with this much probability
     beams: int = 1               # beam search width (temperature is ignored)
     eos_id: int = 2
+    quick_compile: bool = False  # on CPU, compiled as parallel.QUICK_COMPILE (a run's
+                                 # train.quick_compile)
 
 
 def _filter(logits_BV, s: Sampling):
@@ -50,7 +53,6 @@ def _prefill(model, tokens_BP, pad_B, total):
     return logits_BPV[:, -1], caches, positions_BP[:, -1]
 
 
-@functools.partial(jax.jit, static_argnames=("build", "s"))
 def _sample(arrays, tokens_BP, pad_B, key, build, s: Sampling):
     model = build(arrays)
     logits_BV, caches, last_B = _prefill(model, tokens_BP, pad_B,
@@ -71,7 +73,6 @@ def _sample(arrays, tokens_BP, pad_B, key, build, s: Sampling):
     return tokens_NB.T
 
 
-@functools.partial(jax.jit, static_argnames=("build", "s"))
 def _beam_search(arrays, tokens_BP, pad_B, build, s: Sampling):
     model, w = build(arrays), s.beams
     b = tokens_BP.shape[0]
@@ -111,6 +112,13 @@ def _beam_search(arrays, tokens_BP, pad_B, build, s: Sampling):
     return jnp.take_along_axis(seqs, best_B[:, None, None], axis=1)[:, 0]
 
 
+@functools.cache
+def _program(fn, quick: bool):
+    """`fn` jitted, with QUICK_COMPILE's options if `quick` (on CPU)."""
+    return jax.jit(fn, static_argnames=("build", "s"),
+                   compiler_options=parallel.compile_options(quick))
+
+
 def pad_prompts(prompts: list[list[int]], length: int | None = None, multiple: int = 32):
     """Left-pad token lists to one length (a multiple of `multiple`): (tokens, pad)."""
     longest = max(len(p) for p in prompts)
@@ -131,9 +139,10 @@ def generate(build, arrays, prompts: list[list[int]], s: Sampling, seed: int = 0
     """
     tokens, pad = pad_prompts(prompts, prompt_length)
     if s.beams > 1:
-        out = _beam_search(arrays, tokens, pad, build, s)
+        out = _program(_beam_search, s.quick_compile)(arrays, tokens, pad, build, s)
     else:
-        out = _sample(arrays, tokens, pad, jax.random.key(seed), build, s)
+        out = _program(_sample, s.quick_compile)(arrays, tokens, pad, jax.random.key(seed),
+                                                 build, s)
     result = []
     for row in np.asarray(out).tolist():
         result.append(row[:row.index(s.eos_id)] if s.eos_id in row else row)

@@ -52,7 +52,8 @@ def generate(run_dir: str, stories: int, out: str, temperature: float = 1.0,
                              "folder (a generated corpus is never written over another).")
     run = trained.load(run_dir, say=say)
     sp, limit = run.sp, run.config.model.max_seq_len
-    s = sample.Sampling(limit - opening_tokens - 1, temperature, 0, top_p, 1, tokenizer.EOS_ID)
+    s = sample.Sampling(limit - opening_tokens - 1, temperature, 0, top_p, 1, tokenizer.EOS_ID,
+                        run.config.train.quick_compile)
     openings = _openings(run, stories, opening_tokens, seed)
     texts, ids, ended = [], [], 0
     start = time.perf_counter()

@@ -55,7 +55,7 @@ class RunGroup:
                                                     self.teacher)
         else:
             self.packed_step, self.init_opt = packed.make_steps(self.params[0], t, self.total)
-        self.eval_step = steps.make_eval_step(self.params[0])
+        self.eval_step = steps.make_eval_step(self.params[0], t.quick_compile)
         # what the step computes: a teacher's forward pass too
         self.flops_per_token = counting.flops_per_token(self.spec, t.seq_len) + (
             self.teacher.flops_per_token if self.teacher else 0.0)

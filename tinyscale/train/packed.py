@@ -83,12 +83,15 @@ def _programs(params: steps.Params, t, total: int, vectorize: bool):
 
     def init(arrays, numbers):
         return optim.optimizer(t, total, scales, numbers).init(arrays)
+    options = parallel.compile_options(t.quick_compile)
     if vectorize:
-        return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
+        return (jax.jit(jax.vmap(one), donate_argnums=(0, 1), compiler_options=options),
+                jax.jit(jax.vmap(init), compiler_options=options))
 
     def in_turn(*args):
         return jax.lax.map(lambda xs: one(*xs), args)
-    return jax.jit(in_turn, donate_argnums=(0, 1)), jax.jit(jax.vmap(init))
+    return (jax.jit(in_turn, donate_argnums=(0, 1), compiler_options=options),
+            jax.jit(jax.vmap(init), compiler_options=options))
 
 
 def stack(trees: list, mesh):

@@ -143,24 +143,27 @@ def make_train_step(params: Params, t, total: int, teacher: losses.Teacher | Non
     """The jitted numbered_step: (arrays, opt_state, batch_BT, numbers) -> (arrays,
     opt_state, metrics); `numbers` best made once (optim.stacked([optim.numbers(...)])).
     Without a teacher, one per shape and program_key in a process (memo)."""
+    options = parallel.compile_options(t.quick_compile)
     if teacher is None:  # a copy of `t`: the program reads it when first traced
         return memo(("train", params.structure, program_key(t, total)), lambda: jax.jit(
-            numbered_step(params, copy.deepcopy(t), total), donate_argnums=(0, 1)))
-    jitted = jax.jit(numbered_step(params, t, total, teacher), donate_argnums=(0, 1))
+            numbered_step(params, copy.deepcopy(t), total), donate_argnums=(0, 1),
+            compiler_options=options))
+    jitted = jax.jit(numbered_step(params, t, total, teacher), donate_argnums=(0, 1),
+                     compiler_options=options)
     return lambda arrays, opt_state, batch_BT, numbers: jitted(
         arrays, opt_state, batch_BT, numbers, teacher_arrays=teacher.arrays)
 
 
-def make_eval_step(params: Params):
-    """(arrays, batch_BT) -> each sequence's mean token loss; one per shape in a process."""
+def make_eval_step(params: Params, quick_compile: bool):
+    """(arrays, batch_BT) -> each sequence's mean token loss; one per shape in a process
+    (and train.quick_compile: `quick_compile`)."""
     model = params.model
 
     def build():
-        @jax.jit
         def step(arrays, batch_BT):
             return token_losses(model(arrays), batch_BT).mean(axis=1)  # per sequence
-        return step
-    return memo(("eval", params.structure), build)
+        return jax.jit(step, compiler_options=parallel.compile_options(quick_compile))
+    return memo(("eval", params.structure, quick_compile), build)
 
 
 def held_out(eval_step, arrays, batches, n_batches: int, mesh,
