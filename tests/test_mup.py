@@ -183,7 +183,8 @@ def test_mup_packs_like_solo_and_resumes_from_a_checkpoint_exactly(tmp_path):
     packed optimizer too); a µP state saved and restored goes on bit for bit."""
     c = _config(32, "mup")
     c.model.n_layers = 1  # what is checked is the optimizer's state, not depth
-    c.train.update(lr=3e-3, schedule="cosine", warmup_steps=2)
+    # runs of 4 steps: compiled quickly (train.quick_compile)
+    c.train.update(lr=3e-3, schedule="cosine", warmup_steps=2, quick_compile=True)
     spec, mesh = ModelSpec.from_config(c.model, VOCAB), parallel.make_mesh(c)
     params, total, lrs = steps.Params(spec, mesh, 0), 4, (3e-3, 2e-2)
     rng = np.random.default_rng(0)

@@ -1,3 +1,4 @@
+import functools
 import itertools
 
 import jax
@@ -15,6 +16,10 @@ from tinyscale.model.params import Params
 from tinyscale.model.sample import Sampling, generate
 from tinyscale.model.spec import ModelSpec
 from tinyscale.model.transformer import init_caches
+
+# The tests' samplers run once or twice: compiled quickly (train.quick_compile's options,
+# as conftest.RUN_FEW_TIMES compiles the tests' own programs)
+sampling = functools.partial(Sampling, quick_compile=True)
 
 
 def recompute_greedy(forward, state, prompt, n, eos=2, length=32):
@@ -44,7 +49,7 @@ def test_cached_greedy_equals_recomputing_the_prefix(variant):
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 256, n).tolist() for n in (5, 11, 3)]
     got = generate(lambda a: nnx.merge(graphdef, a), state, prompts,
-                   Sampling(max_new_tokens=12))
+                   sampling(max_new_tokens=12))
     forward = one_program(model)
     for prompt, out in zip(prompts, got):
         assert out == recompute_greedy(*forward, prompt, 12)
@@ -55,17 +60,17 @@ def test_sampling_modes_and_beams():
     graphdef, state = nnx.split(model)
     fn = lambda a: nnx.merge(graphdef, a)  # noqa: E731
     prompts = [[5, 6, 7], [9]]
-    a = generate(fn, state, prompts, Sampling(max_new_tokens=8, temperature=1.0, top_k=5), 1)
-    b = generate(fn, state, prompts, Sampling(max_new_tokens=8, temperature=1.0, top_k=5), 1)
+    a = generate(fn, state, prompts, sampling(max_new_tokens=8, temperature=1.0, top_k=5), 1)
+    b = generate(fn, state, prompts, sampling(max_new_tokens=8, temperature=1.0, top_k=5), 1)
     assert a == b  # same seed, same tokens
-    top1 = generate(fn, state, prompts, Sampling(max_new_tokens=8, temperature=1.0, top_k=1))
-    greedy = generate(fn, state, prompts, Sampling(max_new_tokens=8))
+    top1 = generate(fn, state, prompts, sampling(max_new_tokens=8, temperature=1.0, top_k=1))
+    greedy = generate(fn, state, prompts, sampling(max_new_tokens=8))
     assert top1 == greedy
-    nucleus = generate(fn, state, prompts, Sampling(max_new_tokens=8, temperature=1.0,
+    nucleus = generate(fn, state, prompts, sampling(max_new_tokens=8, temperature=1.0,
                                                    top_p=1e-6))
     assert nucleus == greedy
-    beams = generate(fn, state, prompts, Sampling(max_new_tokens=8, beams=4))
-    one_beam_score = generate(fn, state, prompts, Sampling(max_new_tokens=8, beams=1))
+    beams = generate(fn, state, prompts, sampling(max_new_tokens=8, beams=4))
+    one_beam_score = generate(fn, state, prompts, sampling(max_new_tokens=8, beams=1))
     assert len(beams) == 2 and all(len(x) <= 8 for x in beams)
     assert one_beam_score == greedy
 
@@ -80,10 +85,10 @@ def test_a_local_layers_cache_is_a_ring_of_the_window():
     graphdef, state = nnx.split(model)
     fn = lambda a: nnx.merge(graphdef, a)  # noqa: E731
     prompts = [[5, 6, 7], [9]]
-    greedy = generate(fn, state, prompts, Sampling(max_new_tokens=20))
+    greedy = generate(fn, state, prompts, sampling(max_new_tokens=20))
     forward = one_program(model)
     assert greedy == [recompute_greedy(*forward, p, 20) for p in prompts]
-    assert generate(fn, state, prompts, Sampling(max_new_tokens=20, beams=1)) == greedy
+    assert generate(fn, state, prompts, sampling(max_new_tokens=20, beams=1)) == greedy
 
 
 def _tiny_vocabulary_model(vocab: int):
@@ -135,6 +140,6 @@ def test_beam_search_equals_exhaustive_search_on_a_tiny_vocabulary():
 
     def beams(width):
         return generate(lambda a: nnx.merge(graphdef, a), state, prompts,
-                        Sampling(max_new_tokens=n, beams=width, eos_id=eos))
+                        sampling(max_new_tokens=n, beams=width, eos_id=eos))
     assert beams(vocab ** n) == want
     assert beams(1) != want and beams(2) != want  # the case is one a search can miss
