@@ -1,4 +1,8 @@
-"""End-to-end training through the real `tinyscale train` command."""
+"""End-to-end training through the real `tinyscale train` command.
+
+Over 300 lines: one file, so that its module fixtures (the smoke data cache, the
+40-step reference run that resumes, signals, full disks and compiles are compared
+against) are built once for all of them."""
 
 import json
 import os
