@@ -17,6 +17,7 @@ import subprocess
 import sys
 import weakref
 
+import jax
 import numpy as np
 import pytest
 
@@ -137,7 +138,13 @@ def test_runs_of_one_shape_share_their_programs_in_a_process():
     train = steps.make_train_step(b, c.train, 30)
     assert steps.make_train_step(a, c.train, 30) is train
     assert steps.make_eval_step(a, False) is steps.make_eval_step(b, False)
-    assert steps.make_eval_step(a, True) is not steps.make_eval_step(a, False)
+    quick = steps.make_eval_step(a, True)
+    assert quick is not steps.make_eval_step(a, False)
+    # and its options reach XLA: the older emitters fuse otherwise (the optimised HLO)
+    batch = jax.ShapeDtypeStruct((2, 17), np.int32)
+    compiled = [f.lower(a.initial, batch).compile().as_text()
+                for f in (quick, steps.make_eval_step(a, False))]
+    assert compiled[0] != compiled[1]
     assert make_steps(a, c.train, 30) is make_steps(b, c.train, 30)
     faster = copy.deepcopy(c.train)
     faster.update(lr=0.1, b2=0.9, weight_decay=0.0)
